@@ -1,0 +1,53 @@
+"""edgekd: distill, prune, quantize and export a student that meets a latency budget on a target.
+
+The public API is listed here explicitly and loaded lazily, so ``import edgekd`` stays cheap
+(no torch, no runtimes) until a name is used.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._version import __version__
+
+# public name -> "module:attr" (relative to edgekd)
+_API: dict[str, str] = {
+    # errors
+    "EdgeKDError": "errors:EdgeKDError",
+    "BadInputError": "errors:BadInputError",
+    "VerdictError": "errors:VerdictError",
+    "InconclusiveError": "errors:InconclusiveError",
+    "RuntimeMissingError": "errors:RuntimeMissingError",
+    # targets
+    "TargetSpec": "targets:TargetSpec",
+    "load_target": "targets:load_target",
+    "list_targets": "targets:list_targets",
+    # backends
+    "Artifact": "backends.base:Artifact",
+    "get_backend": "backends:get_backend",
+    # latency
+    "LatencyStats": "latency.stats:LatencyStats",
+    "measure_latency": "latency.measure:measure_latency",
+    "bench": "latency.measure:bench",
+    # export
+    "export_onnx": "export:export_onnx",
+    "check_parity": "export:check_parity",
+    "export_for_target": "export:export_for_target",
+}
+
+
+def __getattr__(name: str) -> Any:
+    ref = _API.get(name)
+    if ref is None:
+        raise AttributeError(f"module 'edgekd' has no attribute '{name}'")
+    mod, _, attr = ref.partition(":")
+    value = getattr(importlib.import_module(f"edgekd.{mod}"), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(_API) + ["__version__"])
+
+
+__all__ = sorted(_API) + ["__version__"]

@@ -1,0 +1,1 @@
+"""Command-line interface: thin modules that parse options and call the library."""

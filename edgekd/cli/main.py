@@ -1,0 +1,97 @@
+"""The `edgekd` command: a click group whose subcommands live one per module and load lazily.
+
+Only this layer turns EdgeKDError into exit codes; no traceback unless EDGEKD_DEBUG=1.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from .._version import __version__
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EdgeKDError
+
+# command name -> "module:function" (module under edgekd.cli). Add a command = add a line.
+COMMANDS: dict[str, str] = {
+    "targets": "targets:targets_cmd",
+    "export": "export:export_cmd",
+    "bench": "bench:bench_cmd",
+}
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("EDGEKD_DEBUG", "") not in ("", "0", "false", "no")
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        ref = COMMANDS.get(name)
+        if ref is None:
+            return None
+        mod, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(f"edgekd.cli.{mod}"), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="edgekd")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """edgekd: put a neural network on an edge device within a measured latency budget.
+
+    Distill a student from a teacher, prune and quantize it, export it to the target's
+    runtime (ONNX Runtime, OpenVINO, TensorRT) and verify accuracy and latency there.
+
+    Exit codes: 0 ok, 1 requirement not met, 2 bad input, 3 inconclusive measurement,
+    4 runtime missing, 130 interrupted. Set EDGEKD_DEBUG=1 to see tracebacks.
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _quiet_third_party() -> None:
+    import warnings
+
+    if not debug_enabled():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_third_party()
+    try:
+        rv = cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except EdgeKDError as exc:
+        if debug_enabled():
+            raise
+        click.echo(f"edgekd: error: {exc.one_line()}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("edgekd: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("edgekd: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except Exception as exc:  # an unexpected failure: one line, not a traceback
+        if debug_enabled():
+            raise
+        click.echo(f"edgekd: internal error: {type(exc).__name__}: {exc} "
+                   f"(rerun with EDGEKD_DEBUG=1 for the traceback)", err=True)
+        return 70
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Latency: measurement protocol, statistics, profiles, prediction and selection."""

@@ -1,0 +1,200 @@
+"""Targets: a named device + runtime + precision, loaded from targets/*.yaml (data, not code)."""
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import BadInputError
+
+
+class Runtime(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+    openvino = "openvino"
+    tensorrt = "tensorrt"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+    int8 = "int8"
+
+
+class Device(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    gpu = "gpu"  # OpenVINO's GPU plugin
+    npu = "npu"
+
+
+class MeasureSettings(BaseModel):
+    """The measurement protocol's knobs (LATENCY.md). Defaults live here and only here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warmup_s: float = Field(1.0, ge=0.0, description="minimum warm-up time in seconds")
+    warmup_iters: int = Field(10, ge=1, description="minimum warm-up iterations")
+    min_iters: int = Field(200, ge=10, description="minimum number of timed inferences")
+    min_time_s: float = Field(1.0, ge=0.0, description="minimum total timed seconds")
+    max_iters: int = Field(100_000, ge=10, description="stop sampling after this many")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence of the p90 interval")
+    unstable_iqr: float = Field(0.10, gt=0.0, description="IQR/median above which a run is unstable")
+
+
+class RemoteSpec(BaseModel):
+    """How to reach a target device over SSH (used by remote measurement)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str
+    user: Optional[str] = None
+    port: int = Field(22, ge=1, le=65535)
+    identity_file: Optional[str] = None
+    command: str = "edgekd"
+    workdir: str = "~/.edgekd-remote"
+    connect_timeout_s: float = Field(10.0, gt=0)
+    command_timeout_s: float = Field(900.0, gt=0)
+
+
+class TargetSpec(BaseModel):
+    """One target. Frozen: a target never changes once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    name: str
+    description: str = ""
+    runtime: Runtime
+    device: Device = Device.cpu
+    precision: Precision = Precision.fp32
+    threads: Optional[int] = Field(None, ge=1, description="intra-op threads; None = runtime default")
+    batch: int = Field(1, ge=1)
+    input_shape: Optional[tuple[int, ...]] = Field(
+        None, description="per-sample input shape (C, H, W); None = the model's own")
+    layout: str = "NCHW"
+    round_to: int = Field(8, ge=1, description="channel multiple the target's kernels prefer")
+    measure: MeasureSettings = MeasureSettings()
+    remote: Optional[RemoteSpec] = None
+    source: Optional[str] = Field(None, description="file the target was loaded from")
+
+    @field_validator("layout")
+    @classmethod
+    def _layout(cls, v: str) -> str:
+        if v not in ("NCHW", "NHWC", "NC"):
+            raise ValueError("layout must be NCHW, NHWC or NC")
+        return v
+
+    @property
+    def is_int8(self) -> bool:
+        return self.precision == Precision.int8
+
+    def summary(self) -> str:
+        thr = f", {self.threads} threads" if self.threads else ""
+        return f"{self.runtime.value} on {self.device.value}, {self.precision.value}, batch {self.batch}{thr}"
+
+
+def targets_dirs() -> list[Path]:
+    """Where named targets are looked up, first match wins.
+
+    EDGEKD_TARGETS_PATH (os.pathsep-separated), ./targets, the repository's targets/ (editable
+    install), and the copy packed into the wheel.
+    """
+    dirs: list[Path] = []
+    env = os.environ.get("EDGEKD_TARGETS_PATH")
+    if env:
+        dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    dirs += [Path.cwd() / "targets", here.parent / "targets", here / "_data" / "targets"]
+    seen, out = set(), []
+    for d in dirs:
+        key = str(d.resolve()) if d.exists() else str(d)
+        if key not in seen and d.is_dir():
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BadInputError(f"cannot read target file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise BadInputError(f"target file {path} is not valid YAML{where}",
+                            hint="fix the YAML syntax") from exc
+    if not isinstance(data, dict):
+        raise BadInputError(f"target file {path} must hold a mapping of fields",
+                            hint="see targets/ort-cpu.yaml for an example")
+    return data
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(top)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def target_from_dict(data: dict, *, name: str | None = None, source: str | None = None) -> TargetSpec:
+    data = dict(data)
+    if name and "name" not in data:
+        data["name"] = name
+    if source:
+        data["source"] = source
+    try:
+        return TargetSpec.model_validate(data)
+    except ValidationError as exc:
+        where = source or data.get("name", "target")
+        raise BadInputError(f"invalid target {where}: {_validation_message(exc)}",
+                            hint="fix the field named, see targets/*.yaml for examples") from exc
+
+
+def load_target_file(path: str | os.PathLike) -> TargetSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(f"target file {p} does not exist", hint="check the path")
+    return target_from_dict(_read_yaml(p), name=p.stem, source=str(p))
+
+
+def _named_files() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in targets_dirs():
+        for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
+            found.setdefault(f.stem, f)
+    return found
+
+
+def target_names() -> list[str]:
+    return sorted(_named_files())
+
+
+def load_target(name_or_path: "str | os.PathLike | TargetSpec") -> TargetSpec:
+    """A target by name (``ort-cpu``) or by the path of a YAML file."""
+    if isinstance(name_or_path, TargetSpec):
+        return name_or_path
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        return load_target_file(text)
+    files = _named_files()
+    if text not in files:
+        import difflib
+
+        close = difflib.get_close_matches(text, list(files), n=1)
+        did = f" (did you mean '{close[0]}'?)" if close else ""
+        raise BadInputError(f"unknown target '{text}'{did}; known targets: {', '.join(sorted(files))}",
+                            hint="or pass the path of a target YAML file")
+    return load_target_file(files[text])
+
+
+def list_targets() -> list[TargetSpec]:
+    return [load_target_file(p) for _, p in sorted(_named_files().items())]

@@ -1,0 +1,65 @@
+"""Capability markers, resolved in one place: a test marked gpu/tensorrt/openvino skips with the
+reason when this machine can't run it."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+
+import pytest
+
+os.environ.setdefault("EDGEKD_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".edgekd-cache", "tests"))
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(name: str) -> tuple[bool, str]:
+    if name == "openvino":
+        ok = importlib.util.find_spec("openvino") is not None
+        return ok, "" if ok else "openvino is not installed (pip install 'edgekd[openvino]')"
+    if name == "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            return False, "tensorrt is not installed (needs an NVIDIA GPU; pip install 'edgekd[tensorrt]')"
+        ok, why = _capability("gpu")
+        return ok, why
+    if name == "gpu":
+        try:
+            import torch
+
+            ok = torch.cuda.is_available()
+        except Exception:  # noqa: BLE001 - any failure means no usable GPU
+            ok = False
+        return ok, "" if ok else "no CUDA GPU on this machine"
+    return True, ""
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for cap in ("gpu", "tensorrt", "openvino"):
+            if item.get_closest_marker(cap) is not None:
+                ok, why = _capability(cap)
+                if not ok:
+                    item.add_marker(pytest.mark.skip(reason=why))
+                    break
+
+
+class _Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_cli():
+    """Run `python -m edgekd ARGS` in a subprocess (real exit codes, real stderr)."""
+    import subprocess
+    import sys
+
+    def _run(*args: str, env: dict | None = None, cwd=None, timeout: float | None = None) -> _Result:
+        full_env = dict(os.environ)
+        full_env.pop("EDGEKD_DEBUG", None)
+        if env:
+            full_env.update(env)
+        p = subprocess.run([sys.executable, "-m", "edgekd", *map(str, args)], capture_output=True,
+                           text=True, env=full_env, cwd=cwd, timeout=timeout)
+        return _Result(p.returncode, p.stdout, p.stderr)
+
+    return _run
