@@ -33,3 +33,31 @@ def emit_json(obj: Any) -> None:
 
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object on stdout instead of a table.")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'1,16,16' or '1x16x16' -> (1, 16, 16); BadInputError otherwise."""
+    from ..errors import BadInputError
+
+    parts = [p for p in text.replace("x", ",").split(",") if p.strip()]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise BadInputError(f"--shape '{text}' is not a list of positive integers",
+                            hint="write it as C,H,W, e.g. 1,16,16")
+    return shape
+
+
+def resolve_target(name: str, *, threads: int | None = None):
+    """Load a target by name or path, optionally overriding its thread count."""
+    from ..errors import BadInputError
+    from ..targets import load_target
+
+    t = load_target(name)
+    if threads is not None:
+        if threads < 1:
+            raise BadInputError(f"--threads {threads} must be at least 1")
+        t = t.model_copy(update={"threads": threads})
+    return t

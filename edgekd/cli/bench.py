@@ -1,0 +1,107 @@
+"""`edgekd bench MODEL --target T`: latency measured exactly as LATENCY.md says."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import emit_json, json_option, parse_shape, resolve_target
+
+
+@click.command("bench")
+@click.argument("model")
+@click.option("--target", "-t", "target_name", default="ort-cpu", show_default=True,
+              help="Target name (see `edgekd targets`) or the path of a target YAML file.")
+@click.option("--shape", default=None, metavar="C,H,W",
+              help="Per-sample input shape, needed when the model's input is dynamic.")
+@click.option("--threads", type=int, default=None,
+              help="Override the target's thread count for this run.")
+@click.option("--min-iters", type=int, default=None,
+              help="Minimum timed inferences (target default: 200).")
+@click.option("--min-time", "min_time_s", type=float, default=None,
+              help="Minimum seconds of timing (target default: 1).")
+@click.option("--warmup", "warmup_s", type=float, default=None,
+              help="Minimum warm-up seconds (target default: 1).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Where to keep built artifacts (default: a temporary directory).")
+@click.option("--samples", "samples_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the raw per-inference samples (ms) to this JSON file.")
+@json_option
+def bench_cmd(model, target_name, shape, threads, min_iters, min_time_s, warmup_s, work_dir,
+              samples_path, as_json):
+    """Measure MODEL's latency on a target.
+
+    MODEL is an .onnx file, an OpenVINO .xml, a TensorRT engine (.engine/.plan), a TorchScript
+    or torch.export file (.pt/.ts/.pt2), or a student spec such as
+    'mobilenetv2:width=0.5,res=32'. The session build and the first inference are reported
+    apart; then a time-based warm-up, at least 200 timed inferences, and p50/p90/p99, mean,
+    std, CV, IQR/median, a confidence interval for p90, an unstable flag (IQR/median > 0.10)
+    and the environment fingerprint.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from ..latency.measure import bench
+    from ..util_io import atomic_write_json
+
+    target = resolve_target(target_name, threads=threads)
+    overrides = {k: v for k, v in (("min_iters", min_iters), ("min_time_s", min_time_s),
+                                   ("warmup_s", warmup_s)) if v is not None}
+    settings = target.measure.model_copy(update=overrides) if overrides else target.measure
+    if overrides:
+        settings = type(settings).model_validate(settings.model_dump())  # re-validate ranges
+    sample_shape = parse_shape(shape) if shape else None
+
+    def run(wd):
+        if as_json or not sys.stderr.isatty():
+            return bench(model, target, work_dir=wd, settings=settings, sample_shape=sample_shape)
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"measuring {model} on {target.name} ...") as status:
+            def progress(n, want):
+                status.update(f"measuring {model} on {target.name}: {n} samples")
+            return bench(model, target, work_dir=wd, settings=settings, sample_shape=sample_shape,
+                         on_progress=progress)
+
+    if work_dir:
+        result = run(Path(work_dir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
+            result = run(Path(tmp))
+
+    if samples_path:
+        atomic_write_json(samples_path, {"target": result.target, "model_sha256": result.model_sha256,
+                                         "environment": dict(result.environment),
+                                         "samples_ms": [float(v) for v in result.samples_ms]})
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    _print_table(result)
+
+
+def _print_table(r) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = r.stats
+    t = Table(title=f"{r.model} on {r.target} ({r.artifact_format})", show_header=True)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    rows = [
+        ("p50 ms", f"{s.p50:.4f}"), ("p90 ms", f"{s.p90:.4f}"),
+        (f"p90 {int(s.confidence * 100)}% CI ms", f"[{s.p90_ci[0]:.4f}, {s.p90_ci[1]:.4f}]"),
+        ("p99 ms" + ("" if s.p99_trustworthy else " (n < 662: indicative)"), f"{s.p99:.4f}"),
+        ("mean ± std ms", f"{s.mean:.4f} ± {s.std:.4f}"), ("min / max ms", f"{s.min:.4f} / {s.max:.4f}"),
+        ("CV", f"{s.cv:.3f}"), ("IQR/median", f"{s.iqr_over_median:.3f}"),
+        ("samples / warm-up", f"{s.n} / {s.warmup}"),
+        ("first inference ms", f"{r.first_inference_ms:.3f}"), ("build s", f"{r.build_s:.3f}"),
+        ("unstable", "[red]yes[/]" if s.unstable else "no"),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    c = Console()
+    c.print(t)
+    e = r.environment
+    c.print(f"[dim]{e.get('cpu')} | {e.get('logical_cores')} cores | threads {e.get('threads')} | "
+            f"{e.get('runtime')} {e.get('runtime_version')} | {e.get('precision')} | batch {e.get('batch')} "
+            f"| shape {e.get('input_shape')}[/]")

@@ -1,0 +1,164 @@
+"""The measurement protocol (LATENCY.md), one code path for every backend's Session.
+
+Single stream, fixed inputs prepared before timing; the first inference is timed apart; a
+time-based warm-up (>= warmup_s and >= warmup_iters); then >= min_iters samples and >= min_time_s
+of timing, each sample one `perf_counter_ns` around one `session.run`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..targets import MeasureSettings, TargetSpec, load_target
+from .environment import fingerprint
+from .stats import LatencyStats
+
+
+@dataclass(frozen=True)
+class Measurement:
+    stats: LatencyStats
+    samples_ms: np.ndarray
+    first_inference_ms: float
+    warmup_iters: int
+    warmup_s: float
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    target: str
+    model: str
+    model_sha256: str
+    artifact_format: str
+    stats: LatencyStats
+    samples_ms: np.ndarray
+    first_inference_ms: float
+    build_s: float
+    load_s: float
+    input_shape: tuple
+    environment: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, include_samples: bool = False) -> dict:
+        s = self.stats
+        d = {
+            "target": self.target,
+            "model": self.model,
+            "model_sha256": self.model_sha256,
+            "artifact_format": self.artifact_format,
+            "input_shape": list(self.input_shape),
+            "latency_ms": {
+                "p50": s.p50, "p90": s.p90, "p99": s.p99, "mean": s.mean, "std": s.std,
+                "min": s.min, "max": s.max, "n": s.n, "p90_ci": list(s.p90_ci),
+                "cv": s.cv, "iqr_over_median": s.iqr_over_median, "confidence": s.confidence,
+                "p99_trustworthy": s.p99_trustworthy,
+            },
+            "warmup_iters": s.warmup,
+            "first_inference_ms": self.first_inference_ms,
+            "build_s": self.build_s,
+            "load_s": self.load_s,
+            "unstable": s.unstable,
+            "environment": dict(self.environment),
+        }
+        if include_samples:
+            d["samples_ms"] = [float(v) for v in self.samples_ms]
+        return d
+
+
+def make_inputs(session, batch_shape: tuple, seed: int = 0) -> Any:
+    """Fixed random inputs of the session's dtype(s), prepared once before timing."""
+    rng = np.random.default_rng(seed)
+    names = list(getattr(session, "input_names", ()) or ["input"])
+    dtypes = list(getattr(session, "input_dtypes", ()) or [np.float32])
+    arrays = {}
+    for i, name in enumerate(names):
+        dt = np.dtype(dtypes[i] if i < len(dtypes) else np.float32)
+        if np.issubdtype(dt, np.floating):
+            arr = rng.standard_normal(batch_shape).astype(dt)
+        else:
+            arr = rng.integers(0, 2, size=batch_shape).astype(dt)
+        arrays[name] = np.ascontiguousarray(arr)
+    return arrays if len(arrays) > 1 else next(iter(arrays.values()))
+
+
+def measure_session(session, inputs, settings: MeasureSettings | None = None, *,
+                    environment: Mapping[str, Any] | None = None,
+                    on_progress: Callable[[int, int], None] | None = None,
+                    clock: Callable[[], int] = time.perf_counter_ns) -> Measurement:
+    """Time ``session.run(inputs)`` per LATENCY.md and summarise the samples."""
+    settings = settings or MeasureSettings()
+    run = session.run
+
+    t0 = clock()
+    run(inputs)
+    first_ms = (clock() - t0) / 1e6
+
+    warm_iters, warm_start = 0, clock()
+    warm_ns = int(settings.warmup_s * 1e9)
+    while warm_iters < settings.warmup_iters or clock() - warm_start < warm_ns:
+        run(inputs)
+        warm_iters += 1
+    warm_s = (clock() - warm_start) / 1e9
+
+    samples = np.empty(max(settings.min_iters, 1024), dtype=np.int64)
+    n, min_ns = 0, int(settings.min_time_s * 1e9)
+    timed_ns = 0
+    while n < settings.min_iters or timed_ns < min_ns:
+        if n >= settings.max_iters:
+            break
+        if n == samples.size:
+            samples = np.resize(samples, samples.size * 2)
+        t = clock()
+        run(inputs)
+        dt = clock() - t
+        samples[n] = dt
+        timed_ns += dt
+        n += 1
+        if on_progress is not None and (n & 63) == 0:
+            on_progress(n, settings.min_iters)
+    samples_ms = samples[:n].astype(np.float64) / 1e6
+    stats = LatencyStats.from_samples(samples_ms, warmup=warm_iters, confidence=settings.confidence,
+                                      unstable_iqr=settings.unstable_iqr, environment=environment)
+    return Measurement(stats=stats, samples_ms=samples_ms, first_inference_ms=first_ms,
+                       warmup_iters=warm_iters, warmup_s=warm_s)
+
+
+def environment_fingerprint(target: TargetSpec, session, input_shape) -> dict:
+    return fingerprint(runtime=getattr(session, "runtime_name", "") or target.runtime.value,
+                       runtime_version=getattr(session, "runtime_version", ""),
+                       precision=target.precision.value, threads=target.threads,
+                       batch=target.batch, input_shape=tuple(input_shape), device=target.device.value,
+                       target=target.name)
+
+
+def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str | Path | None" = None,
+          settings: MeasureSettings | None = None, sample_shape: tuple | None = None,
+          on_progress: Callable[[int, int], None] | None = None) -> BenchResult:
+    """Open MODEL for TARGET (building its artifact if needed) and measure it per LATENCY.md."""
+    from ..backends.resolve import open_model
+
+    spec = load_target(target)
+    opened = open_model(model_ref, spec, work_dir=Path(work_dir) if work_dir else None,
+                        sample_shape=sample_shape)
+    try:
+        shape = tuple(opened.input_shape)
+        inputs = make_inputs(opened.session, shape)
+        env = environment_fingerprint(spec, opened.session, shape)
+        m = measure_session(opened.session, inputs, settings or spec.measure, environment=env,
+                            on_progress=on_progress)
+    finally:
+        close = getattr(opened.session, "close", None)
+        if close:
+            close()
+    art = opened.artifact
+    return BenchResult(target=spec.name, model=str(model_ref), model_sha256=art.sha256,
+                       artifact_format=art.format, stats=m.stats, samples_ms=m.samples_ms,
+                       first_inference_ms=m.first_inference_ms, build_s=float(opened.build_s or 0.0),
+                       load_s=float(getattr(opened, "first_load_s", 0.0) or 0.0), input_shape=shape,
+                       environment=env)
+
+
+# Name used by the public API.
+measure_latency = measure_session
