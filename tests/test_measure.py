@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from edgekd.latency.measure import make_inputs, measure_session
+from edgekd.latency.stats import LatencyStats, quantile_ci, quantile_ci_ranks
+from edgekd.targets import MeasureSettings
+
+
+class VirtualClock:
+    def __init__(self):
+        self.ns = 0
+
+    def __call__(self):
+        return self.ns
+
+
+class FakeSession:
+    """Each run advances the virtual clock by the next latency from a script."""
+
+    input_names = ["input"]
+    input_dtypes = [np.float32]
+
+    def __init__(self, clock, first_ms, steady_ms):
+        self.clock, self.first_ms, self.steady = clock, first_ms, steady_ms
+        self.calls = 0
+        self.seen = []
+
+    def run(self, x):
+        ms = self.first_ms if self.calls == 0 else self.steady(self.calls)
+        self.calls += 1
+        self.seen.append(id(x))
+        self.clock.ns += int(ms * 1e6)
+        return [x]
+
+
+def test_protocol_first_inference_apart_time_based_warmup_and_minimums():
+    clock = VirtualClock()
+    s = FakeSession(clock, first_ms=50.0, steady_ms=lambda i: 1.0)
+    settings = MeasureSettings(warmup_s=0.05, warmup_iters=10, min_iters=200, min_time_s=0.5)
+    m = measure_session(s, np.zeros((1, 1, 4, 4), np.float32), settings, clock=clock)
+    assert m.first_inference_ms == pytest.approx(50.0)
+    assert m.warmup_iters == 50  # time-based: 0.05 s of 1 ms runs, more than the 10-iteration floor
+    assert m.stats.n == 500  # min_time_s (0.5 s) dominates min_iters (200)
+    assert m.stats.max == pytest.approx(1.0)  # the 50 ms first run is not among the samples
+    assert len(set(s.seen)) == 1  # the same prepared input every time
+
+
+def test_protocol_iteration_floors_when_runs_are_slow():
+    clock = VirtualClock()
+    s = FakeSession(clock, first_ms=5.0, steady_ms=lambda i: 20.0)
+    settings = MeasureSettings(warmup_s=0.01, warmup_iters=10, min_iters=30, min_time_s=0.0)
+    m = measure_session(s, np.zeros(3, np.float32), settings, clock=clock)
+    assert m.warmup_iters == 10 and m.stats.n == 30
+
+
+def test_unstable_flag_from_iqr():
+    clock = VirtualClock()
+    bimodal = lambda i: 1.0 if i % 2 else 2.0  # noqa: E731
+    m = measure_session(FakeSession(clock, 1.0, bimodal), np.zeros(1, np.float32),
+                        MeasureSettings(warmup_s=0, warmup_iters=1, min_iters=100, min_time_s=0),
+                        clock=clock)
+    assert m.stats.unstable and m.stats.iqr_over_median > 0.1
+    clock2 = VirtualClock()
+    steady = measure_session(FakeSession(clock2, 1.0, lambda i: 1.0), np.zeros(1, np.float32),
+                             MeasureSettings(warmup_s=0, warmup_iters=1, min_iters=100, min_time_s=0),
+                             clock=clock2)
+    assert not steady.stats.unstable
+
+
+def test_stats_values_on_known_samples():
+    x = np.arange(1, 1001, dtype=float)  # 1..1000 ms
+    s = LatencyStats.from_samples(x)
+    assert s.p50 == pytest.approx(500.5) and s.p90 == pytest.approx(900.1)
+    assert s.min == 1 and s.max == 1000 and s.n == 1000 and s.p99_trustworthy
+    lo, hi = s.p90_ci
+    assert lo < s.p90 < hi
+    assert not LatencyStats.from_samples(x[:300]).p99_trustworthy
+
+
+def test_p90_upper_bound_matches_latency_md_reference():
+    # LATENCY.md: for n = 300 at 95%, the one-sided upper bound is about the 279th sorted sample.
+    assert quantile_ci_ranks(300, 0.9, 0.95, sided="upper")[1] == 279
+
+
+@pytest.mark.parametrize("n", [50, 200, 300, 1000])
+def test_two_sided_interval_has_its_coverage(n):
+    lo, hi = quantile_ci_ranks(n, 0.9, 0.95)
+    if lo is None or hi is None:
+        pytest.skip("interval open for this n")
+    coverage = binom.cdf(hi - 1, n, 0.9) - binom.cdf(lo - 1, n, 0.9)
+    assert coverage >= 0.95
+    # moving the lower end inwards loses the coverage
+    assert binom.cdf(hi - 1, n, 0.9) - binom.cdf(lo, n, 0.9) < coverage
+
+
+def test_interval_is_open_when_too_few_samples():
+    lo, hi = quantile_ci(np.sort(np.random.default_rng(0).random(10)), 0.9)
+    assert hi == float("inf")
+
+
+def test_empirical_coverage_of_p90_interval():
+    rng = np.random.default_rng(1)
+    true_p90 = np.log(1 / 0.1)  # exponential(1)
+    hits = 0
+    for _ in range(400):
+        x = np.sort(rng.exponential(size=300))
+        lo, hi = quantile_ci(x, 0.9, 0.95)
+        hits += lo <= true_p90 <= hi
+    assert hits / 400 >= 0.92
+
+
+def test_stats_roundtrip_and_nan_refused():
+    s = LatencyStats.from_samples([1.0, 2.0, 3.0])
+    d = s.to_dict()
+    assert d["p90_ci"][1] is None  # open upper bound serialises as null
+    assert LatencyStats.from_dict(d).p50 == s.p50
+    with pytest.raises(ValueError):
+        LatencyStats.from_samples([1.0, float("nan")])
+
+
+def test_make_inputs_fixed_and_typed():
+    class S:
+        input_names = ["a"]
+        input_dtypes = [np.float16]
+
+    a, b = make_inputs(S(), (1, 3, 4, 4)), make_inputs(S(), (1, 3, 4, 4))
+    assert a.dtype == np.float16 and a.shape == (1, 3, 4, 4) and np.array_equal(a, b)
