@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "targets": "targets:targets_cmd",
     "export": "export:export_cmd",
     "bench": "bench:bench_cmd",
+    "quantize": "quantize:quantize_cmd",
 }
 
 

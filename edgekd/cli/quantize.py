@@ -1,0 +1,167 @@
+"""`edgekd quantize MODEL --target T --data SPEC --out DIR`: INT8 that is kept only if it pays."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import emit_json, json_option, resolve_target
+
+
+@click.command("quantize")
+@click.argument("model")
+@click.option("--target", "-t", "target_name", required=True,
+              help="An int8 target (ort-cpu-int8, openvino-cpu-int8, tensorrt-int8) or a YAML path.")
+@click.option("--data", "data_spec", required=True,
+              help="Data spec for calibration and validation (digits, folder:DIR, npz:FILE, py:MOD:FN).")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="Activation calibration for ONNX Runtime / TensorRT QDQ.")
+@click.option("--preset", type=click.Choice(["performance", "mixed"]), default="performance",
+              show_default=True, help="NNCF preset for OpenVINO (mixed: asymmetric activations).")
+@click.option("--calib-size", type=int, default=300, show_default=True,
+              help="Calibration samples taken from the training split.")
+@click.option("--val-size", type=int, default=None,
+              help="Validation samples used for accuracy (default: the whole validation split).")
+@click.option("--max-drop", type=float, default=None,
+              help="Largest allowed top-1 drop (0.01 = one point); OpenVINO uses NNCF accuracy control.")
+@click.option("--rounds", type=int, default=3, show_default=True,
+              help="Interleaved fp32/int8 latency rounds.")
+@click.option("--force", is_flag=True, help="Keep the INT8 model even when it is not faster.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the INT8 artifact and its report JSON.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration subset.")
+@json_option
+def quantize_cmd(model, target_name, data_spec, method, preset, calib_size, val_size, max_drop,
+                 rounds, force, out_dir, seed, as_json):
+    """Quantize MODEL to INT8 for a target, then compare it with fp32 on the same runtime.
+
+    MODEL is an .onnx file or an edgekd checkpoint (.pt). Accuracy (top-1 on the validation
+    split) and p50/p90 latency are measured through the target's runtime for both models; an
+    INT8 model that is not faster is not kept (exit 1) unless --force.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import BadInputError, VerdictError
+    from ..quantize import check_runtime, quantize_model, require_int8_target
+
+    target = require_int8_target(resolve_target(target_name))
+    check_runtime(target, evaluate=True)
+    if calib_size < 0:
+        raise BadInputError(f"--calib-size {calib_size} must be positive")
+    if max_drop is not None and not 0.0 <= max_drop < 1.0:
+        raise BadInputError(f"--max-drop {max_drop} must be in [0, 1) (0.01 = one point)")
+    if rounds < 1:
+        raise BadInputError(f"--rounds {rounds} must be at least 1")
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-quantize-") as tmp:
+        onnx_path = _model_to_onnx(model, Path(tmp))
+        calib, x_val, y_val = _load_data(data_spec, onnx_path, calib_size, val_size, seed)
+        opts = {"preset": preset} if target.runtime.value == "openvino" else {}
+        try:
+            report = _run(lambda: quantize_model(onnx_path, target, out_dir, calib, (x_val, y_val),
+                                                 method=method, max_drop=max_drop, force=force,
+                                                 rounds=rounds, **opts), as_json, target.name)
+        except VerdictError as err:
+            rep = getattr(err, "report", None)
+            if rep is not None:
+                if as_json:
+                    emit_json(rep.to_dict())
+                else:
+                    _print_table(rep, model, err=True)
+            raise
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_table(report, model)
+
+
+def _run(fn, quiet: bool, target_name: str):
+    if quiet or not sys.stderr.isatty():
+        return fn()
+    from rich.console import Console
+
+    with Console(stderr=True).status(f"quantizing and measuring on {target_name} ..."):
+        return fn()
+
+
+def _model_to_onnx(model: str, tmp):
+    """An .onnx path as is; a checkpoint exported to ONNX in ``tmp``."""
+    from pathlib import Path
+
+    from ..errors import BadInputError
+
+    p = Path(model)
+    if not p.is_file():
+        raise BadInputError(f"model file {model} does not exist", hint="give an .onnx file or a .pt checkpoint")
+    if p.suffix.lower() == ".onnx":
+        return p
+    if p.suffix.lower() in (".pt", ".pth"):
+        from ..export import export_onnx
+        from ..models.checkpoint import load_checkpoint
+
+        module, meta = load_checkpoint(p)
+        shape = tuple(meta.get("input_shape") or ()) if isinstance(meta, dict) else ()
+        out = tmp / f"{p.stem}.onnx"
+        if shape:
+            export_onnx(module, out, input_shape=shape)
+        else:
+            export_onnx(module, out)
+        return out
+    raise BadInputError(f"cannot quantize '{p.name}'", hint="give an .onnx file or an edgekd .pt checkpoint")
+
+
+def _load_data(spec: str, onnx_path, calib_size: int, val_size, seed: int):
+    from ..data import load_data
+    from ..errors import BadInputError
+    from ..quantize.calib import calibration_from_dataset, dataset_arrays, onnx_input_info
+
+    _, shape = onnx_input_info(onnx_path)
+    res = shape[-1] if len(shape) == 4 and shape[-1] else None
+    bundle = load_data(spec, resolution=res) if res else load_data(spec)
+    calib = calibration_from_dataset(bundle.train, calib_size, batch_size=32, seed=seed)
+    if not calib or sum(len(b) for b in calib) == 0:
+        raise BadInputError(f"calibration set is empty (--calib-size {calib_size}, "
+                            f"{len(bundle.train)} training samples in '{spec}')",
+                            hint="use --calib-size of at least 1 and data with training samples")
+    x_val, y_val = dataset_arrays(bundle.val, val_size, seed=seed)
+    if len(x_val) == 0:
+        raise BadInputError(f"'{spec}' has no labelled validation samples",
+                            hint="give data with a validation split")
+    return calib, x_val, y_val
+
+
+def _fmt(v, spec: str) -> str:
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return format(v, spec)
+
+
+def _print_table(r, model: str, err: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{model}: fp32 ({r.fp32.target}) vs int8 ({r.target}), {r.method}")
+    t.add_column("metric")
+    t.add_column("fp32", justify="right")
+    t.add_column("int8", justify="right")
+    t.add_column("int8/fp32", justify="right")
+    acc = lambda v: "n/a" if v is None else f"{v * 100:.2f}%"  # noqa: E731
+    t.add_row("params", _fmt(r.fp32.params, ","), _fmt(r.int8.params, ","), "")
+    t.add_row("accuracy (top-1)", acc(r.fp32.accuracy), acc(r.int8.accuracy),
+              "n/a" if r.accuracy_drop is None else f"{-r.accuracy_drop * 100:+.2f} pt")
+    t.add_row("p50 ms", _fmt(r.fp32.p50, ".4f"), _fmt(r.int8.p50, ".4f"), _fmt(r.p50_ratio, ".3f"))
+    t.add_row("p90 ms", _fmt(r.fp32.p90, ".4f"), _fmt(r.int8.p90, ".4f"),
+              _fmt(1 / r.speedup_p90 if r.speedup_p90 else None, ".3f"))
+    t.add_row("size bytes", _fmt(r.fp32.size_bytes, ","), _fmt(r.int8.size_bytes, ","),
+              _fmt(r.size_ratio, ".3f"))
+    c = Console(stderr=err)
+    c.print(t)
+    c.print(f"speed-up p50 {_fmt(r.speedup_p50, '.2f')}x, p90 {_fmt(r.speedup_p90, '.2f')}x; "
+            f"{r.calib_samples} calibration / {r.val_samples} validation samples")
+    if r.kept and r.artifact is not None:
+        c.print(f"kept: {r.artifact.path}" + (" (forced)" if r.forced and r.notes else ""))
+    for n in r.notes:
+        c.print(f"[yellow]note:[/] {n}")

@@ -1,0 +1,155 @@
+"""INT8 post-training quantization for OpenVINO with NNCF.
+
+The model (ONNX or OpenVINO IR) is read as an ``openvino.Model``; ``nncf.quantize`` inserts
+FakeQuantize operations from calibration statistics, or ``nncf.quantize_with_accuracy_control``
+does that and then reverts the layers that cost most accuracy until the drop is within
+``max_drop``. The IR (.xml + .bin) is written atomically: both files land under temporary names
+next to the destination, the .bin is renamed first and the .xml last, so an .xml that exists
+always has its complete .bin.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import BadInputError, missing_package
+from .calib import check_calibration, split_to_batch
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("performance", "mixed")
+
+
+def _imports():
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise missing_package("openvino", extra="openvino", what="INT8 quantization for OpenVINO") from exc
+    try:
+        import nncf
+    except ImportError as exc:
+        raise missing_package("nncf", extra="openvino", what="INT8 quantization for OpenVINO") from exc
+    return ov, nncf
+
+
+def _read_model(ov, path: Path):
+    if not path.is_file():
+        raise BadInputError(f"model {path} does not exist", hint="give an .onnx or OpenVINO .xml file")
+    if path.suffix.lower() not in (".onnx", ".xml"):
+        raise BadInputError(f"cannot quantize '{path.name}' for OpenVINO",
+                            hint="give an .onnx or OpenVINO .xml file")
+    try:
+        return ov.Core().read_model(str(path))
+    except RuntimeError as exc:
+        raise BadInputError(f"OpenVINO cannot read {path}: {str(exc).splitlines()[0]}") from exc
+
+
+def _model_input_shape(model) -> tuple:
+    ps = model.inputs[0].get_partial_shape()
+    return tuple(int(d.get_length()) if d.is_static else None for d in ps)
+
+
+def _val_items(val_data: Any, batch_dim: "int | None") -> list[tuple[np.ndarray, np.ndarray]]:
+    """(x, y) arrays or an iterable of (x_batch, y_batch) pairs -> list of (x, y) items."""
+    if isinstance(val_data, tuple) and len(val_data) == 2 and isinstance(val_data[0], np.ndarray):
+        x, y = val_data
+        step = batch_dim or 64
+        return [(np.ascontiguousarray(x[i:i + step], np.float32), np.asarray(y[i:i + step]))
+                for i in range(0, len(x) - (len(x) % step if batch_dim else 0), step)]
+    return list(val_data)
+
+
+def top1_validation_fn(compiled_model, items: Iterable[tuple[np.ndarray, np.ndarray]]):
+    """NNCF's validation_fn for classifiers: (top-1 accuracy, per-sample correctness)."""
+    out = compiled_model.outputs[0]
+    per_item: list[float] = []
+    for x, y in items:
+        logits = compiled_model(x)[out]
+        per_item.extend((np.argmax(logits, axis=1) == np.asarray(y).reshape(-1)).astype(float).tolist())
+    acc = float(np.mean(per_item)) if per_item else 0.0
+    return acc, per_item
+
+
+def save_ir_atomic(ov, model, out_xml: "str | Path") -> Path:
+    """Save an openvino.Model as IR: .bin renamed into place first, then .xml."""
+    out_xml = Path(out_xml)
+    if out_xml.suffix.lower() != ".xml":
+        raise BadInputError(f"OpenVINO IR path '{out_xml}' must end in .xml")
+    out_xml.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgekd-ir-", dir=out_xml.parent) as tmp:
+        tmp_xml = Path(tmp) / out_xml.name
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        os.replace(tmp_xml.with_suffix(".bin"), out_xml.with_suffix(".bin"))
+        os.replace(tmp_xml, out_xml)
+    return out_xml
+
+
+def quantize_openvino(onnx_or_xml_path: "str | Path", out_xml: "str | Path",
+                      calib: "Iterable[np.ndarray]", *, preset: str = "performance",
+                      subset_size: int = 300, max_drop: float | None = None,
+                      val_data: Any = None, val_fn: Callable | None = None,
+                      fast_bias_correction: bool = True) -> Path:
+    """Quantize with NNCF and save the INT8 IR at ``out_xml`` (+ .bin); returns the .xml path.
+
+    ``preset``: 'performance' (symmetric activations, fastest on CPU) or 'mixed' (asymmetric
+    activations, better for activations that are not centred, e.g. after GELU/SiLU).
+    ``subset_size``: how many calibration samples NNCF collects statistics on. With
+    ``max_drop`` (absolute top-1 drop, e.g. 0.01 for one point) accuracy control is used; it
+    needs ``val_data`` ((x, y) arrays or (x_batch, y_batch) pairs) and optionally ``val_fn``
+    (NNCF's validation_fn(compiled_model, items) -> (metric, per-item values); default top-1).
+    """
+    ov, nncf = _imports()
+    if preset not in PRESETS:
+        raise BadInputError(f"unknown NNCF preset '{preset}'; known: {', '.join(PRESETS)}")
+    if subset_size < 1:
+        raise BadInputError(f"subset_size {subset_size} must be at least 1")
+    model = _read_model(ov, Path(onnx_or_xml_path))
+    shape = _model_input_shape(model)
+    batches = split_to_batch(check_calibration(calib, shape), shape[0] if shape else None)
+    n_samples = sum(len(b) for b in batches)
+    dataset = nncf.Dataset(batches)
+    preset_enum = (nncf.QuantizationPreset.PERFORMANCE if preset == "performance"
+                   else nncf.QuantizationPreset.MIXED)
+    # subset_size counts dataset items (batches); cap it at what there is.
+    subset = max(1, min(subset_size, len(batches)))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            if max_drop is None:
+                qmodel = nncf.quantize(model, dataset, preset=preset_enum, subset_size=subset,
+                                       fast_bias_correction=fast_bias_correction)
+            else:
+                if not 0.0 <= max_drop < 1.0:
+                    raise BadInputError(f"max_drop {max_drop} must be in [0, 1) (0.01 = one point)")
+                if val_data is None:
+                    raise BadInputError("accuracy control (max_drop) needs validation data",
+                                        hint="pass val_data=(x, y)")
+                items = _val_items(val_data, shape[0] if shape else None)
+                if not items:
+                    raise BadInputError("validation data for accuracy control is empty")
+                qmodel = nncf.quantize_with_accuracy_control(
+                    model, dataset, nncf.Dataset(items), val_fn or top1_validation_fn,
+                    max_drop=float(max_drop), drop_type=nncf.DropType.ABSOLUTE, preset=preset_enum,
+                    subset_size=subset, fast_bias_correction=fast_bias_correction)
+    except nncf.ValidationError as exc:
+        raise BadInputError(f"NNCF rejected the quantization settings: {exc}") from exc
+    log.info("NNCF quantized %s on %d calibration samples", onnx_or_xml_path, n_samples)
+    return save_ir_atomic(ov, qmodel, out_xml)
+
+
+def count_fake_quantize(xml_path: "str | Path") -> int:
+    """How many FakeQuantize operations an IR holds (0 in an fp32 model)."""
+    ov, _ = _imports()
+    model = ov.Core().read_model(str(xml_path))
+    return sum(1 for op in model.get_ops() if op.get_type_name() == "FakeQuantize")
+
+
+def ir_paths(xml_path: "str | Path") -> Sequence[Path]:
+    x = Path(xml_path)
+    return (x, x.with_suffix(".bin"))
