@@ -112,7 +112,10 @@ def _model_to_onnx(model: str, tmp):
 
 
 def _load_data(spec: str, onnx_path, calib_size: int, val_size, seed: int):
-    from ..data import load_data
+    try:
+        from ..data import load_data
+    except ImportError:  # the package front door may not re-export it
+        from ..data.sources import load_data
     from ..errors import BadInputError
     from ..quantize.calib import calibration_from_dataset, dataset_arrays, onnx_input_info
 
