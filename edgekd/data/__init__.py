@@ -1,0 +1,12 @@
+"""Datasets for distillation: specs (digits, folder:, npz:, py:), tensor transforms, loaders."""
+from __future__ import annotations
+
+from .base import UNLABELLED, ArrayDataset, DataBundle, SampleDataset
+from .sources import SPEC_FORMS, digits_normalization, load_data
+from .transforms import (AugmentedDataset, Compose, Normalize, RandomHFlip, RandomPadCrop,
+                         calibration_batches, default_augment, make_loader)
+
+__all__ = ["UNLABELLED", "ArrayDataset", "AugmentedDataset", "Compose", "DataBundle",
+           "Normalize", "RandomHFlip", "RandomPadCrop", "SPEC_FORMS", "SampleDataset",
+           "calibration_batches", "default_augment", "digits_normalization", "load_data",
+           "make_loader"]
