@@ -33,6 +33,16 @@ _API: dict[str, str] = {
     "export_onnx": "export:export_onnx",
     "check_parity": "export:check_parity",
     "export_for_target": "export:export_for_target",
+    # student models
+    "StudentConfig": "models:StudentConfig",
+    "parse_spec": "models:parse_spec",
+    "build_model": "models:build_model",
+    "input_shape": "models:input_shape",
+    "count_macs_params": "models:count_macs_params",
+    "family_names": "models:family_names",
+    "family_grid": "models:family_grid",
+    "block_signatures": "models:block_signatures",
+    "build_block": "models:build_block",
 }
 
 
