@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "targets": "targets:targets_cmd",
     "export": "export:export_cmd",
     "bench": "bench:bench_cmd",
+    "profile": "profile:profile_cmd",
+    "select": "select:select_cmd",
     "distill": "distill:distill_cmd",
     "train": "distill:train_cmd",
     "quantize": "quantize:quantize_cmd",

@@ -1,0 +1,119 @@
+"""`edgekd profile --target T --family F --out FILE`: measure a family's latency profile."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .common import emit_json, json_option, resolve_target
+
+
+@click.command("profile")
+@click.option("--target", "-t", "target_name", required=True,
+              help="Target name (see `edgekd targets`) or the path of a target YAML file.")
+@click.option("--family", "-f", required=True, help="Student family, e.g. mobilenetv2 or resnet.")
+@click.option("--grid", default="default", show_default=True, metavar="small|default|FILE",
+              help="Candidates: a named grid of the family, or a file with one spec per line ('#' comments).")
+@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False),
+              help="Profile JSON to write (rewritten atomically after every measured entry).")
+@click.option("--resume", is_flag=True,
+              help="Keep the entries already in --out and measure only the missing ones.")
+@click.option("--in-channels", type=int, default=1, show_default=True, help="Input channels of the students.")
+@click.option("--num-classes", type=int, default=10, show_default=True, help="Output classes of the students.")
+@click.option("--min-time", "min_time_s", type=float, default=None,
+              help="Minimum seconds of timing per whole model (target default: 1).")
+@click.option("--block-min-time", "block_min_time_s", type=float, default=None,
+              help="Minimum seconds of timing per block (default: 0.4, or --min-time if shorter).")
+@click.option("--work-dir", type=click.Path(file_okay=False), default=None,
+              help="Where to keep exported files while measuring (default: a temporary directory).")
+@json_option
+def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes, min_time_s,
+                block_min_time_s, work_dir, as_json):
+    """Measure every candidate of a family's grid on a target, plus each unique block the
+    runtime executes, and fit the latency predictor (sum of blocks + overhead, calibrated on a
+    few whole models, validated on the rest). Shows progress with an ETA on stderr and prints
+    the elapsed time. Interrupted runs keep what was complete; finish them with --resume.
+    """
+    from ..errors import BadInputError
+    from ..latency.profile import profile_family
+
+    if in_channels < 1 or num_classes < 1:
+        raise BadInputError(f"--in-channels {in_channels} and --num-classes {num_classes} must be at least 1")
+    for opt, v in (("--min-time", min_time_s), ("--block-min-time", block_min_time_s)):
+        if v is not None and v < 0:
+            raise BadInputError(f"{opt} {v} must not be negative")
+    target = resolve_target(target_name)
+    kwargs = dict(out=out, grid=grid, resume=resume, in_channels=in_channels, num_classes=num_classes,
+                  min_time_s=min_time_s, block_min_time_s=block_min_time_s, work_dir=work_dir)
+
+    if as_json or not sys.stderr.isatty():
+        run = profile_family(target, family, on_event=_plain_progress(as_json), **kwargs)
+    else:
+        run = _with_progress_bar(target, family, kwargs)
+
+    prof = run.profile
+    v = prof.validation or {}
+    summary = {
+        "profile": str(run.path), "target": target.name, "family": family, "complete": prof.complete,
+        "models": len(prof.models), "blocks": len(prof.blocks), "overhead_ms": prof.overhead_ms,
+        "measured": run.measured, "skipped": run.skipped, "elapsed_s": round(run.elapsed_s, 2),
+        "calibration": prof.calibration,
+        "validation": {k: v.get(k) for k in ("metric", "n_heldout", "fraction_within_10pct",
+                                             "p95_rel_error", "max_rel_error")},
+    }
+    if as_json:
+        emit_json(summary)
+        return
+    _print_summary(prof, run)
+
+
+def _plain_progress(as_json: bool):
+    def on_event(ev):
+        if ev.kind == "measured" and not as_json:
+            click.echo(f"[{ev.done}/{ev.total}] {ev.what} {ev.name}: p50 {ev.latency_ms:.4f} ms", err=True)
+    return on_event
+
+
+def _with_progress_bar(target, family, kwargs):
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from ..latency.profile import profile_family
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[now]}"),
+                  console=console, transient=False) as bar:
+        task = bar.add_task(f"profiling {family} on {target.name}", total=None, now="")
+
+        def on_event(ev):
+            if ev.kind == "planned":
+                bar.update(task, total=max(ev.total, 1) if ev.total else 1, completed=0 if ev.total else 1)
+            elif ev.kind == "start":
+                bar.update(task, now=f"{ev.what} {ev.name}")
+            elif ev.kind == "measured":
+                bar.update(task, completed=ev.done, now="")
+
+        return profile_family(target, family, on_event=on_event, **kwargs)
+
+
+def _print_summary(prof, run) -> None:
+    from rich.console import Console
+
+    c = Console()
+    v = prof.validation or {}
+    c.print(f"profile [bold]{run.path}[/]: {len(prof.models)} models, {len(prof.blocks)} blocks, "
+            f"overhead {prof.overhead_ms:.4f} ms; measured {len(run.measured)}, kept {len(run.skipped)}")
+    cal = (prof.calibration or {}).get("p50")
+    if cal:
+        c.print(f"predictor p50 ≈ {cal['a']:.3f}·Σblocks + {cal['b']:.4f} ms "
+                f"(calibrated on {len(cal['specs'])} models)")
+    if v.get("n_heldout"):
+        c.print(f"held-out validation: {v['fraction_within_10pct']:.0%} of {v['n_heldout']} within ±10% "
+                f"of measured p50, p95 relative error {v['p95_rel_error']:.1%}")
+    else:
+        c.print("held-out validation: no held-out candidates (profile more to validate the predictor)")
+    if not prof.complete:
+        c.print("[yellow]profile incomplete: finish it with --resume[/]")
+    c.print(f"elapsed {run.elapsed_s:.1f} s")

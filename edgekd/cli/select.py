@@ -1,0 +1,85 @@
+"""`edgekd select --profile FILE --budget-ms B`: the largest student predicted to meet a budget."""
+from __future__ import annotations
+
+import click
+
+from .common import emit_json, json_option
+
+
+@click.command("select")
+@click.option("--profile", "profile_path", required=True, type=click.Path(dir_okay=False),
+              help="Latency profile JSON written by `edgekd profile`.")
+@click.option("--budget-ms", type=float, required=True, help="Latency budget in milliseconds.")
+@click.option("--metric", type=click.Choice(["p50", "p90"]), default="p90", show_default=True,
+              help="Latency statistic the budget applies to.")
+@click.option("--verify", is_flag=True,
+              help="Measure the pick on the profile's target; step down while it misses the budget.")
+@click.option("--strict", is_flag=True,
+              help="Refuse a profile measured in another environment (default: warn).")
+@click.option("--spec", "extra_specs", multiple=True, metavar="SPEC",
+              help="Also consider this candidate (its blocks must be in the profile). Repeatable.")
+@json_option
+def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, as_json):
+    """Pick the student with the most capacity (params) whose predicted latency is at or under
+    BUDGET / (1 + eps), eps being the profile's p95 relative prediction error.
+
+    A budget below every candidate is an error (exit 2) that names the smallest reachable
+    latency. With --verify, a pick that misses when measured is replaced by the next faster
+    one; exit 1 when none meets the budget.
+    """
+    from ..errors import EdgeKDError
+    from ..latency.profile import check_fingerprint, current_fingerprint, load_profile
+    from ..latency.select import select_student
+    from ..targets import target_from_dict
+
+    profile = load_profile(profile_path)
+    warnings = []
+    try:
+        target = target_from_dict({k: v for k, v in profile.target.items() if k != "source"})
+        here = current_fingerprint(target)
+    except EdgeKDError:  # a target this install cannot describe: nothing to compare against
+        here = None
+    if here is not None:
+        msg = check_fingerprint(profile, here, strict=strict)
+        if msg:
+            warnings.append(msg)
+            click.echo(f"edgekd: warning: {msg}", err=True)
+
+    on_attempt = None
+    if verify and not as_json:
+        def on_attempt(c):
+            ok = "meets" if c.verified_ms <= budget_ms else "misses"
+            click.echo(f"verify {c.spec}: measured {metric} {c.verified_ms:.4f} ms ({ok} {budget_ms:g} ms)",
+                       err=True)
+
+    sel = select_student(profile, budget_ms, metric=metric, extra_specs=extra_specs, verify=verify,
+                         on_attempt=on_attempt)
+    if warnings:
+        from dataclasses import replace
+
+        sel = replace(sel, warnings=tuple(warnings))
+    if as_json:
+        emit_json(sel.to_dict())
+        return
+    _print_table(sel)
+
+
+def _print_table(sel) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{sel.metric} budget {sel.budget_ms:g} ms, eps {sel.epsilon:.1%}: predicted limit "
+                    f"{sel.limit_ms:.3f} ms")
+    for col, just in (("spec", "left"), ("params", "right"), ("MMACs", "right"),
+                      (f"predicted {sel.metric} ms", "right"), (f"profiled {sel.metric} ms", "right"),
+                      ("verified ms", "right"), ("", "left")):
+        t.add_column(col, justify=just)
+    for c in sel.neighbours(3):
+        mark = "[bold green]selected[/]" if c.spec == sel.chosen.spec else ("fits" if c.fits else "over")
+        t.add_row(c.spec, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.predicted_ms:.4f}",
+                  "" if c.measured_ms is None else f"{c.measured_ms:.4f}",
+                  "" if c.verified_ms is None else f"{c.verified_ms:.4f}", mark)
+    con = Console()
+    con.print(t)
+    con.print(f"selected: [bold]{sel.chosen.spec}[/] ({sel.chosen.params:,} params)"
+              + (f", measured {sel.chosen.verified_ms:.4f} ms" if sel.chosen.verified_ms is not None else ""))

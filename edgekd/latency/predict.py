@@ -1,0 +1,204 @@
+"""The latency predictor (LATENCY.md "Profiles and prediction").
+
+A candidate's latency is predicted from the blocks the runtime executes, measured one by one
+on the target: ``predicted = a * sum(block_net) + b``, where ``block_net`` is a block's measured
+latency less the runtime's fixed per-inference overhead (measured on a trivial model), and
+``a`` (scale) and ``b`` (overhead once per inference) are fitted by least squares on a few
+whole-model measurements of the same family (the calibration set). The other whole-model
+measurements are held out and give the validation stored in the profile: the fraction within
++-10% of the measured value and the 95th percentile of the relative error.
+
+Pure arithmetic on a Profile; nothing here measures or imports a runtime.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import BadInputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .profile import Profile
+
+METRICS = ("p50", "p90")
+WITHIN = 0.10  # the validation tolerance: +-10%
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """latency_metric ~= a * sum(net block latency) + b, fitted on ``specs``."""
+
+    metric: str
+    a: float
+    b: float
+    specs: tuple[str, ...]
+    residual_ms: float = 0.0  # RMS residual on the calibration set
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "a": self.a, "b": self.b, "specs": list(self.specs),
+                "residual_ms": self.residual_ms}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Calibration":
+        return cls(metric=str(d["metric"]), a=float(d["a"]), b=float(d["b"]),
+                   specs=tuple(d.get("specs", ())), residual_ms=float(d.get("residual_ms", 0.0)))
+
+    def apply(self, block_sum_ms: float) -> float:
+        return self.a * block_sum_ms + self.b
+
+
+def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares (a, b, rms residual) for y ~= a*x + b.
+
+    With fewer than two distinct x, the scale is fixed at 1 and only the offset is fitted.
+    A fit that would make the scale non-positive also falls back to scale 1.
+    """
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if xs.size == 0:
+        raise ValueError("no calibration points")
+    a, b = 1.0, float(np.mean(ys - xs))
+    if xs.size >= 2 and float(np.ptp(xs)) > 0:
+        A = np.stack([xs, np.ones_like(xs)], axis=1)
+        (fa, fb), *_ = np.linalg.lstsq(A, ys, rcond=None)
+        if fa > 0:
+            a, b = float(fa), float(fb)
+    rms = float(np.sqrt(np.mean((a * xs + b - ys) ** 2)))
+    return a, b, rms
+
+
+def calibration_indices(n: int) -> list[int]:
+    """Which of n capacity-ordered candidates calibrate: a few, evenly spread, both ends included.
+
+    n <= 1: all; 2..4: the two ends; 5..12: three; more: four. The rest are held out.
+    """
+    if n <= 1:
+        return list(range(n))
+    k = 2 if n <= 4 else 3 if n <= 12 else 4
+    return sorted({int(i * (n - 1) / (k - 1) + 0.5) for i in range(k)})
+
+
+def net_block_ms(profile: "Profile", key: str, metric: str) -> float:
+    """A block's latency less the per-inference overhead (never below zero)."""
+    block = profile.blocks.get(key)
+    if block is None:
+        raise KeyError(key)
+    overhead = profile.overhead_metric(metric)
+    return max(block.latency.metric(metric) - overhead, 0.0)
+
+
+def block_sum_ms(profile: "Profile", block_keys: Iterable[str], metric: str) -> float:
+    """Sum of the net latencies of the blocks (each key counted as often as it occurs)."""
+    missing = [k for k in block_keys if k not in profile.blocks]
+    if missing:
+        raise BadInputError(f"profile {profile.label} has no measurement for block '{missing[0]}' "
+                            f"({len(missing)} block(s) missing)",
+                            hint="re-run `edgekd profile --resume` with a grid that contains this candidate")
+    return float(sum(net_block_ms(profile, k, metric) for k in block_keys))
+
+
+def calibrate(profile: "Profile", metric: str) -> Calibration | None:
+    """Fit a, b for ``metric`` on the profile's calibration set (None: no whole-model entries)."""
+    models = profile.models_by_capacity()
+    usable = [m for m in models if all(k in profile.blocks for k in m.blocks)]
+    if not usable:
+        return None
+    idx = calibration_indices(len(usable))
+    cal = [usable[i] for i in idx]
+    x = [block_sum_ms(profile, m.blocks, metric) for m in cal]
+    y = [m.latency.metric(metric) for m in cal]
+    a, b, rms = fit_line(x, y)
+    return Calibration(metric=metric, a=a, b=b, specs=tuple(m.spec for m in cal), residual_ms=rms)
+
+
+def validate(profile: "Profile", calibration: Calibration) -> dict:
+    """Prediction error on the held-out whole-model entries (those not in the calibration set)."""
+    rows = []
+    for m in profile.models_by_capacity():
+        if m.spec in calibration.specs or not all(k in profile.blocks for k in m.blocks):
+            continue
+        measured = m.latency.metric(calibration.metric)
+        pred = calibration.apply(block_sum_ms(profile, m.blocks, calibration.metric))
+        rows.append({"spec": m.spec, "measured_ms": measured, "predicted_ms": pred,
+                     "rel_error": (pred - measured) / measured if measured > 0 else math.inf})
+    errs = np.abs([r["rel_error"] for r in rows], dtype=np.float64) if rows else np.zeros(0)
+    return {
+        "metric": calibration.metric,
+        "n_heldout": len(rows),
+        "fraction_within_10pct": float(np.mean(errs <= WITHIN)) if rows else None,
+        "p95_rel_error": float(np.percentile(errs, 95)) if rows else None,
+        "max_rel_error": float(errs.max()) if rows else None,
+        "heldout": rows,
+    }
+
+
+def fit_profile(profile: "Profile") -> tuple[dict, dict]:
+    """(calibration, validation) dicts as stored in the profile, for every metric in METRICS.
+
+    The top level of the validation is the p50 one (LATENCY.md's headline number); each metric's
+    own is under ``by_metric``.
+    """
+    calibration: dict = {}
+    by_metric: dict = {}
+    for metric in METRICS:
+        cal = calibrate(profile, metric)
+        if cal is None:
+            continue
+        calibration[metric] = cal.to_dict()
+        by_metric[metric] = validate(profile, cal)
+    if not by_metric:
+        return {}, {}
+    head = dict(by_metric.get("p50") or next(iter(by_metric.values())))
+    head["by_metric"] = {k: {kk: vv for kk, vv in v.items() if kk != "heldout"}
+                         for k, v in by_metric.items()}
+    head["heldout_specs"] = [r["spec"] for r in head["heldout"]]
+    return calibration, head
+
+
+def epsilon(profile: "Profile", metric: str, default: float = WITHIN) -> float:
+    """The profile's p95 relative error for ``metric`` (``default`` when nothing was held out)."""
+    v = profile.validation or {}
+    m = (v.get("by_metric") or {}).get(metric) or {}
+    eps = m.get("p95_rel_error", v.get("p95_rel_error"))
+    return float(eps) if eps is not None and math.isfinite(eps) else default
+
+
+def get_calibration(profile: "Profile", metric: str) -> Calibration:
+    d = (profile.calibration or {}).get(metric)
+    if d is None:
+        cal = calibrate(profile, metric)
+        if cal is None:
+            raise BadInputError(f"profile {profile.label} has no whole-model measurements to calibrate "
+                                f"the {metric} predictor",
+                                hint="profile at least one candidate (edgekd profile --resume)")
+        return cal
+    return Calibration.from_dict(d)
+
+
+def predict_blocks(profile: "Profile", block_keys: Sequence[str], metric: str = "p90") -> float:
+    """Predicted latency (ms) of a model made of these blocks."""
+    if metric not in METRICS:
+        raise BadInputError(f"unknown latency metric '{metric}'", hint=f"use one of {', '.join(METRICS)}")
+    return get_calibration(profile, metric).apply(block_sum_ms(profile, block_keys, metric))
+
+
+def predict(profile: "Profile", spec: str, metric: str = "p90") -> float:
+    """Predicted latency (ms) of candidate ``spec`` on the profile's target.
+
+    A spec stored in the profile uses its stored block list; any other spec is decomposed with
+    the models module and works when all of its blocks are in the profile.
+    """
+    entry = profile.model(spec)
+    if entry is not None:
+        keys = entry.blocks
+    else:
+        from ..models import block_signatures, parse_spec
+
+        canon = parse_spec(spec).spec
+        entry = profile.model(canon)
+        keys = entry.blocks if entry is not None else [
+            s["key"] for s in block_signatures(canon, profile.in_channels,
+                                                      num_classes=profile.num_classes)]
+    return predict_blocks(profile, keys, metric)

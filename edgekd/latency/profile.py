@@ -1,0 +1,462 @@
+"""Latency profiles (LATENCY.md "Profiles and prediction"): the file format and the profiler.
+
+A profile is versioned JSON (``"schema": "edgekd.profile/v1"``) for one family on one target:
+the target, the environment fingerprint, the measurement protocol, whole-candidate entries
+(spec, params, MACs, the blocks it runs, LatencyStats), block entries (one per unique block the
+runtime executes), the runtime's per-inference overhead, and the predictor's calibration and
+held-out validation (edgekd.latency.predict). The profiler rewrites the whole file atomically
+after every measured entry, so a killed run leaves a valid profile holding what was complete,
+and ``resume=True`` measures only what is missing.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..errors import BadInputError, EdgeKDError
+from ..util_io import atomic_write_json
+from .environment import compare, describe_mismatch
+from .stats import LatencyStats
+
+SCHEMA = "edgekd.profile/v1"
+GRID_NAMES = ("small", "default")
+# Blocks are many and short: they get a shorter protocol than whole models (stored in the file).
+BLOCK_WARMUP_S = 0.2
+BLOCK_MIN_TIME_S = 0.4
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _stats_dict(stats: LatencyStats) -> dict:
+    d = stats.to_dict()
+    d["environment"] = {}  # the profile's fingerprint applies to every entry
+    return d
+
+
+@dataclass
+class ModelEntry:
+    """One whole candidate measured on the target."""
+
+    family: str
+    spec: str
+    params: int
+    macs: int
+    blocks: tuple[str, ...]
+    latency: LatencyStats
+    input_shape: tuple[int, ...] = ()
+    first_inference_ms: float | None = None
+    measured_at: str = ""
+
+    def to_dict(self) -> dict:
+        return {"kind": "model", "family": self.family, "spec": self.spec, "params": int(self.params),
+                "macs": int(self.macs), "blocks": list(self.blocks), "input_shape": list(self.input_shape),
+                "latency": _stats_dict(self.latency), "first_inference_ms": self.first_inference_ms,
+                "measured_at": self.measured_at}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ModelEntry":
+        return cls(family=str(d["family"]), spec=str(d["spec"]), params=int(d["params"]),
+                   macs=int(d["macs"]), blocks=tuple(d.get("blocks", ())),
+                   latency=LatencyStats.from_dict(d["latency"]),
+                   input_shape=tuple(d.get("input_shape", ())),
+                   first_inference_ms=d.get("first_inference_ms"), measured_at=d.get("measured_at", ""))
+
+
+@dataclass
+class BlockEntry:
+    """One block (the unit the runtime executes), measured on its own."""
+
+    key: str
+    signature: dict
+    latency: LatencyStats
+    input_shape: tuple[int, ...] = ()
+    measured_at: str = ""
+
+    def to_dict(self) -> dict:
+        return {"kind": "block", "key": self.key, "signature": dict(self.signature),
+                "input_shape": list(self.input_shape), "latency": _stats_dict(self.latency),
+                "measured_at": self.measured_at}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "BlockEntry":
+        return cls(key=str(d["key"]), signature=dict(d.get("signature") or {}),
+                   latency=LatencyStats.from_dict(d["latency"]), input_shape=tuple(d.get("input_shape", ())),
+                   measured_at=d.get("measured_at", ""))
+
+
+@dataclass
+class Profile:
+    target: dict
+    family: str
+    in_channels: int = 1
+    num_classes: int = 10
+    fingerprint: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)
+    grid: list[str] = field(default_factory=list)
+    models: list[ModelEntry] = field(default_factory=list)
+    blocks: dict[str, BlockEntry] = field(default_factory=dict)
+    overhead: LatencyStats | None = None
+    calibration: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    created: str = ""
+    updated: str = ""
+    elapsed_s: float = 0.0
+    path: Path | None = None
+
+    @property
+    def target_name(self) -> str:
+        return str(self.target.get("name", "?"))
+
+    @property
+    def label(self) -> str:
+        return str(self.path) if self.path else f"{self.family}@{self.target_name}"
+
+    @property
+    def overhead_ms(self) -> float:
+        return self.overhead.p50 if self.overhead is not None else 0.0
+
+    def overhead_metric(self, metric: str) -> float:
+        return self.overhead.metric(metric) if self.overhead is not None else 0.0
+
+    def model(self, spec: str) -> ModelEntry | None:
+        for m in self.models:
+            if m.spec == spec:
+                return m
+        return None
+
+    def models_by_capacity(self) -> list[ModelEntry]:
+        return sorted(self.models, key=lambda m: (m.params, m.macs, m.spec))
+
+    @property
+    def complete(self) -> bool:
+        have = {m.spec for m in self.models}
+        return bool(self.grid) and all(s in have for s in self.grid) and all(
+            k in self.blocks for m in self.models for k in m.blocks)
+
+    def refit(self) -> None:
+        from .predict import fit_profile
+
+        self.calibration, self.validation = fit_profile(self)
+
+    def to_dict(self) -> dict:
+        entries = [m.to_dict() for m in self.models] + [b.to_dict() for b in self.blocks.values()]
+        return {
+            "schema": SCHEMA, "target": self.target, "family": self.family,
+            "in_channels": self.in_channels, "num_classes": self.num_classes,
+            "fingerprint": self.fingerprint, "protocol": self.protocol, "grid": list(self.grid),
+            "complete": self.complete,
+            "overhead_ms": self.overhead_ms if self.overhead is not None else None,
+            "overhead_latency": _stats_dict(self.overhead) if self.overhead is not None else None,
+            "calibration": self.calibration, "validation": self.validation,
+            "created": self.created, "updated": self.updated, "elapsed_s": round(self.elapsed_s, 2),
+            "entries": entries,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping, path: Path | None = None) -> "Profile":
+        models, blocks = [], {}
+        for e in d.get("entries", []):
+            if e.get("kind") == "model":
+                models.append(ModelEntry.from_dict(e))
+            elif e.get("kind") == "block":
+                b = BlockEntry.from_dict(e)
+                blocks[b.key] = b
+            else:
+                raise ValueError(f"entry of unknown kind {e.get('kind')!r}")
+        ov = d.get("overhead_latency")
+        return cls(target=dict(d["target"]), family=str(d["family"]), in_channels=int(d.get("in_channels", 1)),
+                   num_classes=int(d.get("num_classes", 10)), fingerprint=dict(d.get("fingerprint") or {}),
+                   protocol=dict(d.get("protocol") or {}), grid=list(d.get("grid") or []),
+                   models=models, blocks=blocks, overhead=LatencyStats.from_dict(ov) if ov else None,
+                   calibration=dict(d.get("calibration") or {}), validation=dict(d.get("validation") or {}),
+                   created=d.get("created", ""), updated=d.get("updated", ""),
+                   elapsed_s=float(d.get("elapsed_s", 0.0)), path=path)
+
+
+def save_profile(profile: Profile, path: "str | Path", *, refit: bool = True) -> Path:
+    """Refit the predictor and write the whole profile atomically (never half-written)."""
+    if refit:
+        profile.refit()
+    profile.updated = _now()
+    p = Path(path)
+    atomic_write_json(p, profile.to_dict())
+    profile.path = p
+    return p
+
+
+def load_profile(path: "str | Path") -> Profile:
+    """Read a profile; BadInputError for a missing, truncated, corrupt or foreign file."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(f"profile {p} does not exist",
+                            hint="make one with `edgekd profile --target T --family F --out FILE`")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"profile {p} is truncated or not valid JSON ({exc})",
+                            hint="re-run the profile into a new file (or restore it)") from exc
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise BadInputError(f"{p} is not an edgekd profile (schema {got!r}, expected {SCHEMA!r})",
+                            hint="pass a file written by `edgekd profile`")
+    try:
+        return Profile.from_dict(data, path=p)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInputError(f"profile {p} is damaged: {type(exc).__name__}: {exc}",
+                            hint="re-run `edgekd profile` into a new file") from exc
+
+
+def current_fingerprint(target) -> dict:
+    """This machine's fingerprint for ``target`` (no session needed)."""
+    from ..backends import get_backend
+    from .environment import fingerprint
+
+    try:
+        ok, version = get_backend(target.runtime).available(target)
+    except EdgeKDError:  # backend module not installed: compare what is known
+        ok, version = False, ""
+    return fingerprint(runtime=target.runtime.value, runtime_version=version if ok else "",
+                       precision=target.precision.value, threads=target.threads, batch=target.batch,
+                       input_shape=None, device=target.device.value, target=target.name)
+
+
+def check_fingerprint(profile: Profile, current: Mapping[str, Any], *, strict: bool = False) -> str | None:
+    """None when the profile applies here; else the mismatch text (BadInputError if strict)."""
+    keys = [k for k in ("cpu", "logical_cores", "threads", "runtime", "runtime_version", "precision",
+                        "batch", "device") if current.get(k) not in (None, "") or k == "threads"]
+    if not compare(profile.fingerprint, current, keys):
+        return None
+    text = (f"profile {profile.label} was measured in another environment "
+            f"({describe_mismatch(profile.fingerprint, current, keys)})")
+    if strict:
+        raise BadInputError(text, hint="re-profile on this machine or drop --strict")
+    return text + "; its numbers may not hold here"
+
+
+def read_grid(grid: str, family: str, *, in_channels: int = 1, num_classes: int = 10) -> list[str]:
+    """Canonical specs of a named grid ('small', 'default') or a grid file (one spec per line)."""
+    from ..models import family_grid, parse_spec
+
+    if grid in GRID_NAMES:
+        return [parse_spec(s).spec for s in family_grid(family, grid, in_channels=in_channels,
+                                                            num_classes=num_classes)]
+    p = Path(grid)
+    if not p.is_file():
+        raise BadInputError(f"--grid '{grid}' is neither {' nor '.join(GRID_NAMES)} nor an existing file",
+                            hint="pass small, default, or a file with one spec per line")
+    specs: list[str] = []
+    for lineno, raw in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            cfg = parse_spec(line)
+        except BadInputError as exc:
+            raise BadInputError(f"{p}:{lineno}: {exc.one_line()}") from exc
+        if cfg.family != family:
+            raise BadInputError(f"{p}:{lineno}: spec '{line}' is of family '{cfg.family}', not '{family}'",
+                                hint=f"profile one family per file (--family {cfg.family})")
+        if cfg.spec not in specs:
+            specs.append(cfg.spec)
+    if not specs:
+        raise BadInputError(f"grid file {p} lists no specs", hint="write one spec per line")
+    return specs
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def measure_module(module, sample_shape: tuple, target, settings, work_dir: Path, name: str):
+    """Export a torch module to ONNX, open it on ``target`` and measure it (LATENCY.md protocol).
+
+    Returns (Measurement, environment fingerprint).
+    """
+    import torch
+
+    from ..backends.resolve import open_model
+    from ..export import export_onnx
+    from .measure import environment_fingerprint, make_inputs, measure_session
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    module = module.eval()
+    sample = torch.zeros((target.batch, *sample_shape), dtype=torch.float32)
+    onnx_path = export_onnx(module, sample, work_dir / f"{name}.onnx")
+    opened = open_model(onnx_path, target, work_dir=work_dir / name, sample_shape=tuple(sample_shape))
+    try:
+        shape = tuple(opened.input_shape)
+        inputs = make_inputs(opened.session, shape)
+        env = environment_fingerprint(target, opened.session, shape)
+        m = measure_session(opened.session, inputs, settings, environment=env)
+    finally:
+        close = getattr(opened.session, "close", None)
+        if close:
+            close()
+    return m, env
+
+
+def _overhead_module():
+    import torch
+
+    class _Trivial(torch.nn.Module):  # one elementwise op: what a run costs besides the work
+        def forward(self, x):
+            return torch.relu(x)
+
+    return _Trivial()
+
+
+@dataclass
+class ProfileEvent:
+    """Progress of a profile run: kind is 'planned', 'start', 'measured' or 'done'."""
+
+    kind: str
+    what: str = ""  # 'overhead', 'block', 'model'
+    name: str = ""
+    done: int = 0
+    total: int = 0
+    latency_ms: float | None = None
+
+
+@dataclass
+class ProfileRun:
+    profile: Profile
+    path: Path
+    measured: list[str]
+    skipped: list[str]
+    elapsed_s: float
+
+
+def profile_family(target, family: str, *, out: "str | Path", grid: str = "default", resume: bool = False,
+                   in_channels: int = 1, num_classes: int = 10, min_time_s: float | None = None,
+                   block_min_time_s: float | None = None, work_dir: "str | Path | None" = None,
+                   on_event: Callable[[ProfileEvent], None] | None = None) -> ProfileRun:
+    """Measure every candidate of ``grid`` and each unique block they run on ``target``.
+
+    The profile at ``out`` is rewritten atomically after every entry; with ``resume`` the entries
+    already there (by spec / block key) are kept as they are and not measured again.
+    """
+    import tempfile
+
+    from ..backends import require_backend
+    from ..models import block_signatures, build_block, build_model, count_macs_params, input_shape
+    from ..targets import MeasureSettings, load_target
+
+    t0 = time.monotonic()
+    target = load_target(target)
+    out = Path(out)
+    specs = read_grid(grid, family, in_channels=in_channels, num_classes=num_classes)
+    require_backend(target)
+    emit = on_event or (lambda ev: None)
+
+    model_settings = target.measure
+    if min_time_s is not None:
+        model_settings = MeasureSettings.model_validate({**model_settings.model_dump(), "min_time_s": min_time_s})
+    block_time = block_min_time_s if block_min_time_s is not None else min(BLOCK_MIN_TIME_S, model_settings.min_time_s)
+    block_settings = MeasureSettings.model_validate({**model_settings.model_dump(), "min_time_s": block_time,
+                                                     "warmup_s": min(BLOCK_WARMUP_S, model_settings.warmup_s)})
+    protocol = {"model": model_settings.model_dump(), "block": block_settings.model_dump(),
+                "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, then the model"}
+
+    if out.exists() and not resume:
+        raise BadInputError(f"profile {out} already exists",
+                            hint="pass --resume to complete it, or choose another --out")
+    if out.exists():
+        prof = load_profile(out)
+        for what, have, want in (("target", prof.target_name, target.name), ("family", prof.family, family),
+                                 ("in_channels", prof.in_channels, in_channels),
+                                 ("num_classes", prof.num_classes, num_classes)):
+            if have != want:
+                raise BadInputError(f"cannot resume {out}: it was made with {what} {have!r}, not {want!r}",
+                                    hint="use the same options or another --out")
+        prof.grid = prof.grid + [s for s in specs if s not in prof.grid]
+    else:
+        prof = Profile(target=target.model_dump(mode="json"), family=family, in_channels=in_channels,
+                       num_classes=num_classes, protocol=protocol, grid=list(specs), created=_now())
+
+    # Plan: the overhead, then per candidate its blocks not yet stored, then the candidate itself.
+    sigs = {s: block_signatures(s, in_channels, num_classes=num_classes) for s in specs}
+    plan: list[tuple[str, str, Any]] = []
+    skipped: list[str] = []
+    if prof.overhead is None:
+        plan.append(("overhead", "overhead", None))
+    else:
+        skipped.append("overhead")
+    planned_blocks: set[str] = set()
+    for s in specs:
+        for sig in sigs[s]:
+            k = sig["key"]
+            if k in prof.blocks:
+                if k not in skipped:
+                    skipped.append(k)
+            elif k not in planned_blocks:
+                planned_blocks.add(k)
+                plan.append(("block", k, sig))
+        if prof.model(s) is None:
+            plan.append(("model", s, None))
+        else:
+            skipped.append(s)
+    emit(ProfileEvent("planned", done=0, total=len(plan)))
+
+    measured: list[str] = []
+    base_elapsed = prof.elapsed_s
+    tmp_ctx = tempfile.TemporaryDirectory(prefix="edgekd-profile-") if work_dir is None else None
+    root = Path(tmp_ctx.name) if tmp_ctx else Path(work_dir)
+    try:
+        for i, (what, name, sig) in enumerate(plan):
+            emit(ProfileEvent("start", what, name, i, len(plan)))
+            wd = root / f"e{i:04d}"
+            if what == "overhead":
+                shape = tuple(input_shape(specs[0], in_channels))
+                m, env = measure_module(_overhead_module(), shape, target, block_settings, wd, "overhead")
+                prof.overhead = m.stats
+                lat = m.stats.p50
+            elif what == "block":
+                module, shape = build_block(sig)
+                m, env = measure_module(module, tuple(shape), target, block_settings, wd, "block")
+                prof.blocks[name] = BlockEntry(key=name, signature=_jsonable(sig), latency=m.stats,
+                                               input_shape=tuple(shape), measured_at=_now())
+                lat = m.stats.p50
+            else:
+                shape = tuple(input_shape(name, in_channels))
+                model = build_model(name, num_classes=num_classes, in_channels=in_channels)
+                macs, params = count_macs_params(model, shape)
+                m, env = measure_module(model, shape, target, model_settings, wd, "model")
+                prof.models.append(ModelEntry(family=family, spec=name, params=int(params), macs=int(macs),
+                                              blocks=tuple(g["key"] for g in sigs[name]), latency=m.stats,
+                                              input_shape=shape, first_inference_ms=m.first_inference_ms,
+                                              measured_at=_now()))
+                lat = m.stats.p50
+            if prof.fingerprint and compare(prof.fingerprint, env):
+                raise BadInputError(f"cannot resume {out}: it was measured in another environment "
+                                    f"({describe_mismatch(prof.fingerprint, env)})",
+                                    hint="profile into a new --out on this machine")
+            if not prof.fingerprint:
+                prof.fingerprint = {**env, "input_shape": None}
+            prof.elapsed_s = base_elapsed + (time.monotonic() - t0)
+            save_profile(prof, out)
+            measured.append(name)
+            _rmtree(wd)
+            emit(ProfileEvent("measured", what, name, i + 1, len(plan), lat))
+    finally:
+        if tmp_ctx:
+            tmp_ctx.cleanup()
+    if not plan:  # nothing to measure: still refit and store (e.g. an older predictor's file)
+        save_profile(prof, out)
+    elapsed = time.monotonic() - t0
+    emit(ProfileEvent("done", done=len(plan), total=len(plan)))
+    return ProfileRun(profile=prof, path=out, measured=measured, skipped=skipped, elapsed_s=elapsed)
+
+
+def _jsonable(sig: Mapping) -> dict:
+    return json.loads(json.dumps(dict(sig), default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)

@@ -1,0 +1,175 @@
+"""Student selection under a latency budget (LATENCY.md "Profiles and prediction").
+
+Among the profile's candidates predicted at or under ``budget / (1 + eps)`` (eps = the
+profile's p95 relative prediction error), take the one with the most capacity (params);
+optionally measure it on the profile's target and step down while it misses the budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import BadInputError, VerdictError
+from .predict import METRICS, epsilon, predict_blocks
+from .profile import Profile
+
+
+@dataclass(frozen=True)
+class Candidate:
+    spec: str
+    params: int
+    macs: int
+    predicted_ms: float
+    measured_ms: float | None = None  # from the profile (whole-model entry), same metric
+    fits: bool = False
+    verified_ms: float | None = None  # measured on the target by verify
+
+    def to_dict(self) -> dict:
+        return {"spec": self.spec, "params": self.params, "macs": self.macs,
+                "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "fits": self.fits,
+                "verified_ms": self.verified_ms}
+
+
+@dataclass(frozen=True)
+class Selection:
+    budget_ms: float
+    metric: str
+    epsilon: float
+    limit_ms: float  # budget / (1 + eps)
+    chosen: Candidate
+    candidates: tuple[Candidate, ...]  # every candidate, by capacity
+    attempts: tuple[Candidate, ...] = ()  # verify: each one measured, in order
+    verified: bool = False
+    profile: str = ""
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        return {"budget_ms": self.budget_ms, "metric": self.metric, "epsilon": self.epsilon,
+                "limit_ms": self.limit_ms, "chosen": self.chosen.to_dict(), "verified": self.verified,
+                "attempts": [a.to_dict() for a in self.attempts], "profile": self.profile,
+                "candidates": [c.to_dict() for c in self.candidates], "warnings": list(self.warnings)}
+
+    def neighbours(self, k: int = 3) -> list[Candidate]:
+        """The candidates around the chosen one (k on each side, by capacity)."""
+        i = [c.spec for c in self.candidates].index(self.chosen.spec)
+        return list(self.candidates[max(0, i - k): i + k + 1])
+
+
+def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str] = ()) -> list[Candidate]:
+    """Every whole-model entry of the profile (plus ``extra_specs`` whose blocks are all in it),
+    with its predicted latency, ordered by capacity."""
+    if metric not in METRICS:
+        raise BadInputError(f"unknown --metric '{metric}'", hint=f"use one of {', '.join(METRICS)}")
+    out = []
+    for m in profile.models_by_capacity():
+        out.append(Candidate(spec=m.spec, params=m.params, macs=m.macs,
+                             predicted_ms=predict_blocks(profile, m.blocks, metric),
+                             measured_ms=m.latency.metric(metric)))
+    if extra_specs:
+        from ..models import block_signatures, build_model, count_macs_params, input_shape, parse_spec
+
+        have = {c.spec for c in out}
+        for s in extra_specs:
+            spec = parse_spec(s).spec
+            if spec in have:
+                continue
+            keys = [g["key"] for g in block_signatures(spec, profile.in_channels, num_classes=profile.num_classes)]
+            model = build_model(spec, num_classes=profile.num_classes, in_channels=profile.in_channels)
+            macs, params = count_macs_params(model, tuple(input_shape(spec, profile.in_channels)))
+            out.append(Candidate(spec=spec, params=int(params), macs=int(macs),
+                                 predicted_ms=predict_blocks(profile, keys, metric)))
+            have.add(spec)
+    if not out:
+        raise BadInputError(f"profile {profile.label} has no candidates",
+                            hint="complete it with `edgekd profile --resume`")
+    return sorted(out, key=lambda c: (c.params, c.macs, c.spec))
+
+
+def _pick(pool: Sequence[Candidate]) -> Candidate | None:
+    fitting = [c for c in pool if c.fits]
+    return max(fitting, key=lambda c: (c.params, c.macs, -c.predicted_ms)) if fitting else None
+
+
+def too_small_message(profile: Profile, budget_ms: float, metric: str, eps: float,
+                      cands: Sequence[Candidate]) -> str:
+    fastest = min(cands, key=lambda c: c.predicted_ms)
+    need = fastest.predicted_ms * (1 + eps)
+    return (f"budget {budget_ms:g} ms ({metric}) is below every candidate of {profile.family} in "
+            f"{profile.label}: the smallest reachable is {fastest.predicted_ms:.3f} ms predicted "
+            f"({fastest.spec}), which needs a budget of at least {need:.3f} ms with the profile's "
+            f"error margin {eps:.1%}; options: a smaller family, pruning (edgekd prune), or INT8 "
+            f"(an *-int8 target)")
+
+
+def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
+                   extra_specs: Sequence[str] = (), verify: bool = False, target=None,
+                   measure: Callable[[str], float] | None = None,
+                   on_attempt: Callable[[Candidate], None] | None = None) -> Selection:
+    """The max-capacity candidate predicted at or under ``budget_ms / (1 + eps)``.
+
+    With ``verify``, each pick is measured (``measure(spec) -> ms`` of ``metric``; by default on
+    the profile's target) and, while it misses the budget, the next faster pick is tried.
+    BadInputError when the budget is below every candidate; VerdictError when verification
+    finds no candidate that meets it.
+    """
+    if not budget_ms > 0:
+        raise BadInputError(f"--budget-ms {budget_ms} must be a positive number of milliseconds")
+    eps = epsilon(profile, metric)
+    limit = budget_ms / (1.0 + eps)
+    cands = [replace(c, fits=c.predicted_ms <= limit) for c in candidates(profile, metric, extra_specs)]
+    chosen = _pick(cands)
+    if chosen is None:
+        raise BadInputError(too_small_message(profile, budget_ms, metric, eps, cands))
+    attempts: list[Candidate] = []
+    if verify:
+        measure = measure or make_measure(profile, metric, target=target)
+        pool = list(cands)
+        while True:
+            got = replace(chosen, verified_ms=float(measure(chosen.spec)))
+            attempts.append(got)
+            if on_attempt:
+                on_attempt(got)
+            cands = [got if c.spec == got.spec else c for c in cands]
+            if got.verified_ms <= budget_ms:
+                chosen = got
+                break
+            # step down: only candidates predicted faster than the one that missed
+            pool = [c for c in pool if c.spec != got.spec and c.fits and c.predicted_ms < got.predicted_ms]
+            nxt = _pick(pool)
+            if nxt is None:
+                raise VerdictError(
+                    f"no candidate of {profile.label} meets {budget_ms:g} ms ({metric}) when measured: "
+                    + ", ".join(f"{a.spec} {a.verified_ms:.3f} ms" for a in attempts),
+                    hint="raise the budget, re-profile on a quiet machine, prune, or use INT8")
+            chosen = nxt
+    return Selection(budget_ms=float(budget_ms), metric=metric, epsilon=eps, limit_ms=limit, chosen=chosen,
+                     candidates=tuple(cands), attempts=tuple(attempts), verified=bool(verify),
+                     profile=profile.label)
+
+
+def make_measure(profile: Profile, metric: str, *, target=None,
+                 work_dir: "str | Path | None" = None) -> Callable[[str], float]:
+    """measure(spec) -> the metric (ms) of the candidate measured on the target (open_model +
+    measure_session, the target's own protocol)."""
+    import tempfile
+
+    from ..backends import require_backend
+    from ..models import build_model, input_shape
+    from ..targets import load_target, target_from_dict
+    from .profile import measure_module
+
+    if target is None:  # the very target the profile was measured on
+        target = target_from_dict({k: v for k, v in profile.target.items() if k != "source"})
+    else:
+        target = load_target(target)
+    require_backend(target)
+
+    def measure(spec: str) -> float:
+        model = build_model(spec, num_classes=profile.num_classes, in_channels=profile.in_channels)
+        shape = tuple(input_shape(spec, profile.in_channels))
+        with tempfile.TemporaryDirectory(prefix="edgekd-select-", dir=work_dir) as tmp:
+            m, _ = measure_module(model, shape, target, target.measure, Path(tmp), "verify")
+        return m.stats.metric(metric)
+
+    return measure
