@@ -29,6 +29,10 @@ _API: dict[str, str] = {
     "LatencyStats": "latency.stats:LatencyStats",
     "measure_latency": "latency.measure:measure_latency",
     "bench": "latency.measure:bench",
+    # distillation losses and criterion
+    "build_criterion": "distill.criterion:build_criterion",
+    "FeatureTaps": "distill.taps:FeatureTaps",
+    "LOSSES": "distill.losses:LOSSES",
     # export
     "export_onnx": "export:export_onnx",
     "check_parity": "export:check_parity",
