@@ -33,6 +33,16 @@ _API: dict[str, str] = {
     "build_criterion": "distill.criterion:build_criterion",
     "FeatureTaps": "distill.taps:FeatureTaps",
     "LOSSES": "distill.losses:LOSSES",
+    # data, teachers, checkpoints
+    "DataBundle": "data:DataBundle",
+    "load_data": "data:load_data",
+    "make_loader": "data:make_loader",
+    "calibration_batches": "data:calibration_batches",
+    "Teacher": "models.teacher:Teacher",
+    "load_teacher": "models.teacher:load_teacher",
+    "check_teacher_matches": "models.teacher:check_teacher_matches",
+    "save_checkpoint": "models.checkpoint:save_checkpoint",
+    "load_checkpoint": "models.checkpoint:load_checkpoint",
     # export
     "export_onnx": "export:export_onnx",
     "check_parity": "export:check_parity",
