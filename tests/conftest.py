@@ -8,6 +8,9 @@ import os
 
 import pytest
 
+# One intra-op thread: the suite runs on 2 shared cores, where torch's default thread pool
+# thrashes on tiny models (seconds instead of milliseconds per forward).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("EDGEKD_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".edgekd-cache", "tests"))
 
 
@@ -30,6 +33,15 @@ def _capability(name: str) -> tuple[bool, str]:
             ok = False
         return ok, "" if ok else "no CUDA GPU on this machine"
     return True, ""
+
+
+def pytest_configure(config):
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,103 @@
+"""ONNX Runtime: the hub ONNX file runs as is (fp32); INT8 targets take a QDQ model."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import BadInputError, missing_package
+from ..targets import Device, Precision, TargetSpec
+from ._common import onnx_is_quantized, check_input_shape, copy_atomic, validate_onnx
+from .base import Artifact, ArtifactFormat, Backend, Session
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8,
+              "tensor(int8)": np.int8, "tensor(bool)": np.bool_}
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise missing_package("onnxruntime", what="the onnxruntime targets") from exc
+    return onnxruntime
+
+
+class OrtSession(Session):
+    def __init__(self, path: Path, target: TargetSpec):
+        ort = _ort()
+        so = ort.SessionOptions()
+        if target.threads:
+            so.intra_op_num_threads = int(target.threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if target.device == Device.cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self._sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+            msg = str(exc).strip().splitlines()[0][:200]
+            raise BadInputError(f"onnxruntime cannot load {path}: {msg}",
+                                hint="check that the file is a complete ONNX model") from exc
+        self.path = path
+        inputs = self._sess.get_inputs()
+        self.input_names = [i.name for i in inputs]
+        self.input_shapes = [list(i.shape) for i in inputs]
+        self.input_dtypes = [np.dtype(_ORT_TYPES.get(i.type, np.float32)) for i in inputs]
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+        self.runtime_name = "onnxruntime"
+        self.runtime_version = ort.__version__
+        self.providers = self._sess.get_providers()
+
+    def run(self, inputs: "np.ndarray | Mapping[str, np.ndarray]") -> list[np.ndarray]:
+        feed = self._as_dict(inputs)
+        try:
+            return self._sess.run(None, feed)
+        except Exception as exc:  # noqa: BLE001
+            for name, shape in zip(self.input_names, self.input_shapes):
+                if name in feed:
+                    check_input_shape(name, shape, feed[name].shape, str(self.path))
+            msg = str(exc).strip().splitlines()[0][:200]
+            raise BadInputError(f"onnxruntime failed to run {self.path.name}: {msg}") from exc
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    artifact_format = ArtifactFormat.ONNX
+
+    def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return False, "the 'onnxruntime' package is not installed (pip install onnxruntime)"
+        if target is not None and target.device == Device.cuda and \
+                "CUDAExecutionProvider" not in ort.get_available_providers():
+            return False, "onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu on a CUDA machine)"
+        return True, ort.__version__
+
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path, calib: Any | None = None) -> Artifact:
+        src = validate_onnx(onnx_path)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        if target.precision == Precision.int8 and not onnx_is_quantized(src):
+            if calib is None:
+                raise BadInputError(f"target '{target.name}' is INT8 and {src.name} is not quantized",
+                                    hint="quantize it first: edgekd quantize MODEL --target "
+                                         f"{target.name} --data SPEC --out DIR")
+            from ..quantize import quantize_for_target
+
+            return quantize_for_target(src, target, out_dir, calib)
+        dest = copy_atomic(src, out_dir / ("model.onnx" if src.parent.resolve() != out_dir.resolve() else src.name))
+        return Artifact.from_file(dest, ArtifactFormat.ONNX, target=target.name,
+                                  precision=target.precision.value, tool_versions=self.versions(),
+                                  build_s=time.perf_counter() - t0)
+
+    def load(self, artifact: Artifact, target: TargetSpec) -> Session:
+        return OrtSession(Path(artifact.path), target)
+

@@ -1,0 +1,163 @@
+"""OpenVINO: ONNX -> IR (.xml + .bin), compiled with the target's precision and threads.
+
+fp32 targets pin the CPU plugin's inference precision to f32: on CPUs with AMX/AVX512-BF16
+the plugin would otherwise run bf16 silently and report a different model's latency.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import BadInputError, missing_package
+from ..targets import Device, Precision, TargetSpec
+from ._common import onnx_is_quantized, check_file, check_input_shape, validate_onnx
+from .base import Artifact, ArtifactFormat, Backend, Session
+
+_DEVICES = {Device.cpu: "CPU", Device.gpu: "GPU", Device.npu: "NPU"}
+
+
+def _ov():
+    try:
+        import openvino
+    except ImportError as exc:
+        raise missing_package("openvino", extra="openvino", what="the openvino targets") from exc
+    return openvino
+
+
+def compile_properties(target: TargetSpec) -> dict:
+    """The compile-time properties a target implies (exposed for tests and benchmark_app parity)."""
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    ov = _ov()
+    cfg: dict = {hints.performance_mode: hints.PerformanceMode.LATENCY, hints.num_requests: 1,
+                 props.num_streams: 1}
+    if target.precision in (Precision.fp32, Precision.int8):
+        # int8 models keep their quantized ops; the non-quantized rest stays f32, not bf16.
+        cfg[hints.inference_precision] = ov.Type.f32
+    elif target.precision == Precision.fp16:
+        cfg[hints.inference_precision] = ov.Type.f16
+    elif target.precision == Precision.bf16:
+        cfg[hints.inference_precision] = ov.Type.bf16
+    if target.threads:
+        cfg[props.inference_num_threads] = int(target.threads)
+    return cfg
+
+
+def save_ir(model, xml_path: Path) -> tuple[Path, Path]:
+    """Save an ov.Model as IR atomically: both files under temporary names, then renamed."""
+    ov = _ov()
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_xml = xml_path.with_name(f".{xml_path.stem}.{os.getpid()}.tmp.xml")
+    tmp_bin = tmp_xml.with_suffix(".bin")
+    try:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        bin_path = xml_path.with_suffix(".bin")
+        os.replace(tmp_bin, bin_path)  # weights first: an .xml never points at a missing .bin
+        os.replace(tmp_xml, xml_path)
+    finally:
+        for p in (tmp_xml, tmp_bin):
+            if p.exists():
+                p.unlink()
+    return xml_path, xml_path.with_suffix(".bin")
+
+
+class OVSession(Session):
+    def __init__(self, xml: Path, target: TargetSpec):
+        ov = _ov()
+        core = ov.Core()
+        try:
+            model = core.read_model(str(xml))
+        except Exception as exc:  # noqa: BLE001 - openvino raises RuntimeError subclasses
+            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise BadInputError(f"openvino cannot read {xml}: {msg}",
+                                hint="check that the .xml and its .bin are complete") from exc
+        device = _DEVICES.get(target.device)
+        if device is None:
+            raise BadInputError(f"target '{target.name}' has device '{target.device.value}', "
+                                "which OpenVINO does not drive", hint="use cpu, gpu or npu")
+        self._fixed_shapes = [list(p.get_partial_shape().to_string().strip("[]").split(","))
+                              for p in model.inputs]
+        self.compiled = core.compile_model(model, device, compile_properties(target))
+        self._req = self.compiled.create_infer_request()
+        self.path = xml
+        self.input_names = [p.get_any_name() for p in model.inputs]
+        self.input_shapes = [[int(d) if d.strip().lstrip("-").isdigit() and int(d) >= 0 else None
+                              for d in s] for s in self._fixed_shapes]
+        self.input_dtypes = [np.dtype(p.get_element_type().to_dtype()) for p in model.inputs]
+        self.output_names = [p.get_any_name() if p.get_names() else f"output{i}"
+                             for i, p in enumerate(model.outputs)]
+        self.runtime_name = "openvino"
+        self.runtime_version = ov.__version__.split("-")[0]
+
+    def inference_precision(self) -> str:
+        import openvino.properties.hint as hints
+
+        # e.g. "f32", "bf16": the element type's short name, whatever the repr looks like
+        return self.compiled.get_property(hints.inference_precision).get_type_name()
+
+    def run(self, inputs: "np.ndarray | Mapping[str, np.ndarray]") -> list[np.ndarray]:
+        feed = self._as_dict(inputs)
+        for name, shape in zip(self.input_names, self.input_shapes):
+            if name in feed:
+                check_input_shape(name, shape, feed[name].shape, str(self.path))
+        res = self._req.infer(feed, share_inputs=True)
+        return [np.asarray(res[o]) for o in self.compiled.outputs]
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+    artifact_format = ArtifactFormat.OPENVINO_IR
+
+    def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
+        try:
+            import openvino as ov
+        except ImportError:
+            return False, "the 'openvino' package is not installed (pip install 'edgekd[openvino]')"
+        if target is not None and target.device != Device.cpu:
+            dev = _DEVICES.get(target.device)
+            if dev not in ov.Core().available_devices:
+                return False, f"OpenVINO sees no {dev} device here (available: {', '.join(ov.Core().available_devices)})"
+        return True, ov.__version__.split("-")[0]
+
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path, calib: Any | None = None) -> Artifact:
+        ov = _ov()
+        src = Path(onnx_path)
+        out_dir = Path(out_dir)
+        t0 = time.perf_counter()
+        if src.suffix.lower() == ".xml":
+            check_file(src, "OpenVINO IR", (".xml",))
+            model = ov.Core().read_model(str(src))
+        else:
+            validate_onnx(src)
+            if target.precision == Precision.int8:
+                if calib is None and not onnx_is_quantized(src):
+                    raise BadInputError(f"target '{target.name}' is INT8 and {src.name} is not quantized",
+                                        hint="quantize it first: edgekd quantize MODEL --target "
+                                             f"{target.name} --data SPEC --out DIR")
+                if calib is not None:
+                    from ..quantize import quantize_for_target
+
+                    return quantize_for_target(src, target, out_dir, calib)
+            try:
+                model = ov.convert_model(str(src))
+            except Exception as exc:  # noqa: BLE001
+                msg = str(exc).strip().splitlines()[0][:200]
+                raise BadInputError(f"openvino cannot convert {src}: {msg}") from exc
+        xml, bin_ = save_ir(model, out_dir / "model.xml")
+        return Artifact.from_file(xml, ArtifactFormat.OPENVINO_IR, target=target.name,
+                                  precision=target.precision.value, extra_paths=(bin_,),
+                                  tool_versions=self.versions(), build_s=time.perf_counter() - t0)
+
+    def load(self, artifact: Artifact, target: TargetSpec) -> Session:
+        p = check_file(artifact.path, "OpenVINO IR", (".xml",))
+        if not p.with_suffix(".bin").exists():
+            raise BadInputError(f"OpenVINO IR {p} has no weights file {p.with_suffix('.bin').name} beside it",
+                                hint="copy the .bin next to the .xml")
+        return OVSession(p, target)
+

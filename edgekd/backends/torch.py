@@ -1,0 +1,123 @@
+"""PyTorch on the CPU (or CUDA): the eager fp32 reference, TorchScript and torch.export files."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import BadInputError
+from ..targets import Device, TargetSpec
+from ._common import check_file
+from .base import Artifact, ArtifactFormat, Backend, Session
+
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
+EXPORT_SUFFIXES = (".pt2",)
+
+
+def module_sha256(module) -> str:
+    """A content hash of a module's parameters and buffers (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class TorchSession(Session):
+    """Runs an nn.Module (eager, TorchScript or an exported program's module) under inference_mode."""
+
+    def __init__(self, module, target: TargetSpec | None = None, *, input_shape=None, path=None):
+        import torch
+
+        self._torch = torch
+        self.device = torch.device("cuda" if target is not None and target.device == Device.cuda else "cpu")
+        if target is not None and target.threads:
+            torch.set_num_threads(int(target.threads))
+        self.module = module.eval().to(self.device) if hasattr(module, "eval") else module
+        self.path = path
+        self.input_names = ["input"]
+        self.output_names = ["logits"]
+        self.input_shapes = [list(input_shape)] if input_shape is not None else [None]
+        self.input_dtypes = [np.dtype(np.float32)]
+        self.runtime_name = "torch"
+        self.runtime_version = torch.__version__
+
+    def run(self, inputs: "np.ndarray | Mapping[str, np.ndarray]") -> list[np.ndarray]:
+        torch = self._torch
+        x = inputs[self.input_names[0]] if isinstance(inputs, Mapping) else inputs
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        with torch.inference_mode():
+            try:
+                out = self.module(t)
+            except RuntimeError as exc:
+                raise BadInputError(f"the torch model failed on an input of shape {tuple(x.shape)}: "
+                                    f"{str(exc).splitlines()[0][:160]}",
+                                    hint="pass --shape C,H,W matching the model") from exc
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return [out.detach().cpu().numpy()]
+
+
+def load_torch_file(path: Path):
+    """A TorchScript archive or a torch.export .pt2 -> (module, format)."""
+    import torch
+
+    p = check_file(path, "torch model", TORCHSCRIPT_SUFFIXES + EXPORT_SUFFIXES)
+    if p.suffix.lower() in EXPORT_SUFFIXES:
+        try:
+            return torch.export.load(str(p)).module(), ArtifactFormat.EXPORTED_PROGRAM
+        except Exception as exc:  # noqa: BLE001
+            raise BadInputError(f"{p} is not a torch.export program ({str(exc).splitlines()[0][:160]})",
+                                hint="save it with torch.export.save") from exc
+    try:
+        return torch.jit.load(str(p), map_location="cpu"), ArtifactFormat.TORCHSCRIPT
+    except Exception as exc:  # noqa: BLE001 - not TorchScript: maybe an edgekd checkpoint
+        try:
+            from ..models.checkpoint import load_checkpoint
+
+            module, _meta = load_checkpoint(p)
+            return module, "edgekd-checkpoint"
+        except Exception:  # noqa: BLE001 - report the TorchScript failure, the common case
+            raise BadInputError(f"{p} is neither TorchScript nor an edgekd checkpoint "
+                                f"({str(exc).splitlines()[0][:120]})",
+                                hint="save TorchScript with torch.jit.save, or pass a model spec") from exc
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    artifact_format = ArtifactFormat.TORCHSCRIPT
+
+    def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
+        try:
+            import torch
+        except ImportError:
+            return False, "the 'torch' package is not installed (pip install torch==2.13.0)"
+        if target is not None and target.device == Device.cuda and not torch.cuda.is_available():
+            return False, "no CUDA GPU is visible to torch here"
+        if target is not None and target.device not in (Device.cpu, Device.cuda):
+            return False, f"torch targets run on cpu or cuda, not {target.device.value}"
+        return True, torch.__version__
+
+    def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path, calib: Any | None = None) -> Artifact:
+        raise BadInputError(f"target '{target.name}' runs torch models, not ONNX ({Path(onnx_path).name})",
+                            hint="give a TorchScript/.pt2 file or a model spec, or pick an ONNX target such as ort-cpu")
+
+    def load(self, artifact: Artifact, target: TargetSpec) -> Session:
+        module = artifact.meta.get("module") if artifact.meta else None
+        if module is None:
+            module, _ = load_torch_file(Path(artifact.path))
+        return TorchSession(module, target, input_shape=artifact.meta.get("input_shape") if artifact.meta else None,
+                            path=artifact.path)
+
+    @staticmethod
+    def artifact_for_module(module, target: TargetSpec, *, input_shape=None, name="module") -> Artifact:
+        """An in-memory eager module as an Artifact (its hash covers the weights)."""
+        return Artifact(path=Path(name), format="torch-eager", sha256=module_sha256(module),
+                        target=target.name, precision=target.precision.value,
+                        tool_versions=TorchBackend().versions(),
+                        meta={"module": module, "input_shape": input_shape})
