@@ -1,0 +1,204 @@
+"""gate_one: measure one model on one target, re-measuring while INCONCLUSIVE; baselines."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..config import Budget
+from ..errors import BadInputError
+from ..latency.environment import describe_mismatch
+from .decide import Decision, Verdict, decide
+
+log = logging.getLogger(__name__)
+
+BASELINE_SCHEMA = "edgekd.gate-baseline/v1"
+ERROR = "ERROR"  # status of a pair whose target can't run here (exit 4)
+_MAX_STORED = 2000  # more samples than this are stored as this many sorted quantiles
+
+
+@dataclass
+class GateResult:
+    model: str
+    target: str
+    budget: Budget
+    status: str  # Verdict value, or ERROR
+    decision: Decision | None = None
+    rounds: int = 0
+    round_verdicts: list[str] = field(default_factory=list)
+    environment: Mapping[str, Any] = field(default_factory=dict)
+    model_sha256: str = ""
+    baseline_used: bool = False
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    source: str = "measured"  # or "predicted" (--predict-only)
+    samples_ms: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} [{self.target}]"
+
+    @property
+    def message(self) -> str:
+        if self.error:
+            return self.error
+        d = self.decision
+        return f"{self.status}: {d.reason} ({d.numbers()})" if d else self.status
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "target": self.target, "status": self.status,
+                "budget": self.budget.model_dump(), "decision": self.decision.to_dict() if self.decision else None,
+                "rounds": self.rounds, "round_verdicts": list(self.round_verdicts), "source": self.source,
+                "baseline_used": self.baseline_used, "warnings": list(self.warnings), "error": self.error,
+                "model_sha256": self.model_sha256, "environment": dict(self.environment)}
+
+
+# --- measurement ---------------------------------------------------------------------------
+
+def bench_measure(*, min_iters: int | None = None, work_dir: "str | Path | None" = None) -> Callable:
+    """The real measure_fn: edgekd.latency.measure.bench, ``min_iters`` samples per round (default:
+    the target's protocol). Returns (model, TargetSpec) -> BenchResult."""
+    def measure(model: str, target):
+        from ..latency.measure import bench
+
+        settings = target.measure
+        if min_iters is not None:
+            settings = settings.model_copy(update={"min_iters": min_iters})
+        return bench(model, target, work_dir=work_dir, settings=settings)
+    return measure
+
+
+def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None = None,
+             baselines: "BaselineStore | None" = None, max_rounds: int = 3, alpha: float = 0.002,
+             unstable_iqr: float | None = None) -> GateResult:
+    """Measure, decide, and while INCONCLUSIVE re-measure (up to ``max_rounds`` rounds in all),
+    deciding on the pooled samples. A FAIL must be confirmed by a second, independent round that
+    fails on its own samples too (unless max_rounds is 1), so one burst of machine load can't fail
+    the gate. ``measure_fn(model, target_spec)`` returns an object with ``samples_ms`` and
+    ``environment`` (default: bench). RuntimeMissingError (exit 4) propagates: never a pass."""
+    from ..targets import load_target
+
+    if max_rounds < 1:
+        raise BadInputError(f"--max-rounds {max_rounds} must be at least 1")
+    spec = load_target(target)
+    measure_fn = measure_fn or bench_measure()
+    iqr = unstable_iqr if unstable_iqr is not None else spec.measure.unstable_iqr
+    res = GateResult(model=str(model), target=spec.name, budget=budget, status=Verdict.INCONCLUSIVE.value)
+    blocks: list[np.ndarray] = []
+    base = None
+    failed_blocks = 0
+
+    def run_decide(x):
+        return decide(x, budget.budget_ms, metric=budget.metric, confidence=budget.confidence,
+                      baseline_samples=base, max_regression=budget.max_regression, alpha=alpha,
+                      unstable_iqr=iqr)
+
+    d = None
+    for r in range(1, max_rounds + 1):
+        m = measure_fn(str(model), spec)
+        block = np.asarray(m.samples_ms, dtype=np.float64)
+        if r == 1:
+            res.environment = dict(getattr(m, "environment", {}) or {})
+            res.model_sha256 = str(getattr(m, "model_sha256", "") or "")
+            if baselines is not None:
+                base, warn = baselines.lookup(str(model), spec.name, res.environment)
+                res.baseline_used = base is not None
+                if warn:
+                    res.warnings.append(warn)
+                    log.warning(warn)
+        blocks.append(block)
+        d = run_decide(np.concatenate(blocks))
+        res.rounds = r
+        res.round_verdicts.append(d.verdict.value)
+        if d.verdict == Verdict.PASS:
+            break
+        if d.verdict == Verdict.FAIL:
+            alone = d if r == 1 else run_decide(block)
+            failed_blocks += alone.verdict == Verdict.FAIL
+            if failed_blocks >= 2 or max_rounds == 1:
+                break
+    res.decision = d
+    res.samples_ms = np.concatenate(blocks)
+    res.status = d.verdict.value
+    if d.verdict == Verdict.FAIL and failed_blocks < 2 and max_rounds > 1:
+        res.status = Verdict.INCONCLUSIVE.value
+        res.warnings.append(f"FAIL on the pooled samples was not confirmed by a second independent round "
+                            f"in {max_rounds} rounds (machine load?): reported INCONCLUSIVE")
+    return res
+
+
+# --- baselines -----------------------------------------------------------------------------
+
+class BaselineStore:
+    """Per model x target samples (or sorted quantiles) with the environment they were taken in."""
+
+    def __init__(self, entries: list[dict] | None = None, path: "str | Path | None" = None):
+        self.entries = list(entries or [])
+        self.path = path
+
+    @classmethod
+    def load(cls, path: "str | Path") -> "BaselineStore":
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise BadInputError(f"cannot read baseline {p}: {exc.strerror}", hint="check the --baseline path") from exc
+        except json.JSONDecodeError as exc:
+            raise BadInputError(f"baseline {p} is not valid JSON (line {exc.lineno})",
+                                hint="write it with --save-baseline") from exc
+        if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA:
+            raise BadInputError(f"{p} is not an edgekd gate baseline (schema must be {BASELINE_SCHEMA!r})",
+                                hint="write it with --save-baseline")
+        entries = data.get("entries") or []
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict) or not e.get("model") or not e.get("target") or not (
+                    e.get("samples_ms") or e.get("quantiles_ms")):
+                raise BadInputError(f"{p}: entries[{i}] needs model, target and samples_ms or quantiles_ms")
+        return cls(entries, p)
+
+    def _find(self, model: str, target: str) -> dict | None:
+        m = Path(model)
+        exact = [e for e in self.entries if e["target"] == target and Path(e["model"]).as_posix() == m.as_posix()]
+        if exact:
+            return exact[-1]
+        by_name = [e for e in self.entries if e["target"] == target and Path(e["model"]).name == m.name]
+        return by_name[-1] if len(by_name) == 1 else None
+
+    def lookup(self, model: str, target: str, environment: Mapping[str, Any]) -> tuple[np.ndarray | None, str | None]:
+        """(baseline samples, None), or (None, warning) when the fingerprint differs; (None, None) if absent."""
+        e = self._find(model, target)
+        if e is None:
+            return None, None
+        diff = describe_mismatch(e.get("environment") or {}, environment)
+        if diff:
+            return None, f"baseline for {model} on {target} ignored: environment differs ({diff})"
+        vals = e.get("samples_ms") or e.get("quantiles_ms")
+        return np.asarray(vals, dtype=np.float64), None
+
+    def update(self, result: GateResult) -> None:
+        if result.samples_ms is None or result.samples_ms.size == 0:
+            return
+        x = np.sort(result.samples_ms)
+        entry: dict[str, Any] = {"model": Path(result.model).as_posix(), "target": result.target,
+                                 "model_sha256": result.model_sha256, "n": int(x.size),
+                                 "environment": dict(result.environment)}
+        if x.size > _MAX_STORED:
+            qs = np.quantile(x, (np.arange(_MAX_STORED) + 0.5) / _MAX_STORED)
+            entry["quantiles_ms"] = [round(float(v), 6) for v in qs]
+        else:
+            entry["samples_ms"] = [round(float(v), 6) for v in x]
+        self.entries = [e for e in self.entries
+                        if not (e["target"] == entry["target"] and Path(e["model"]).as_posix() == entry["model"])]
+        self.entries.append(entry)
+
+    def save(self, path: "str | Path") -> Path:
+        from ..util_io import atomic_write_json
+
+        return atomic_write_json(path, {"schema": BASELINE_SCHEMA,
+                                        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                        "entries": self.entries})
