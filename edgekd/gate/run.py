@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 BASELINE_SCHEMA = "edgekd.gate-baseline/v1"
 ERROR = "ERROR"  # status of a pair whose target can't run here (exit 4)
 _MAX_STORED = 2000  # more samples than this are stored as this many sorted quantiles
+# Samples per round. The one-sided 95% lower bound of p90 is the order statistic near quantile
+# 0.9 - 1.645 * sqrt(0.09 / n): p86.5 at n = 300, p88.4 at n = 1000. Latency on a shared machine
+# is heavy-tailed (on the 2-core dev box p87 is 0.83 x p90), so with 300 samples a model at 120%
+# of its budget is caught only ~20% of the time; with 1000 it is caught in every trial
+# (tools/bench_gate.py). 1000 also makes p99 usable (>= 662).
+GATE_MIN_SAMPLES = 1000
 
 
 @dataclass
@@ -60,15 +66,19 @@ class GateResult:
 
 # --- measurement ---------------------------------------------------------------------------
 
-def bench_measure(*, min_iters: int | None = None, work_dir: "str | Path | None" = None) -> Callable:
-    """The real measure_fn: edgekd.latency.measure.bench, ``min_iters`` samples per round (default:
-    the target's protocol). Returns (model, TargetSpec) -> BenchResult."""
+def bench_measure(*, min_iters: int | None = None, work_dir: "str | Path | None" = None,
+                  **settings_update: Any) -> Callable:
+    """The real measure_fn: edgekd.latency.measure.bench with the target's protocol, at least
+    GATE_MIN_SAMPLES samples per round unless ``min_iters`` says otherwise, and any other
+    MeasureSettings field overridden. Returns (model, TargetSpec) -> BenchResult."""
+    update = dict(settings_update)
+
     def measure(model: str, target):
         from ..latency.measure import bench
 
         settings = target.measure
-        if min_iters is not None:
-            settings = settings.model_copy(update={"min_iters": min_iters})
+        want = min_iters if min_iters is not None else max(settings.min_iters, GATE_MIN_SAMPLES)
+        settings = type(settings).model_validate({**settings.model_dump(), "min_iters": want, **update})
         return bench(model, target, work_dir=work_dir, settings=settings)
     return measure
 
