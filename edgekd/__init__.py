@@ -29,6 +29,11 @@ _API: dict[str, str] = {
     "LatencyStats": "latency.stats:LatencyStats",
     "measure_latency": "latency.measure:measure_latency",
     "bench": "latency.measure:bench",
+    # CI gate
+    "decide": "gate:decide",
+    "gate_one": "gate:gate_one",
+    "Budget": "config:Budget",
+    "load_budgets": "config:load_budgets",
     # distillation losses and criterion
     "build_criterion": "distill.criterion:build_criterion",
     "FeatureTaps": "distill.taps:FeatureTaps",
