@@ -40,7 +40,7 @@ def junit_xml(results: Sequence[GateResult], on_inconclusive: str = "exit3") -> 
     suite = ET.Element("testsuite", name="edgekd.gate", tests=str(len(results)))
     n_fail = n_err = n_skip = 0
     for r in results:
-        tc = ET.SubElement(suite, "testcase", classname="edgekd.gate", name=r.name, time="0")
+        tc = ET.SubElement(suite, "testcase", classname="edgekd.gate", name=r.name, time=f"{r.elapsed_s:.3f}")
         msg = r.message
         if r.status == Verdict.FAIL.value or (r.status == Verdict.INCONCLUSIVE.value and on_inconclusive == "fail"):
             n_fail += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -43,6 +44,7 @@ class GateResult:
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     source: str = "measured"  # or "predicted" (--predict-only)
+    elapsed_s: float = 0.0
     samples_ms: np.ndarray | None = None
 
     @property
@@ -61,7 +63,8 @@ class GateResult:
                 "budget": self.budget.model_dump(), "decision": self.decision.to_dict() if self.decision else None,
                 "rounds": self.rounds, "round_verdicts": list(self.round_verdicts), "source": self.source,
                 "baseline_used": self.baseline_used, "warnings": list(self.warnings), "error": self.error,
-                "model_sha256": self.model_sha256, "environment": dict(self.environment)}
+                "model_sha256": self.model_sha256, "elapsed_s": round(self.elapsed_s, 3),
+                "environment": dict(self.environment)}
 
 
 # --- measurement ---------------------------------------------------------------------------
@@ -109,6 +112,7 @@ def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None 
                       unstable_iqr=iqr)
 
     d = None
+    t0 = time.perf_counter()
     for r in range(1, max_rounds + 1):
         m = measure_fn(str(model), spec)
         block = np.asarray(m.samples_ms, dtype=np.float64)
@@ -133,6 +137,7 @@ def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None 
             if failed_blocks >= 2 or max_rounds == 1:
                 break
     res.decision = d
+    res.elapsed_s = time.perf_counter() - t0
     res.samples_ms = np.concatenate(blocks)
     res.status = d.verdict.value
     if d.verdict == Verdict.FAIL and failed_blocks < 2 and max_rounds > 1:
