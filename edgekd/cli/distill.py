@@ -74,17 +74,18 @@ def _macs(model, shape) -> Optional[dict]:
     return {"macs": int(macs), "params": int(params)}
 
 
-def _export(model, bundle, out: Path, stem: str) -> dict:
-    """ONNX export of the deployable model plus a parity check against torch."""
+def _export(model, bundle, out: Path, stem: str, spec: str) -> dict:
+    """ONNX export of the deployable model plus a parity check against torch on val images."""
     import torch
 
     from ..export import check_parity, export_onnx
 
-    n = min(8, len(bundle.val))
-    sample = torch.stack([bundle.val[i][0] for i in range(n)])[:1]
-    path = export_onnx(model, sample, out / f"{stem}.onnx", opset=17, dynamic_batch=True)
-    parity = check_parity(model, path, sample)
-    return {"onnx": str(path), "parity": parity}
+    n = min(32, len(bundle.val))
+    samples = torch.stack([bundle.val[i][0] for i in range(n)])
+    path = export_onnx(model, samples[:1], out / f"{stem}.onnx", opset=17, dynamic_batch=True,
+                       metadata={"edgekd.spec": spec})
+    parity = check_parity(model, path, samples)
+    return {"onnx": str(path), "parity": parity.to_dict()}
 
 
 def _run(*, kind: str, teacher_spec: Optional[str], teacher_weights: Optional[str],
@@ -108,7 +109,8 @@ def _run(*, kind: str, teacher_spec: Optional[str], teacher_weights: Optional[st
     if teacher_spec:
         from ..models.teacher import check_teacher_matches, load_teacher
 
-        teacher = load_teacher(teacher_spec, weights=teacher_weights, trust_pickle=trust_pickle)
+        teacher = load_teacher(teacher_spec, weights=teacher_weights, trust_pickle=trust_pickle,
+                               num_classes=bundle.num_classes, in_channels=bundle.in_channels)
         check_teacher_matches(teacher, bundle)
     seed_everything(config.seed)
     student = build_model(model_spec, num_classes=bundle.num_classes,
@@ -131,7 +133,7 @@ def _run(*, kind: str, teacher_spec: Optional[str], teacher_weights: Optional[st
                                input_shape=tuple(bundle.input_shape),
                                extra={"val_acc": result.best_acc, "loss": loss,
                                       "data": bundle.fingerprint})
-        exported = _export(deploy, bundle, out_dir, stem) if export else {}
+        exported = _export(deploy, bundle, out_dir, stem, model_spec) if export else {}
     finally:
         if hasattr(criterion, "close"):
             criterion.close()

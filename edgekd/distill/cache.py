@@ -50,6 +50,31 @@ class IndexedDataset:
         x, y = self.base[i][:2]
         return x, y, i
 
+    def batch(self, js: list[int]):
+        """Items ``js`` stacked: (x N×C×H×W float32, y int64, base indices int64)."""
+        import torch
+
+        idx = torch.as_tensor([self.indices[j] for j in js], dtype=torch.long)
+        return (*take(self.base, idx), idx)
+
+
+def take(dataset: Any, idx):
+    """Samples ``idx`` of ``dataset`` stacked as (x float32, y int64). In-memory datasets that
+    hold tensors ``x`` and ``y`` are indexed in one go; any other dataset sample by sample."""
+    import torch
+
+    try:
+        from ..data.base import ArrayDataset
+    except ImportError:  # pragma: no cover - the data package is part of edgekd
+        ArrayDataset = ()
+    if isinstance(dataset, ArrayDataset):
+        x = dataset.x.index_select(0, idx)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+        return x, dataset.y.index_select(0, idx).long()
+    items = [dataset[int(i)] for i in idx]
+    return (torch.stack([it[0] for it in items]),
+            torch.as_tensor([int(it[1]) for it in items], dtype=torch.long))
+
 
 def cache_key(teacher_fingerprint: str, data_fingerprint: str, transform: str, n: int) -> str:
     """Stable key of one cache entry (hex, 32 characters)."""
@@ -84,8 +109,7 @@ def compute_teacher_logits(teacher: Callable, dataset: Any, *, batch_size: int =
     n = len(dataset)
     with torch.no_grad():
         for start in range(0, n, batch_size):
-            xs = [dataset[i][0] for i in range(start, min(n, start + batch_size))]
-            x = torch.stack(xs).to(device)
+            x = take(dataset, torch.arange(start, min(n, start + batch_size)))[0].to(device)
             out = teacher(x)
             if isinstance(out, (tuple, list)):
                 out = out[0]

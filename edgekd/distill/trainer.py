@@ -223,14 +223,15 @@ def _progress(enabled: bool):
 def _evaluate(model, dataset, dev: str, batch_size: int, rank: int, world: int) -> float:
     import torch
 
+    from .cache import take
+
     idx = list(range(rank, len(dataset), world))
     correct = total = 0
     model.eval()
     with torch.no_grad():
         for start in range(0, len(idx), batch_size):
-            items = [dataset[i] for i in idx[start:start + batch_size]]
-            x = torch.stack([it[0] for it in items]).to(dev)
-            y = torch.as_tensor([int(it[1]) for it in items], device=dev)
+            x, y = take(dataset, torch.as_tensor(idx[start:start + batch_size]))
+            x, y = x.to(dev), y.to(dev)
             keep = y >= 0
             pred = model(x).argmax(1)
             correct += int((pred[keep] == y[keep]).sum())
@@ -242,15 +243,6 @@ def _evaluate(model, dataset, dev: str, batch_size: int, rank: int, world: int) 
 
 def _as_float(v: Any) -> float:
     return float(v.detach()) if hasattr(v, "detach") else float(v)
-
-
-def _collate(items: list, dev: str):
-    import torch
-
-    x = torch.stack([it[0] for it in items])
-    y = torch.as_tensor([int(it[1]) for it in items], dtype=torch.long)
-    idx = torch.as_tensor([int(it[2]) for it in items], dtype=torch.long)
-    return x, y, idx
 
 
 def _clean_num(v: Any) -> Any:
@@ -327,6 +319,8 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
     tmod = getattr(teacher, "module", None) if teacher is not None else None
     if tmod is not None:
         tmod.to(dev).eval()
+        if hasattr(teacher, "device"):  # edgekd Teacher moves inputs to its own device
+            teacher.device = dev
 
     needs_teacher = bool(getattr(criterion, "needs_teacher", False))
     labelled = getattr(bundle, "labelled_indices", None)
@@ -421,7 +415,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
             criterion.train()
             t0 = time.perf_counter()
             for b in range(st["batch"], len(batches)):
-                x, y, idx = _collate([ds[j] for j in batches[b]], dev)
+                x, y, idx = ds.batch(batches[b])
                 if config.augment is Augment.padcrop:
                     g = torch.Generator().manual_seed(_batch_seed(config.seed, e, b, rank))
                     x = pad_crop(x, pad, g)

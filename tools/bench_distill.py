@@ -1,0 +1,160 @@
+"""Distillation benchmark on the built-in digits at 16×16 (a few minutes on 2 CPU cores).
+
+1. Train a teacher (ResNet) on all labels and report its validation accuracy (goal: >= 97%).
+2. A student with <= 1/10 of the teacher's MACs learns from 20% of the labels while the
+   teacher sees every image: plain CE on the labelled 20% (same number of optimizer steps as
+   distillation) versus kd, dkd, dist and nkd, 3 seeds each; mean ± std per loss, and whether
+   kd and dkd beat the baseline by >= 2 points.
+3. Epoch time of distillation with the teacher-logit cache and with the teacher run live,
+   relative to plain training of the same student on the same images (goal: cache <= 1.15×).
+
+    python tools/bench_distill.py [--seeds 3] [--epochs 20] [--teacher-epochs 15]
+
+Everything is measured in this run; nothing is read from earlier runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TEACHER = "resnet:width=16,blocks=2,res=16"
+STUDENT = "convnet:width=8,res=16"
+LOSSES = ("kd", "dkd", "dist", "nkd")
+
+
+def _train(spec_or_model, loss, bundle, config, out, teacher=None, options=None):
+    from edgekd.distill.criterion import build_criterion
+    from edgekd.distill.trainer import fit, seed_everything
+    from edgekd.models import build_model
+
+    if isinstance(spec_or_model, str):
+        seed_everything(config.seed)
+        model = build_model(spec_or_model, num_classes=bundle.num_classes,
+                            in_channels=bundle.in_channels)
+    else:
+        model = spec_or_model
+    crit = build_criterion(loss, options or {}, num_classes=bundle.num_classes, student=model,
+                           teacher=teacher, epochs=config.epochs)
+    try:
+        res = fit(model, crit, bundle, config, out, teacher=teacher, progress=False)
+    finally:
+        crit.close()
+    return model, res
+
+
+def _epoch_time(res, skip: int = 1) -> float:
+    times = [h["train_time_s"] for h in res.history][skip:]
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=20, help="distillation epochs")
+    ap.add_argument("--teacher-epochs", type=int, default=15)
+    ap.add_argument("--timing-epochs", type=int, default=6)
+    ap.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from edgekd.data import load_data
+    from edgekd.distill.trainer import TrainConfig
+    from edgekd.models import count_macs_params
+    from edgekd.models.checkpoint import save_checkpoint
+    from edgekd.models.teacher import load_teacher
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-bench-distill-"))
+    os.environ.setdefault("EDGEKD_CACHE_DIR", str(work / "cache"))
+    t_start = time.perf_counter()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; work dir {work}")
+
+    full = load_data("digits", resolution=16, seed=0)
+    shape = tuple(full.input_shape)
+    cfg_t = TrainConfig.make(epochs=args.teacher_epochs, batch_size=64, lr=0.1, seed=0,
+                             augment="padcrop")
+    tmodel, tres = _train(TEACHER, "ce", full, cfg_t, work / "teacher")
+    from edgekd.distill.trainer import restore_weights
+
+    restore_weights(tres.paths["best"], tmodel)
+    tpath = save_checkpoint(work / "teacher.pt", tmodel.eval(), spec=TEACHER,
+                            num_classes=full.num_classes, in_channels=full.in_channels,
+                            input_shape=shape)
+    teacher = load_teacher(str(tpath))
+    t_macs, t_params = count_macs_params(tmodel, shape)
+    from edgekd.models import build_model
+
+    s_macs, s_params = count_macs_params(
+        build_model(STUDENT, num_classes=full.num_classes, in_channels=full.in_channels), shape)
+    print(f"\nteacher {TEACHER}: {t_macs:,} MACs, {t_params:,} params, val acc "
+          f"{tres.best_acc:.4f} after {args.teacher_epochs} epochs "
+          f"({'meets' if tres.best_acc >= 0.97 else 'MISSES'} >= 0.97)")
+    print(f"student {STUDENT}: {s_macs:,} MACs ({s_macs / t_macs:.3f} of the teacher's, "
+          f"{'meets' if s_macs * 10 <= t_macs else 'MISSES'} <= 1/10), {s_params:,} params")
+
+    # ---- accuracy with 20% labels
+    scores: dict[str, list[float]] = {"ce (20% labels)": []}
+    scores.update({k: [] for k in LOSSES})
+    for seed in range(args.seeds):
+        part = load_data("digits", resolution=16, seed=seed, labelled_fraction=0.2)
+        n_lab, n_all = len(part.labelled_indices), len(part.train)
+        # the baseline sees only its labelled images: give it as many optimizer steps
+        base_epochs = max(1, round(args.epochs * n_all / n_lab))
+        cfg_b = TrainConfig.make(epochs=base_epochs, batch_size=64, seed=seed, augment="padcrop")
+        _, r = _train(STUDENT, "ce", part, cfg_b, work / f"ce-{seed}")
+        scores["ce (20% labels)"].append(r.best_acc)
+        cfg_d = TrainConfig.make(epochs=args.epochs, batch_size=64, seed=seed, augment="none")
+        for loss in LOSSES:
+            _, r = _train(STUDENT, loss, part, cfg_d, work / f"{loss}-{seed}", teacher=teacher)
+            scores[loss].append(r.best_acc)
+        print(f"seed {seed}: {n_lab}/{n_all} labelled; " + ", ".join(
+            f"{k.split()[0]} {v[-1]:.4f}" for k, v in scores.items()), flush=True)
+
+    base = statistics.mean(scores["ce (20% labels)"])
+    print(f"\n{'student ' + STUDENT + ', 20% labels':<44}{'val acc mean':>13}{'± std':>9}"
+          f"{'vs ce':>9}  per seed")
+    for name, vals in scores.items():
+        mean = statistics.mean(vals)
+        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        delta = "" if name.startswith("ce") else f"{100 * (mean - base):+.2f}pt"
+        print(f"{name:<44}{mean:>13.4f}{std:>9.4f}{delta:>9}  "
+              + " ".join(f"{v:.4f}" for v in vals))
+    for loss in ("kd", "dkd"):
+        gain = 100 * (statistics.mean(scores[loss]) - base)
+        print(f"{loss} beats the 20%-label baseline by {gain:+.2f} points: "
+              f"{'meets' if gain >= 2 else 'MISSES'} >= 2")
+
+    # ---- epoch time: same student, same images (all labels), same batch size
+    e = args.timing_epochs
+    cfg_p = TrainConfig.make(epochs=e, batch_size=64, seed=0, augment="none")
+    cfg_nc = TrainConfig.make(epochs=e, batch_size=64, seed=0, augment="none", use_cache=False)
+    _train(STUDENT, "kd", full, TrainConfig.make(epochs=1, seed=0), work / "warm",
+           teacher=teacher)  # fills the cache for `full` once, outside the timing
+    t_plain, t_cache, t_live = [], [], []
+    for rep in range(2):  # interleaved, so a busy machine hurts all three alike
+        _, r = _train(STUDENT, "ce", full, cfg_p, work / f"time-ce-{rep}")
+        t_plain.append(_epoch_time(r))
+        _, r = _train(STUDENT, "kd", full, cfg_p, work / f"time-kd-{rep}", teacher=teacher)
+        assert r.cache == "hit", r.cache
+        t_cache.append(_epoch_time(r))
+        _, r = _train(STUDENT, "kd", full, cfg_nc, work / f"time-live-{rep}", teacher=teacher)
+        assert r.cache == "live", r.cache
+        t_live.append(_epoch_time(r))
+    p, c, lv = min(t_plain), min(t_cache), min(t_live)
+    print(f"\nepoch time over {len(full.train)} images, batch 64 (min over 2 runs of the "
+          f"median of epochs 2..{e}):")
+    print(f"  plain training (ce)            {p * 1000:8.1f} ms   1.00×")
+    print(f"  kd, teacher-logit cache        {c * 1000:8.1f} ms   {c / p:.2f}×  "
+          f"({'meets' if c / p <= 1.15 else 'MISSES'} <= 1.15)")
+    print(f"  kd, teacher run live           {lv * 1000:8.1f} ms   {lv / p:.2f}×")
+    print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
