@@ -38,6 +38,11 @@ _API: dict[str, str] = {
     "build_criterion": "distill.criterion:build_criterion",
     "FeatureTaps": "distill.taps:FeatureTaps",
     "LOSSES": "distill.losses:LOSSES",
+    # training: loop, checkpoints, resume, DDP, teacher-logit cache
+    "TrainConfig": "distill.trainer:TrainConfig",
+    "TrainResult": "distill.trainer:TrainResult",
+    "fit": "distill.trainer:fit",
+    "teacher_logit_cache": "distill.cache:teacher_logit_cache",
     # data, teachers, checkpoints
     "DataBundle": "data:DataBundle",
     "load_data": "data:load_data",
