@@ -147,6 +147,10 @@ def gate_cmd(paths, budgets_path, target_name, budget_ms, metric, confidence, ma
     plan, notes = _plan(paths, budgets_path, target_name, budget_ms, metric, confidence, max_regression)
     if not plan:
         raise BadInputError("nothing to gate: no model matches a budget on these targets")
+    from ..targets import load_target
+
+    for t in dict.fromkeys(t for _, t, _ in plan):
+        load_target(t)  # unknown target names are bad input (exit 2) before anything is measured
     baselines = BaselineStore.load(baseline_path) if baseline_path else None
     profile = None
     if predict_only:
