@@ -62,6 +62,7 @@ def export_onnx(model, sample, path: "str | Path", *, opset: int = MIN_OPSET, dy
     was_training = model.training
     model.eval()
     sample = sample if isinstance(sample, torch.Tensor) else torch.as_tensor(np.asarray(sample))
+    _check_runs(model, sample)
     order = [exporter] + [e for e in ("torchscript", "dynamo") if e != exporter]
     errors = []
     try:
@@ -83,9 +84,26 @@ def export_onnx(model, sample, path: "str | Path", *, opset: int = MIN_OPSET, dy
                     entry.key, entry.value = str(k), str(v)
                 onnx.save(m, str(tmp))
             onnx.checker.check_model(str(tmp))
+            got = max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=0)
+            if got < MIN_OPSET:
+                raise BadInputError(f"the exported model has opset {got}, below {MIN_OPSET}",
+                                    hint=f"use --opset {MIN_OPSET} or newer")
     finally:
         model.train(was_training)
     return dest
+
+
+def _check_runs(model, sample) -> None:
+    """A model that cannot run on the sample fails here, with the shape, not inside an exporter."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(sample)
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"the model cannot run on an input of shape {tuple(sample.shape)} ({first})",
+                            hint="pass --shape C,H,W matching the model's input") from exc
 
 
 def _export_with(exporter, model, sample, path, opset, dynamic_batch, input_name, output_name):
@@ -135,7 +153,10 @@ def compare_outputs(ref: np.ndarray, got: np.ndarray, *, atol: float = 1e-3, min
 def check_parity(model, onnx_or_session, samples, *, atol: float = 1e-3, min_cosine: float = 0.999,
                  min_top1: float = 0.99, check_values: bool = True, raise_on_fail: bool = True,
                  threads: int | None = 1) -> ParityReport:
-    """Run ``samples`` (N×...) through torch and through an ONNX file or a Session; compare.
+    """Run ``samples`` (N×...) through ``model`` and through an ONNX file or a Session; compare.
+
+    ``model`` is the reference: a torch module (the usual case) or another Session (e.g.
+    onnxruntime on the source ONNX when the torch model is not at hand).
 
     Values (max abs diff, cosine) and top-1 agreement are checked; ``check_values=False``
     checks top-1 only (fp16/int8 artifacts). Fails loudly with every number.
@@ -143,11 +164,7 @@ def check_parity(model, onnx_or_session, samples, *, atol: float = 1e-3, min_cos
     import torch
 
     x = samples.detach().cpu().numpy() if isinstance(samples, torch.Tensor) else np.asarray(samples, np.float32)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        ref = model(torch.from_numpy(np.ascontiguousarray(x))).detach().cpu().numpy()
-    model.train(was_training)
+    ref = _reference_outputs(model, x)
     session = onnx_or_session
     if isinstance(onnx_or_session, (str, Path)):
         from .backends.onnxruntime import OrtSession
@@ -162,6 +179,25 @@ def check_parity(model, onnx_or_session, samples, *, atol: float = 1e-3, min_cos
         raise VerdictError(f"parity check failed: {report.one_line()}",
                            hint="the exported model does not reproduce torch; try --exporter dynamo or fp32")
     return report
+
+
+def _reference_outputs(model, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    if not isinstance(model, torch.nn.Module) and hasattr(model, "run"):
+        return run_batched(model, x)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(np.ascontiguousarray(x)))
+    finally:
+        if hasattr(model, "train"):
+            model.train(was_training)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out.detach().cpu().numpy()
 
 
 def run_batched(session, x: np.ndarray) -> np.ndarray:
@@ -185,29 +221,40 @@ def export_for_target(model, sample, target, out_dir: "str | Path", *, opset: in
                       metadata: dict[str, str] | None = None):
     """ONNX (kept as out_dir/model.onnx), then the target's artifact, parity-checked on samples.
 
-    Returns (Artifact, ParityReport). fp16/int8 artifacts are held to top-1 agreement only.
+    Returns (Artifact, ParityReport); the report is also in ``artifact.meta["parity"]``.
+    fp16/int8 artifacts are held to top-1 agreement only. A torch target gets a traced
+    TorchScript file (out_dir/model.ts), loaded back from disk and checked the same way.
+    Raises VerdictError when the artifact does not reproduce the torch model.
     """
+    import dataclasses
+
     import torch
 
     from .backends import require_backend
-    from .backends.torch import TorchBackend
+    from .backends.base import sha256_file
     from .targets import Precision, Runtime, load_target
 
     spec = load_target(target)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     sample = sample if isinstance(sample, torch.Tensor) else torch.as_tensor(np.asarray(sample))
     parity_x = parity_samples if parity_samples is not None else sample
     backend = require_backend(spec)
-    if spec.runtime == Runtime.torch:
-        art = TorchBackend.artifact_for_module(model, spec, input_shape=tuple(sample.shape))
-        return art, ParityReport(n=len(parity_x), max_abs_diff=0.0, mean_abs_diff=0.0, cosine=1.0,
-                                 top1_agreement=1.0, passed=True, atol=0.0, min_cosine=1.0, min_top1=1.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = export_onnx(model, sample, out_dir / "model.onnx", opset=opset, dynamic_batch=dynamic_batch,
                             metadata=metadata)
-    artifact = backend.build(onnx_path, spec, out_dir, calib=calib)
+    if spec.runtime == Runtime.torch:
+        from .backends.torch import save_torchscript
+
+        artifact = save_torchscript(model, sample, out_dir / "model.ts", spec)
+    else:
+        artifact = backend.build(onnx_path, spec, out_dir, calib=calib)
     session = backend.load(artifact, spec)
-    exact = spec.precision == Precision.fp32
-    report = check_parity(model, session, parity_x, check_values=exact,
-                          min_top1=0.99 if exact else 0.9)
-    return artifact, report
+    try:
+        exact = spec.precision == Precision.fp32
+        report = check_parity(model, session, parity_x, check_values=exact,
+                              min_top1=0.99 if exact else 0.9)
+    finally:
+        session.close()
+    meta = {**dict(artifact.meta), "parity": report.to_dict(), "onnx": str(onnx_path),
+            "onnx_sha256": sha256_file(onnx_path)}
+    return dataclasses.replace(artifact, meta=meta), report

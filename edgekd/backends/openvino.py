@@ -83,7 +83,12 @@ class OVSession(Session):
                                 "which OpenVINO does not drive", hint="use cpu, gpu or npu")
         self._fixed_shapes = [list(p.get_partial_shape().to_string().strip("[]").split(","))
                               for p in model.inputs]
-        self.compiled = core.compile_model(model, device, compile_properties(target))
+        try:
+            self.compiled = core.compile_model(model, device, compile_properties(target))
+        except RuntimeError as exc:
+            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise BadInputError(f"openvino cannot compile {xml} for {device} ({target.name}): {msg}",
+                                hint="check the model and the target's precision and device") from exc
         self._req = self.compiled.create_infer_request()
         self.path = xml
         self.input_names = [p.get_any_name() for p in model.inputs]
@@ -103,10 +108,14 @@ class OVSession(Session):
 
     def run(self, inputs: "np.ndarray | Mapping[str, np.ndarray]") -> list[np.ndarray]:
         feed = self._as_dict(inputs)
-        for name, shape in zip(self.input_names, self.input_shapes):
-            if name in feed:
-                check_input_shape(name, shape, feed[name].shape, str(self.path))
-        res = self._req.infer(feed, share_inputs=True)
+        try:
+            res = self._req.infer(feed, share_inputs=True)
+        except RuntimeError as exc:  # diagnose off the timed path: only when OpenVINO refuses
+            for name, shape in zip(self.input_names, self.input_shapes):
+                if name in feed:
+                    check_input_shape(name, shape, np.shape(feed[name]), str(self.path))
+            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise BadInputError(f"openvino failed to run {self.path.name}: {msg}") from exc
         return [np.asarray(res[o]) for o in self.compiled.outputs]
 
 

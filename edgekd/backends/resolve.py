@@ -114,26 +114,51 @@ def _open_file(path: Path, target, backend, work_dir, sample_shape, calib) -> Op
     else:
         artifact = backend.build(path, target, work_dir, calib=calib)
     build_s = time.perf_counter() - t0
-    return _load(artifact, target, backend, build_s, sample_shape, module)
+    return _load(artifact, target, backend, build_s, sample_shape, module, source=str(path))
 
 
 def _checkpoint_shape(path: Path):
+    import warnings
+    import zipfile
+
     try:
         import torch
 
-        meta = torch.load(str(path), map_location="cpu", weights_only=True)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                if any("/code/" in n or n.endswith("constants.pkl") for n in z.namelist()):
+                    return None  # TorchScript (or .pt2): no stored shape, and no second load
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            meta = torch.load(str(path), map_location="cpu", weights_only=True)
         shape = meta.get("input_shape") if isinstance(meta, dict) else None
         return tuple(shape) if shape else None
     except Exception:  # noqa: BLE001 - not a checkpoint: no shape known
         return None
 
 
+def build_spec_model(spec: str, *, num_classes: int = 10, in_channels: int = 1):
+    """The student a spec names, with weights from a fixed seed (eval mode).
+
+    An untrained spec stands for an architecture; seeding makes its ONNX file and artifact
+    hashes the same on every run, so baselines and profiles keyed by sha256 line up. The
+    caller's global RNG state is left as it was.
+    """
+    import torch
+
+    from ..models import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return build_model(spec, num_classes=num_classes, in_channels=in_channels).eval()
+
+
 def _open_spec(spec: str, target, backend, work_dir, sample_shape, num_classes, in_channels, calib) -> Opened:
     import torch
 
-    from ..models import build_model, input_shape
+    from ..models import input_shape
 
-    model = build_model(spec, num_classes=num_classes, in_channels=in_channels).eval()
+    model = build_spec_model(spec, num_classes=num_classes, in_channels=in_channels)
     shape = tuple(input_shape(spec, in_channels))
     if sample_shape and tuple(sample_shape) != shape:
         raise BadInputError(f"--shape {describe_shape(sample_shape)} contradicts the spec '{spec}', "
@@ -149,27 +174,28 @@ def _open_spec(spec: str, target, backend, work_dir, sample_shape, num_classes, 
         onnx_path = export_onnx(model, torch.zeros((target.batch, *shape)), work_dir / "model.onnx",
                                 metadata={"edgekd.spec": getattr(model, "edgekd_spec", spec)})
         artifact = backend.build(onnx_path, target, work_dir, calib=calib)
-    return _load(artifact, target, backend, time.perf_counter() - t0, shape, model)
+    return _load(artifact, target, backend, time.perf_counter() - t0, shape, model, source=spec)
 
 
-def _load(artifact, target, backend, build_s, sample_shape, module) -> Opened:
+def _load(artifact, target, backend, build_s, sample_shape, module, source: str = "") -> Opened:
+    """Load, then settle the input shape; messages name ``source`` (what the user gave)."""
     t0 = time.perf_counter()
     session = backend.load(artifact, target)
     load_s = time.perf_counter() - t0
     declared = list((getattr(session, "input_shapes", None) or [None])[0] or [])
-    full = _full_shape(declared, target, sample_shape, artifact)
+    full = _full_shape(declared, target, sample_shape, source or str(artifact.path))
     if declared:
-        check_input_shape(session.input_names[0], declared, full, str(artifact.path))
+        check_input_shape(session.input_names[0], declared, full, source or str(artifact.path))
     return Opened(artifact=artifact, session=session, build_s=build_s, first_load_s=load_s,
                   input_shape=full, module=module)
 
 
-def _full_shape(declared: list, target: TargetSpec, sample_shape, artifact) -> tuple:
+def _full_shape(declared: list, target: TargetSpec, sample_shape, source: str) -> tuple:
     per_sample = tuple(sample_shape) if sample_shape else (tuple(target.input_shape) if target.input_shape else None)
     if per_sample is None:
         rest = declared[1:]
         if not declared or any(not isinstance(d, int) or d <= 0 for d in rest):
-            raise BadInputError(f"the input of {Path(str(artifact.path)).name} has dynamic dimensions "
+            raise BadInputError(f"the input of {source} has dynamic dimensions "
                                 f"{describe_shape(declared)}", hint="pass --shape C,H,W")
         per_sample = tuple(rest)
     batch = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else target.batch

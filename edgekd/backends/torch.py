@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,8 +35,9 @@ class TorchSession(Session):
 
         self._torch = torch
         self.device = torch.device("cuda" if target is not None and target.device == Device.cuda else "cpu")
-        if target is not None and target.threads:
-            torch.set_num_threads(int(target.threads))
+        self._threads = int(target.threads) if target is not None and target.threads else None
+        if self._threads:
+            torch.set_num_threads(self._threads)
         self.module = module.eval().to(self.device) if hasattr(module, "eval") else module
         self.path = path
         self.input_names = ["input"]
@@ -49,6 +51,8 @@ class TorchSession(Session):
         torch = self._torch
         x = inputs[self.input_names[0]] if isinstance(inputs, Mapping) else inputs
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        if self._threads and torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)  # the pool is process-global: others may change it
         with torch.inference_mode():
             try:
                 out = self.module(t)
@@ -61,6 +65,31 @@ class TorchSession(Session):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return [out.detach().cpu().numpy()]
+
+
+def save_torchscript(module, sample, path: Path, target: TargetSpec) -> Artifact:
+    """Trace ``module`` on ``sample`` and save it as TorchScript atomically -> its Artifact."""
+    import torch
+
+    from ..util_io import atomic_path
+
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about data-dependent control flow
+            traced = torch.jit.trace(module, sample)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise BadInputError(f"cannot trace the model to TorchScript on an input of shape {tuple(sample.shape)} "
+                            f"({str(exc).strip().splitlines()[0][:160]})",
+                            hint="make the model traceable or use an ONNX target") from exc
+    finally:
+        module.train(was_training)
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        torch.jit.save(traced, str(tmp))
+    return Artifact.from_file(path, ArtifactFormat.TORCHSCRIPT, target=target.name,
+                              precision=target.precision.value, tool_versions=TorchBackend().versions(),
+                              meta={"input_shape": tuple(sample.shape)})
 
 
 def load_torch_file(path: Path):
