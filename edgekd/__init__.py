@@ -29,6 +29,10 @@ _API: dict[str, str] = {
     "LatencyStats": "latency.stats:LatencyStats",
     "measure_latency": "latency.measure:measure_latency",
     "bench": "latency.measure:bench",
+    # remote targets (SSH) and target checks
+    "remote_bench": "remote.ops:remote_bench",
+    "run_remote_edgekd": "remote.ops:run_edgekd",
+    "doctor": "remote.doctor:doctor",
     # CI gate
     "decide": "gate:decide",
     "gate_one": "gate:gate_one",

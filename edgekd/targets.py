@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -60,6 +60,30 @@ class RemoteSpec(BaseModel):
     workdir: str = "~/.edgekd-remote"
     connect_timeout_s: float = Field(10.0, gt=0)
     command_timeout_s: float = Field(900.0, gt=0)
+    strict_host_key_checking: Literal["yes", "accept-new", "no"] = Field(
+        "accept-new", description="ssh StrictHostKeyChecking; accept-new trusts a host on first use")
+    known_hosts_file: Optional[str] = Field(
+        None, description="known_hosts to use; None = ssh/known_hosts under the edgekd cache dir")
+    env: dict[str, str] = Field(default_factory=dict, description="environment set for the remote command")
+    ssh_options: dict[str, str] = Field(default_factory=dict, description="extra `ssh -o KEY=VALUE` options")
+    copy_retries: int = Field(3, ge=1, le=10, description="attempts to copy a file before giving up")
+
+    @field_validator("host", "user")
+    @classmethod
+    def _no_option_lookalike(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and (not v or v.startswith("-") or any(c.isspace() or c in "@/" for c in v)):
+            raise ValueError("must be a plain host or user name (no leading '-', spaces, '@' or '/')")
+        return v
+
+    @field_validator("env", "ssh_options")
+    @classmethod
+    def _names(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for k in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+                raise ValueError(f"'{k}' is not a valid name (letters, digits, '_')")
+        return v
 
 
 class TargetSpec(BaseModel):

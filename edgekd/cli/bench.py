@@ -105,3 +105,5 @@ def _print_table(r) -> None:
     c.print(f"[dim]{e.get('cpu')} | {e.get('logical_cores')} cores | threads {e.get('threads')} | "
             f"{e.get('runtime')} {e.get('runtime_version')} | {e.get('precision')} | batch {e.get('batch')} "
             f"| shape {e.get('input_shape')}[/]")
+    if e.get("remote"):  # measured on a device over SSH (edgekd.remote)
+        c.print(f"[dim]measured on device {e.get('host')} via ssh {e['remote'].get('host')}[/]")

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "distill": "distill:distill_cmd",
     "train": "distill:train_cmd",
     "quantize": "quantize:quantize_cmd",
+    "doctor": "doctor:doctor_cmd",
     "gate": "gate:gate_cmd",
 }
 

@@ -140,6 +140,10 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
     from ..backends.resolve import open_model
 
     spec = load_target(target)
+    if spec.remote is not None:  # measured on the device itself, over SSH (edgekd.remote)
+        from ..remote.ops import remote_bench
+
+        return remote_bench(model_ref, spec, settings=settings, sample_shape=sample_shape, on_progress=on_progress)
     opened = open_model(model_ref, spec, work_dir=Path(work_dir) if work_dir else None,
                         sample_shape=sample_shape)
     try:

@@ -1,0 +1,46 @@
+"""Remote targets: measure, profile and check a target on another device over SSH.
+
+A target with a ``remote:`` section runs on that device: the model is copied there (verified,
+content-addressed, never used half-written), `edgekd` runs there on the same target minus
+``remote:``, and its JSON comes back with the device's fingerprint. Names load lazily.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API: dict[str, str] = {
+    "SSHTarget": "ssh:SSHTarget",
+    "Remote": "ssh:Remote",
+    "Upload": "ops:Upload",
+    "TARGET": "ops:TARGET",
+    "Probe": "ops:Probe",
+    "probe": "ops:probe",
+    "check_device": "ops:check_device",
+    "is_remote": "ops:is_remote",
+    "run_edgekd": "ops:run_edgekd",
+    "remote_bench": "ops:remote_bench",
+    "remote_runtime": "ops:remote_runtime",
+    "remote_target_yaml": "ops:remote_target_yaml",
+    "profile_remote": "profile:profile_remote",
+    "profile_targets": "profile:profile_targets",
+    "profile_cli": "profile:profile_cli",
+    "doctor": "doctor:doctor",
+}
+
+
+def __getattr__(name: str) -> Any:
+    ref = _API.get(name)
+    if ref is None:
+        raise AttributeError(f"module 'edgekd.remote' has no attribute '{name}'")
+    mod, _, attr = ref.partition(":")
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(_API)
+
+
+__all__ = sorted(_API)

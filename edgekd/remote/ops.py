@@ -1,0 +1,274 @@
+"""Running edgekd on a remote target: probe the device, send the target and the model, run an
+edgekd command there and bring its JSON (and the device's fingerprint) back.
+
+The device runs the same target minus ``remote:`` (sent along as YAML), so it measures with
+its own local code path, exactly as `edgekd bench` would there.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from .._version import __version__
+from ..errors import BadInputError, RuntimeMissingError
+from ..targets import MeasureSettings, TargetSpec, load_target
+from .ssh import Completed, Remote, SSHTarget, rjoin, rquote
+
+log = logging.getLogger(__name__)
+
+FILE_MARK = b"\n--edgekd-remote-file--\n"
+_PROBE_MARK = "edgekd-probe"
+
+
+class Upload(str):
+    """A local file given as an argument of a remote command: copied first, replaced by its remote path."""
+
+
+# The pushed target YAML, as an argument of a remote command.
+TARGET = "\0edgekd-remote-target\0"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a device says about itself (one ssh round trip)."""
+
+    host: str
+    arch: str
+    home: str
+    edgekd_version: str | None
+    returncode: int
+    stderr: str
+    elapsed_s: float
+
+    @property
+    def version_ok(self) -> bool:
+        return self.edgekd_version == __version__
+
+
+def ssh_for(target: TargetSpec) -> SSHTarget:
+    if target.remote is None:
+        raise BadInputError(f"target '{target.name}' has no remote: section",
+                            hint="add remote: {host: ...} to its YAML (see README, 'Remote targets')")
+    return SSHTarget(target.remote, target.name)
+
+
+def is_remote(target: "str | TargetSpec") -> bool:
+    return load_target(target).remote is not None
+
+
+_probe_cache: dict[tuple, Probe] = {}
+_probe_lock = threading.Lock()
+
+
+def probe(target: TargetSpec, *, fresh: bool = False) -> Probe:
+    """Reach the device and ask for its host name, architecture and edgekd version.
+
+    Raises RuntimeMissingError (exit 4) naming the host and the cause when ssh cannot get in.
+    """
+    ssh = ssh_for(target)
+    key = (ssh.label, tuple(ssh.ssh_argv()), ssh.spec.command, tuple(sorted(ssh.spec.env.items())))
+    with _probe_lock:
+        if not fresh and key in _probe_cache:
+            return _probe_cache[key]
+    line = (f"printf '{_PROBE_MARK} %s %s %s\\n' \"$(uname -n)\" \"$(uname -m)\" \"$HOME\"; "
+            + ssh.edgekd_line(["--version"]))
+    res = ssh.run(line, timeout_s=60, what="probing the device")
+    host, arch, home = ssh.spec.host, "", ""
+    version = None
+    for ln in res.text.splitlines():
+        if ln.startswith(_PROBE_MARK + " "):
+            parts = ln.split()
+            host, arch = (parts[1] if len(parts) > 1 else host), (parts[2] if len(parts) > 2 else "")
+            home = " ".join(parts[3:])
+        m = re.search(r"version\s+(\S+)", ln)
+        if m and not ln.startswith(_PROBE_MARK):
+            version = m.group(1)
+    p = Probe(host=host, arch=arch, home=home, edgekd_version=version, returncode=res.returncode, stderr=res.stderr,
+              elapsed_s=res.elapsed_s)
+    with _probe_lock:
+        _probe_cache[key] = p
+    return p
+
+
+def check_device(target: TargetSpec) -> Probe:
+    """Probe and insist on a working edgekd of this very version on the device."""
+    ssh = ssh_for(target)
+    p = probe(target)
+    if p.returncode != 0 or p.edgekd_version is None:
+        raise ssh.remote_error(Completed(p.returncode if p.returncode else 127, b"", p.stderr, p.elapsed_s),
+                               "running edgekd")
+    if not p.version_ok:
+        raise RuntimeMissingError(
+            f"edgekd on {ssh.label} is version {p.edgekd_version}, this one is {__version__}",
+            hint=f"install edgekd {__version__} on the device (pip install edgekd=={__version__}), "
+                 f"or point remote.command at one of that version")
+    return p
+
+
+def remote_target_yaml(target: TargetSpec, settings: MeasureSettings | None = None) -> str:
+    """The target as the device sees it: the same YAML minus ``remote:``."""
+    import yaml
+
+    d = target.model_dump(mode="json", exclude={"remote", "source"})
+    if settings is not None:
+        d["measure"] = settings.model_dump(mode="json")
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def push_model(ssh: SSHTarget, path: "str | Path") -> str:
+    """Copy a model file (an OpenVINO .xml with its .bin) to the device; return the remote path."""
+    from ..backends.base import sha256_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(f"model file {p} does not exist", hint="check the path")
+    if p.suffix.lower() == ".xml" and p.with_suffix(".bin").is_file():
+        b = p.with_suffix(".bin")
+        key = hashlib.sha256(f"{sha256_file(p)}\n{sha256_file(b)}".encode()).hexdigest()
+        ssh.push(b, key=key, name=b.name)
+        return ssh.push(p, key=key, name=p.name)
+    return ssh.push(p)
+
+
+def _looks_like_file(ref: str) -> bool:
+    from ..backends.resolve import _looks_like_path
+
+    return _looks_like_path(ref)
+
+
+@dataclass
+class RemoteRun:
+    """One remote edgekd command's result: stdout (text), an optional collected file, the probe."""
+
+    completed: Completed
+    probe: Probe
+    ssh: SSHTarget
+    file: bytes | None = None
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def stdout(self) -> str:
+        return self.completed.text
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.stdout)
+        except json.JSONDecodeError as exc:
+            raise RuntimeMissingError(f"edgekd on {self.ssh.label} did not answer with JSON "
+                                      f"(got {self.stdout[:80]!r})",
+                                      hint="run the command on the device by hand to see what it prints") from exc
+
+
+def run_edgekd(target: "str | TargetSpec", args: Sequence[Any], *, settings: MeasureSettings | None = None,
+               env: Mapping[str, str] | None = None, collect: str | None = None, stdout_to_stderr: bool = False,
+               stderr_lines: Callable[[str], None] | None = None, timeout_s: float | None = None,
+               what: str = "", allow_fail: bool = False, inputs: Mapping[str, str] | None = None) -> RemoteRun:
+    """Run ``edgekd ARGS`` on TARGET's device and return what it printed.
+
+    In ARGS, ``Upload(path)`` is a local file copied to the device first (content-addressed,
+    verified) and replaced by its remote path, ``TARGET`` is the target's YAML minus ``remote:``
+    (with ``settings`` as its measure: section when given), and ``Remote(path)`` a path already on
+    the device. ``collect`` is a remote file (relative to a fresh run directory) whose bytes come
+    back in ``RemoteRun.file``, also when the command fails; ``inputs`` maps names in that run
+    directory to remote files copied there first. A non-zero remote exit raises the
+    same EdgeKDError class as it would here, with the device named (unless ``allow_fail``).
+    """
+    spec = load_target(target)
+    ssh = ssh_for(spec)
+    p = check_device(spec)
+    run_dir = rjoin(ssh.workdir, "runs", secrets.token_hex(6))
+    argv: list[str] = []
+    for a in args:
+        if a is TARGET or a == TARGET:
+            argv.append(Remote(ssh.write_text(remote_target_yaml(spec, settings), f"{spec.name}.yaml")))
+        elif isinstance(a, Upload):
+            argv.append(Remote(push_model(ssh, a)))
+        elif isinstance(a, Remote):
+            argv.append(a)
+        else:
+            argv.append(str(a))
+    line = f"mkdir -p {rquote(run_dir)} && cd {rquote(run_dir)} && "
+    for name, src in (inputs or {}).items():
+        line += f"cp -f {rquote(src)} {rquote(rjoin(run_dir, name))} && "
+    line += ssh.edgekd_line(argv, env)
+    if stdout_to_stderr:
+        line += " >&2"
+    line += "; rc=$?"
+    if collect:
+        mark = FILE_MARK.decode().strip("\n")
+        f = rquote(rjoin(run_dir, collect))
+        line += f"; if [ -f {f} ]; then printf '\\n%s\\n' {mark!s}; cat {f}; fi"
+    line += f"; cd / && rm -rf {rquote(run_dir)}; exit $rc"
+    res = ssh.run(line, timeout_s=timeout_s, what=what or f"edgekd {argv[0] if argv else ''}".strip(),
+                  stderr_lines=stderr_lines)
+    out, collected = res.stdout, None
+    if collect and FILE_MARK in out:
+        out, collected = out.split(FILE_MARK, 1)
+    res = Completed(res.returncode, out, res.stderr, res.elapsed_s)
+    run = RemoteRun(completed=res, probe=p, ssh=ssh, file=collected, args=[str(a) for a in argv])
+    if res.returncode != 0 and not allow_fail:
+        raise ssh.remote_error(res, what or f"edgekd {argv[0] if argv else ''}".strip())
+    return run
+
+
+def remote_fingerprint(ssh: SSHTarget, p: Probe) -> dict:
+    s = ssh.spec
+    return {"host": s.host, "port": s.port, "user": s.user, "device_host": p.host, "arch": p.arch,
+            "edgekd_version": p.edgekd_version}
+
+
+def remote_bench(model_ref: "str | Path", target: "str | TargetSpec", *, settings: MeasureSettings | None = None,
+                 sample_shape: tuple | None = None, on_progress: Callable[[int, int], None] | None = None,
+                 env: Mapping[str, str] | None = None):
+    """`bench` on the target's device: copy the model there (if it is a file), run
+    `edgekd bench --json` with the target minus ``remote:``, and return its BenchResult, whose
+    environment is the device's fingerprint plus ``remote`` (how it was reached)."""
+    import numpy as np
+
+    from ..latency.measure import BenchResult
+    from ..latency.stats import LatencyStats
+
+    spec = load_target(target)
+    ref = str(model_ref)
+    model_arg: Any = Upload(ref) if _looks_like_file(ref) else ref
+    args: list[Any] = ["bench", model_arg, "--target", TARGET, "--json", "--samples", "samples.json"]
+    if sample_shape:
+        args += ["--shape", ",".join(str(int(d)) for d in sample_shape)]
+    run = run_edgekd(spec, args, settings=settings or spec.measure, env=env, collect="samples.json",
+                     what=f"bench of {Path(ref).name if model_arg is not ref else ref}")
+    d = run.json()
+    env_d = dict(d.get("environment") or {})
+    env_d["remote"] = remote_fingerprint(run.ssh, run.probe)
+    lat = dict(d["latency_ms"])
+    stats = LatencyStats.from_dict({**lat, "warmup": d.get("warmup_iters", 0), "unstable": d.get("unstable", False),
+                                    "environment": env_d})
+    samples = np.asarray(json.loads(run.file)["samples_ms"] if run.file else [], dtype=np.float64)
+    if on_progress is not None:
+        on_progress(int(stats.n), int(stats.n))
+    return BenchResult(target=spec.name, model=ref, model_sha256=str(d.get("model_sha256", "")),
+                       artifact_format=str(d.get("artifact_format", "")), stats=stats, samples_ms=samples,
+                       first_inference_ms=float(d.get("first_inference_ms") or 0.0),
+                       build_s=float(d.get("build_s") or 0.0), load_s=float(d.get("load_s") or 0.0),
+                       input_shape=tuple(d.get("input_shape") or ()), environment=env_d)
+
+
+def remote_runtime(target: TargetSpec) -> dict:
+    """The device's view of the target: its `edgekd targets --json` row (available, reason, version)."""
+    ssh = ssh_for(target)
+    p = check_device(target)
+    yaml_dir = ssh.write_text(remote_target_yaml(target), f"{target.name}.yaml").rsplit("/", 1)[0]
+    if yaml_dir.startswith("~/") and p.home:
+        yaml_dir = rjoin(p.home, yaml_dir[2:])
+    run = run_edgekd(target, ["targets", "--json"], env={"EDGEKD_TARGETS_PATH": yaml_dir},
+                     what="listing targets", timeout_s=120)
+    rows = [r for r in run.json().get("targets", []) if r.get("name") == target.name]
+    if not rows:
+        raise RuntimeMissingError(f"edgekd on {ssh.label} did not list target '{target.name}'")
+    return rows[0]

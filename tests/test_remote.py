@@ -1,0 +1,333 @@
+"""Remote targets over SSH, against real sshd instances on 127.0.0.1.
+
+Each "device" is an sshd with a throw-away host key and user key made here; its edgekd is this
+same venv's `python -m edgekd`. A sitecustomize sent through remote.env makes the device report
+its own host name, so a result carrying that name proves the device ran it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+SSHD = "/usr/sbin/sshd"
+pytestmark = pytest.mark.skipif(not (os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("ssh-keygen")),
+                                reason="needs OpenSSH: /usr/sbin/sshd, ssh and ssh-keygen "
+                                       "(apt-get install openssh-server)")
+
+SITE = """\
+import os
+import socket
+
+_name = os.environ.get("EDGEKD_TEST_DEVICE_NAME")
+if _name:
+    socket.gethostname = lambda: _name
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+class Lab:
+    """Keys, sshd instances and target YAMLs, all under one temp directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.host_key = _keygen(root / "host_key")
+        self.user_key = _keygen(root / "user_key")
+        self.other_key = _keygen(root / "other_key")  # never authorized
+        (root / "authorized_keys").write_text((root / "user_key.pub").read_text())
+        (root / "site").mkdir()
+        (root / "site" / "sitecustomize.py").write_text(SITE)
+        self.procs: list[subprocess.Popen] = []
+        self.user = os.environ.get("USER") or __import__("getpass").getuser()
+
+    def start(self, name: str) -> int:
+        port = _free_port()
+        cfg = self.root / f"sshd_{name}.conf"
+        cfg.write_text(textwrap.dedent(f"""\
+            Port {port}
+            ListenAddress 127.0.0.1
+            HostKey {self.host_key}
+            PidFile {self.root}/sshd_{name}.pid
+            AuthorizedKeysFile {self.root}/authorized_keys
+            UsePAM no
+            StrictModes no
+            PasswordAuthentication no
+            KbdInteractiveAuthentication no
+            PubkeyAuthentication yes
+            PermitRootLogin prohibit-password
+            LogLevel ERROR
+            """))
+        p = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        while True:  # until it listens (or dies)
+            if p.poll() is not None:
+                pytest.skip(f"sshd did not start: {p.stderr.read().strip()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return port
+            except OSError:
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def target(self, name: str, port: int, *, device: str | None = None, runtime: str = "onnxruntime",
+               key: Path | None = None, command: str | None = None, env: dict | None = None,
+               **remote) -> Path:
+        e = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(self.root / "site"),
+             "EDGEKD_TEST_DEVICE_NAME": device or f"device-{name}"}
+        e.update(env or {})
+        data = {
+            "name": name, "runtime": runtime, "threads": 1,
+            "measure": {"warmup_s": 0.0, "warmup_iters": 1, "min_iters": 10, "min_time_s": 0.0},
+            "remote": {"host": "127.0.0.1", "port": port, "user": self.user,
+                       "identity_file": str(key or self.user_key),
+                       "command": command or f"{sys.executable} -m edgekd",
+                       "workdir": str(self.root / f"wd-{name}"),
+                       "known_hosts_file": str(self.root / "known_hosts"),
+                       "connect_timeout_s": 5, "command_timeout_s": 300, "env": e, **remote},
+        }
+        p = self.root / f"{name}.yaml"
+        p.write_text(yaml.safe_dump(data))
+        return p
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    if os.geteuid() == 0 and not os.path.isdir("/run/sshd"):
+        try:  # sshd run as root wants its privilege-separation directory (the service makes it)
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        except OSError as exc:
+            pytest.skip(f"sshd needs /run/sshd: {exc}")
+    lab = Lab(tmp_path_factory.mktemp("sshlab"))
+    lab.port_a = lab.start("a")
+    lab.port_b = lab.start("b")
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny(lab) -> Path:
+    from edgekd.remote.doctor import tiny_onnx
+
+    return tiny_onnx(lab.root / "tiny.onnx")
+
+
+# ---------------------------------------------------------------------- no sshd needed
+
+
+def test_remote_lines_quote_every_piece(tmp_path):
+    from edgekd.remote.ssh import Remote, SSHTarget, rquote
+    from edgekd.targets import RemoteSpec
+
+    assert rquote("~/x y") == '"$HOME"/\'x y\''
+    assert rquote("/a/$(reboot)") == "'/a/$(reboot)'"
+    spec = RemoteSpec(host="dev", command="~/venv/bin/edgekd --x", env={"A": "1; rm -rf /"})
+    s = SSHTarget(spec, "t")
+    line = s.edgekd_line(["bench", "m;reboot", Remote("~/f g.onnx")])
+    assert line == ("env 'A=1; rm -rf /' \"$HOME\"/venv/bin/edgekd --x bench 'm;reboot' \"$HOME\"/'f g.onnx'")
+    argv = s.ssh_argv()
+    assert "BatchMode=yes" in argv and "StrictHostKeyChecking=accept-new" in argv
+    assert any(a.startswith("ConnectTimeout=") for a in argv)
+    kh = next(a for a in argv if a.startswith("UserKnownHostsFile="))
+    assert kh.endswith(os.path.join("ssh", "known_hosts"))
+    assert argv[-2:] == ["--", "dev"]
+
+
+def test_remote_spec_refuses_option_lookalikes():
+    from edgekd.errors import BadInputError
+    from edgekd.targets import target_from_dict
+
+    for bad in ({"host": "-oProxyCommand=x"}, {"host": "a b"}, {"host": "h", "user": "-x"},
+                {"host": "h", "env": {"A-B": "1"}}, {"host": "h", "strict_host_key_checking": "maybe"}):
+        with pytest.raises(BadInputError):
+            target_from_dict({"name": "x", "runtime": "onnxruntime", "remote": bad})
+
+
+def test_profile_out_paths():
+    from edgekd.remote.profile import out_path_for
+
+    assert str(out_path_for("p.json", "a", 1)) == "p.json"
+    assert str(out_path_for("p.json", "a", 2)) == "p.a.json"
+    assert str(out_path_for("profiles/{target}.json", "b", 2)) == os.path.join("profiles", "b.json")
+
+
+def test_doctor_local_target(run_cli):
+    r = run_cli("doctor", "--target", "ort-cpu", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["ok"] and [c["name"] for c in d["checks"]] == ["runtime", "round trip"]
+
+
+# ---------------------------------------------------------------------- through sshd
+
+
+def test_bench_runs_on_the_device_and_reuses_the_copy(lab, tiny, run_cli):
+    t = lab.target("a", lab.port_a)
+    r = run_cli("-v", "bench", tiny, "--target", t, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    env = d["environment"]
+    assert env["host"] == "device-a"  # the device's own fingerprint came back
+    assert env["remote"]["host"] == "127.0.0.1" and env["remote"]["port"] == lab.port_a
+    assert d["latency_ms"]["n"] >= 10 and d["latency_ms"]["p50"] > 0
+    files = list((lab.root / "wd-a" / "files").glob("*/tiny.onnx"))
+    assert len(files) == 1 and files[0].read_bytes() == tiny.read_bytes()
+    assert not list((lab.root / "wd-a").rglob("*.part"))
+    mtime = files[0].stat().st_mtime_ns
+    r2 = run_cli("-v", "bench", tiny, "--target", t, "--json")
+    assert r2.returncode == 0, r2.stderr
+    assert "tiny.onnx already on" in r2.stderr and files[0].stat().st_mtime_ns == mtime
+
+
+def test_python_bench_routes_remote_and_passes_strings_literally(lab, tiny):
+    from edgekd import bench, load_target
+
+    name = "dev $(touch PWNED); x'y"
+    t = load_target(lab.target("q", lab.port_a, device=name))
+    r = bench(str(tiny), t)
+    assert r.environment["host"] == name
+    assert len(r.samples_ms) == r.stats.n >= 10
+    assert not list(lab.root.rglob("PWNED")) and not Path.home().joinpath("PWNED").exists()
+
+
+def test_doctor_over_ssh(lab, run_cli):
+    t = lab.target("a", lab.port_a)
+    r = run_cli("doctor", "--target", t, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = json.loads(r.stdout)
+    assert [c["name"] for c in d["checks"]] == ["ssh", "edgekd", "runtime", "copy", "round trip"]
+    assert all(c["status"] == "ok" for c in d["checks"])
+    assert "device-a" in d["checks"][-1]["detail"]
+
+
+def test_refused_key_exits_4_naming_the_host(lab, tiny, run_cli):
+    t = lab.target("k", lab.port_a, key=lab.other_key)
+    r = run_cli("bench", tiny, "--target", t)
+    assert r.returncode == 4
+    assert "127.0.0.1" in r.stderr and "refused" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("doctor", "--target", t)
+    assert r.returncode == 4 and "authorized_keys" in r.stdout
+
+
+def test_closed_port_exits_4(lab, tiny, run_cli):
+    t = lab.target("c", _free_port())
+    r = run_cli("bench", tiny, "--target", t)
+    assert r.returncode == 4 and "connection refused" in r.stderr and "127.0.0.1" in r.stderr
+
+
+def test_other_edgekd_version_names_both(lab, tiny, run_cli):
+    from edgekd import __version__
+
+    fake = lab.root / "old-edgekd"
+    fake.write_text("#!/bin/sh\necho 'edgekd, version 0.0.1'\n")
+    fake.chmod(0o755)
+    r = run_cli("bench", tiny, "--target", lab.target("v", lab.port_a, command=str(fake)))
+    assert r.returncode == 4 and "0.0.1" in r.stderr and __version__ in r.stderr
+
+
+def test_missing_remote_edgekd_and_runtime(lab, tiny, run_cli):
+    r = run_cli("bench", tiny, "--target", lab.target("m", lab.port_a, command="/nonexistent/edgekd"))
+    assert r.returncode == 4 and "not installed on" in r.stderr
+    t = lab.target("trt", lab.port_a, runtime="tensorrt")
+    r = run_cli("bench", tiny, "--target", t)
+    assert r.returncode == 4 and "tensorrt" in r.stderr and "127.0.0.1" in r.stderr
+    r = run_cli("doctor", "--target", t, "--json")
+    d = json.loads(r.stdout)
+    assert r.returncode == 4
+    assert [c["status"] for c in d["checks"]][:3] == ["ok", "ok", "fail"]
+
+
+def test_interrupted_copy_is_retried_and_never_used_half_written(lab, tiny, tmp_path, monkeypatch):
+    from edgekd.errors import RuntimeMissingError
+    from edgekd.remote.ops import ssh_for
+    from edgekd.remote.ssh import SSHTarget
+    from edgekd.targets import load_target
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(300_000))
+    ssh = ssh_for(load_target(lab.target("i", lab.port_a)))
+    real = SSHTarget._send
+    calls = []
+
+    def cut_short(self, local, line, timeout_s):  # the connection drops after half of the bytes
+        calls.append(1)
+        if len(calls) == 1:
+            half = tmp_path / "half"
+            half.write_bytes(local.read_bytes()[: local.stat().st_size // 2])
+            return real(self, half, line, timeout_s)
+        return real(self, local, line, timeout_s)
+
+    monkeypatch.setattr(SSHTarget, "_send", cut_short)
+    dest = ssh.push(big)
+    assert len(calls) == 2
+    assert Path(dest).read_bytes() == big.read_bytes()
+    assert not list(Path(dest).parent.glob(".*.part"))
+
+    other = tmp_path / "other.bin"
+    other.write_bytes(os.urandom(1000))
+    calls.clear()
+    with pytest.raises(RuntimeMissingError, match="failed 1 times"):
+        ssh.push(other, attempts=1)
+    assert not list((lab.root / "wd-i" / "files").glob("*/other.bin"))
+
+
+def test_profile_two_devices_in_parallel(lab, tmp_path, capsys):
+    from edgekd.remote.profile import profile_cli, profile_targets
+
+    grid = tmp_path / "grid.txt"
+    grid.write_text("convnet:width=8,depth=2,res=16\n")
+    ta, tb = lab.target("pa", lab.port_a, device="dev-a"), lab.target("pb", lab.port_b, device="dev-b")
+    seen: dict[str, list[float]] = {"pa": [], "pb": []}
+
+    def on_event(name, ev):
+        if ev.kind == "measured":
+            seen[name].append(time.monotonic())
+
+    out = tmp_path / "prof-{target}.json"
+    runs = profile_targets([ta, tb], "convnet", out=out, grid=str(grid), min_time_s=0.02,
+                           block_min_time_s=0.01, on_event=on_event)
+    assert [r.error for r in runs] == [None, None]
+    for r, host in zip(runs, ("dev-a", "dev-b")):
+        d = json.loads(r.out.read_text())
+        assert d["fingerprint"]["host"] == host and d["complete"]
+        assert r.run.measured and r.run.measured[-1] == "convnet:width=8,depth=2,res=16"
+    # both devices were busy at the same time
+    assert min(seen["pa"]) < max(seen["pb"]) and min(seen["pb"]) < max(seen["pa"])
+
+    # the CLI helper, resuming both: nothing left to measure, JSON summary, the files kept
+    code = profile_cli([str(ta), str(tb)], "convnet", out=str(out), as_json=True, resume=True, grid=str(grid))
+    s = json.loads(capsys.readouterr().out)
+    assert code == 0 and [t["fingerprint_host"] for t in s["targets"]] == ["dev-a", "dev-b"]
+    assert [t["measured"] for t in s["targets"]] == [0, 0] and all(t["complete"] for t in s["targets"])
+    # without --resume an existing file is refused, per target, before anything runs
+    code = profile_cli([str(ta)], "convnet", out=str(runs[0].out), as_json=True, grid=str(grid))
+    s = json.loads(capsys.readouterr().out)
+    assert code == 2 and "already exists" in s["targets"][0]["error"]
