@@ -408,12 +408,12 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
             e = st["epoch"]
             batches = _epoch_batches(len(ds), config, e, rank, world)
             acc = st["accum"] or {"loss": 0.0, "n": 0, "correct": 0, "labelled": 0,
-                                  "parts": {}, "time": 0.0, "lr": config.lr}
+                                  "parts": {}, "time": 0.0, "cpu": 0.0, "lr": config.lr}
             task = bar.add_task(f"epoch {e + 1}/{config.epochs}", total=len(batches),
                                 completed=st["batch"], info="") if bar is not None else None
             student.train()
             criterion.train()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for b in range(st["batch"], len(batches)):
                 x, y, idx = ds.batch(batches[b])
                 if config.augment is Augment.padcrop:
@@ -456,6 +456,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
                     halt = allreduce_sum([float(halt)], dev)[0] > 0
                 if halt:
                     acc["time"] += time.perf_counter() - t0
+                    acc["cpu"] += time.process_time() - c0
                     st["batch"], st["accum"] = b + 1, acc
                     state = snapshot()
                     if writer:
@@ -464,6 +465,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
                         f"training interrupted at epoch {e + 1} batch {b + 1}; state saved to "
                         f"{paths['last']}", hint="continue with --resume")
             acc["time"] += time.perf_counter() - t0
+            acc["cpu"] += time.process_time() - c0
             if world > 1:
                 broadcast_module(student, dev, buffers_only=True)  # one set of BN statistics
                 broadcast_module(criterion, dev, buffers_only=True)
@@ -481,7 +483,8 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
                    "train_acc": (acc["correct"] / acc["labelled"]) if acc["labelled"] else None,
                    "val_acc": _clean_num(val_acc),
                    "parts": {k: v / max(1, acc["n"]) for k, v in acc["parts"].items()},
-                   "train_time_s": round(acc["time"], 4), "val_time_s": round(val_time, 4),
+                   "train_time_s": round(acc["time"], 4),
+                   "train_cpu_s": round(acc.get("cpu", 0.0), 4), "val_time_s": round(val_time, 4),
                    "samples": int(acc["n"]), "cache": cache_mode, "world": world}
             st["history"].append(rec)
             improved = math.isfinite(val_acc) and val_acc > st["best_acc"]
