@@ -268,4 +268,6 @@ def test_ddp_two_processes_gloo(tmp_path):
     lines = (out / "train.jsonl").read_text().splitlines()
     assert [json.loads(l)["world"] for l in lines] == [2, 2]  # written once per epoch
     assert sorted(f.name for f in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
-    assert json.loads(lines[0])["samples"] == 96  # both shards counted
+    first = json.loads(lines[0])
+    assert first["samples"] == 96  # both shards counted
+    assert abs(first["parts"]["kd"] + 0.5 * first["parts"]["ce"] - first["train_loss"]) < 1e-6

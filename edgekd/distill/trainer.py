@@ -469,8 +469,11 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
             if world > 1:
                 broadcast_module(student, dev, buffers_only=True)  # one set of BN statistics
                 broadcast_module(criterion, dev, buffers_only=True)
-                tot = allreduce_sum([acc["loss"], acc["n"], acc["correct"], acc["labelled"]], dev)
-                acc["loss"], acc["n"], acc["correct"], acc["labelled"] = tot
+                keys = sorted(acc["parts"])
+                tot = allreduce_sum([acc["loss"], acc["n"], acc["correct"], acc["labelled"]]
+                                    + [acc["parts"][k] for k in keys], dev)
+                acc["loss"], acc["n"], acc["correct"], acc["labelled"] = tot[:4]
+                acc["parts"] = dict(zip(keys, tot[4:]))
             val_acc, val_time = float("nan"), 0.0
             if (e + 1) % config.eval_every == 0 or e + 1 == config.epochs:
                 t1 = time.perf_counter()
