@@ -126,13 +126,14 @@ def _run(*, kind: str, teacher_spec: Optional[str], teacher_weights: Optional[st
         if dist_info()[0] != 0:
             return
         stem = "student" if kind == "distill" else "model"
-        restore_weights(result.paths["best"], student, criterion)
+        best = result.paths["best"]
+        restore_weights(best if best.exists() else result.paths["last"], student, criterion)
         deploy = criterion.deployable(student).eval()
         save_checkpoint(out_dir / f"{stem}.pt", deploy, spec=model_spec,
-                               num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                               input_shape=tuple(bundle.input_shape),
-                               extra={"val_acc": result.best_acc, "loss": loss,
-                                      "data": bundle.fingerprint})
+                        num_classes=bundle.num_classes, in_channels=bundle.in_channels,
+                        input_shape=tuple(bundle.input_shape),
+                        extra={"val_acc": result.best_acc, "loss": loss,
+                               "data": bundle.fingerprint})
         exported = _export(deploy, bundle, out_dir, stem, model_spec) if export else {}
     finally:
         if hasattr(criterion, "close"):
