@@ -9,6 +9,7 @@ own output file; `profile_cli` is the same with one rich progress line per targe
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any, Callable, Sequence
 from ..errors import BadInputError, EdgeKDError
 from ..targets import TargetSpec, load_target
 
+log = logging.getLogger(__name__)
 _PROGRESS = re.compile(r"^\[(\d+)/(\d+)\]\s+(\S+)\s+(.+?):\s+p50\s+([0-9.eE+-]+)\s+ms\s*$")
 
 
@@ -127,11 +129,20 @@ def profile_targets(targets: Sequence["str | TargetSpec"], family: str, *, out: 
     if len(set(outs)) != len(outs):
         raise BadInputError(f"--out {out} gives two targets the same file", hint="put {target} in --out")
 
+    local = [s.name for s in specs if s.remote is None]
+    if len(local) > 1:
+        log.warning("profiling %d targets on this machine at once (%s): they share its CPU, so their "
+                    "numbers disturb each other; profile them one by one for clean numbers", len(local),
+                    ", ".join(local))
+
     def one(spec: TargetSpec, tr: TargetRun) -> None:
         cb = (lambda ev: on_event(spec.name, ev)) if on_event else None
+        kw = dict(kwargs)
+        if kw.get("work_dir") and len(specs) > 1:  # threads must not share scratch directories
+            kw["work_dir"] = Path(kw["work_dir"]) / spec.name
         try:
             fn = profile_remote if spec.remote is not None else profile_family
-            tr.run = fn(spec, family, out=tr.out, on_event=cb, **kwargs)
+            tr.run = fn(spec, family, out=tr.out, on_event=cb, **kw)
         except EdgeKDError as exc:
             tr.error = exc
 
