@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "distill": "distill:distill_cmd",
     "train": "distill:train_cmd",
     "quantize": "quantize:quantize_cmd",
+    "compress": "compress:compress_cmd",
+    "verify": "verify:verify_cmd",
     "doctor": "doctor:doctor_cmd",
     "gate": "gate:gate_cmd",
 }

@@ -1,0 +1,128 @@
+"""`edgekd compress --demo`: a digits teacher (trained once, cached by its config), compressed
+for openvino-cpu (ort-cpu when OpenVINO is missing) at a quarter of the teacher's latency
+measured on that target, with >= 95% of the teacher's accuracy required."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+# The demo's one definition: a resnet teacher on 16 px digits, convnet students.
+TEACHER_SPEC = "resnet:width=32,blocks=2-2-2,res=16"
+TEACHER_TRAIN = {"epochs": 8, "batch_size": 64, "seed": 0}
+DATA = "digits"
+RESOLUTION = 16
+STUDENT_FAMILY = "convnet"
+STUDENT_EPOCHS = 15
+STUDENT_GRID = "small"
+BUDGET_FRACTION = 0.25
+ACCURACY_FRACTION = 0.95
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("EDGEKD_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgekd"
+
+
+def demo_target() -> str:
+    import importlib.util
+
+    return "openvino-cpu" if importlib.util.find_spec("openvino") is not None else "ort-cpu"
+
+
+def teacher_key() -> str:
+    from ._version import __version__
+
+    blob = json.dumps({"spec": TEACHER_SPEC, "train": TEACHER_TRAIN, "data": DATA, "res": RESOLUTION,
+                       "edgekd": __version__}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def demo_teacher(echo: Callable[[str], None] = print, show: bool = True) -> tuple[Path, bool]:
+    """(path of the cached teacher checkpoint, whether it was trained now)."""
+    from .data import load_data
+    from .distill.criterion import build_criterion
+    from .distill.trainer import TrainConfig, fit, restore_weights, seed_everything
+    from .models import build_model
+    from .models.checkpoint import save_checkpoint
+
+    final = cache_dir() / f"demo-teacher-{teacher_key()}" / "teacher.pt"
+    if final.is_file():
+        echo(f"teacher: cached {final}")
+        return final, False
+    work = final.parent / "train"
+    echo(f"teacher: training {TEACHER_SPEC} on {DATA} ({TEACHER_TRAIN['epochs']} epochs), cached as {final}")
+    bundle = load_data(DATA, resolution=RESOLUTION, seed=TEACHER_TRAIN["seed"])
+    config = TrainConfig.make(**TEACHER_TRAIN)
+    seed_everything(config.seed)
+    model = build_model(TEACHER_SPEC, num_classes=bundle.num_classes, in_channels=bundle.in_channels)
+    crit = build_criterion("ce", {}, num_classes=bundle.num_classes, student=model, epochs=config.epochs)
+    res = fit(model, crit, bundle, config, work, resume=True, progress=show)
+    restore_weights(res.paths["best"], model, crit)
+    save_checkpoint(final, crit.deployable(model).eval(), spec=TEACHER_SPEC, num_classes=bundle.num_classes,
+                    in_channels=bundle.in_channels, input_shape=tuple(bundle.input_shape),
+                    extra={"val_acc": res.best_acc, "data": bundle.fingerprint})
+    shutil.rmtree(work, ignore_errors=True)
+    echo(f"teacher: val accuracy {res.best_acc:.4f}")
+    return final, True
+
+
+def measure_teacher(teacher: Path, target: str, metric: str = "p90") -> dict:
+    from .latency.measure import bench
+
+    r = bench(teacher, target, sample_shape=(1, RESOLUTION, RESOLUTION))
+    return {"target": r.target, "metric": metric, "latency_ms": r.stats.metric(metric),
+            "p50_ms": r.stats.p50, "p90_ms": r.stats.p90, "n": r.stats.n}
+
+
+def demo_config(teacher: Path, budget_ms: float, min_accuracy: float, target: str):
+    from .pipeline import CompressConfig
+
+    return CompressConfig.make(teacher=str(teacher), data=DATA, resolution=RESOLUTION, target=target,
+                               budget_ms=round(budget_ms, 6), family=STUDENT_FAMILY, grid=STUDENT_GRID,
+                               loss="kd", epochs=STUDENT_EPOCHS, min_accuracy=round(min_accuracy, 6))
+
+
+def run_demo(out: "str | Path", *, resume: bool = False, force: bool = False, dry_run: bool = False,
+             show: bool = True, echo: Callable[[str], None] = print):
+    """Train or reuse the teacher, measure it, then compress. Returns (CompressResult | Plan, info).
+
+    On --resume the budget and accuracy floor stored in OUT/state.json are reused, so the run
+    continues with the very settings it started with."""
+    from .pipeline import compress, make_plan, read_state
+
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    target = demo_target()
+    teacher, trained = demo_teacher(echo, show)
+    timings["teacher_s"] = time.perf_counter() - t0
+    from .models.checkpoint import read_checkpoint
+
+    t_acc = float(read_checkpoint(teacher)["extra"].get("val_acc", 0.0))
+    old = read_state(Path(out)) if resume and Path(out).exists() else None
+    if old and old.get("context", {}).get("demo"):
+        info = dict(old["context"]["demo"])
+        echo(f"demo: resuming with budget {info['budget_ms']:.4f} ms from {Path(out) / 'state.json'}")
+    else:
+        t1 = time.perf_counter()
+        lat = measure_teacher(teacher, target)
+        timings["measure_teacher_s"] = time.perf_counter() - t1
+        info = {"teacher": str(teacher), "teacher_trained_now": trained, "teacher_accuracy": t_acc,
+                "teacher_latency": lat, "budget_ms": lat["latency_ms"] * BUDGET_FRACTION,
+                "min_accuracy": t_acc * ACCURACY_FRACTION, "target": target}
+        echo(f"demo: teacher {lat['metric']} on {target} {lat['latency_ms']:.4f} ms -> budget "
+             f"{info['budget_ms']:.4f} ms; accuracy floor {info['min_accuracy']:.4f} "
+             f"({ACCURACY_FRACTION:.0%} of the teacher's {t_acc:.4f})")
+    cfg = demo_config(Path(info["teacher"]), info["budget_ms"], info["min_accuracy"], info["target"])
+    plan = make_plan(cfg)
+    echo(plan.text())
+    if dry_run:
+        return plan, info
+    info["timings_s"] = timings
+    result = compress(cfg, out, resume=resume, force=force, show=show, echo=echo, plan=plan,
+                      context={"demo": info})
+    return result, info

@@ -1,0 +1,583 @@
+"""compress(): the one-shot chain, resumable stage by stage.
+
+    select -> distill -> prune -> export -> quantize -> verify -> report
+
+``select`` takes the student from the target's latency profile (profiles/<target>-<family>.json
+when it applies here; otherwise it profiles a short grid into the output directory first).
+``prune`` is not available yet and says so. ``export`` writes the ONNX hub file and the target's
+artifact (parity-checked); ``quantize`` starts from that ONNX file (int8 via the target's -int8
+twin, kept only when it is faster). Every stage's result goes into OUT/state.json, written
+atomically when the stage starts and when it finishes; ``resume=True`` skips finished stages,
+and distillation resumes inside the trainer from its last checkpoint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import BadInputError, EdgeKDError, VerdictError
+from .manifest import now
+from .util_io import atomic_write_json
+
+STATE = "state.json"
+STATE_SCHEMA = "edgekd.compress-state/v1"
+STAGES = ("select", "distill", "prune", "export", "quantize", "verify", "report")
+DEFAULT_FAMILY = "convnet"
+
+
+class CompressConfig(BaseModel):
+    """Everything that decides what compress() makes. Defaults live here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    teacher: str
+    teacher_weights: Optional[str] = None
+    trust_pickle: bool = False
+    data: str
+    resolution: Optional[int] = Field(None, ge=4)
+    target: str
+    budget_ms: float = Field(gt=0)
+    metric: Literal["p50", "p90"] = "p90"
+    student: str = "auto"
+    family: str = "auto"
+    grid: str = "default"
+    loss: str = "kd"
+    prune: Literal["auto", "off"] = "auto"
+    quantize: Literal["int8", "fp16", "off"] = "off"
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: Optional[float] = Field(None, gt=0)
+    seed: int = Field(0, ge=0)
+    min_accuracy: Optional[float] = Field(None, ge=0, le=1)
+    max_drop: Optional[float] = Field(None, ge=0, le=1)
+    profile_min_time_s: float = Field(0.3, ge=0, description="timing per candidate when profiling")
+
+    @classmethod
+    def make(cls, **kw: Any) -> "CompressConfig":
+        try:
+            return cls(**{k: v for k, v in kw.items() if v is not None})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+            raise BadInputError(f"bad compress setting {where}={err.get('input')!r}: {err.get('msg')}",
+                                hint="see `edgekd compress --help`") from None
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    config: CompressConfig
+    target: Any
+    final_target: Any
+    int8_target: Any
+    resolution: Optional[int]
+    family: str
+    profile: Optional[Path]
+    profile_note: str
+    steps: list[tuple[str, str]] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"plan for {self.config.teacher} -> {self.config.target} at {self.config.budget_ms:g} ms "
+                 f"({self.config.metric}):"]
+        lines += [f"  {i}. {name:<9} {what}" for i, (name, what) in enumerate(self.steps, start=1)]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"steps": [{"stage": n, "what": w} for n, w in self.steps], "family": self.family,
+                "profile": str(self.profile) if self.profile else None, "resolution": self.resolution}
+
+
+@dataclass
+class CompressResult:
+    out: Path
+    state: dict
+    verdict: str
+    artifact: Optional[str]
+    report_paths: dict
+
+    def to_dict(self) -> dict:
+        st = self.state["stages"]
+        return {"out": str(self.out), "verdict": self.verdict, "artifact": self.artifact,
+                "reports": self.report_paths,
+                "stages": {k: {"status": v.get("status"), "wall_s": v.get("wall_s")} for k, v in st.items()},
+                "verify": {k: v for k, v in (st.get("verify", {}).get("result") or {}).items()
+                           if k != "samples_ms"}}
+
+
+# --------------------------------------------------------------------------- planning
+
+def profile_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    out = []
+    for d in (Path.cwd() / "profiles", here.parent / "profiles"):
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def find_profile(target, family: str) -> tuple[Optional[Path], str]:
+    """profiles/<target>-<family>.json when it exists and was measured in this environment."""
+    from .latency.profile import check_fingerprint, current_fingerprint, load_profile
+
+    for d in profile_dirs():
+        p = d / f"{target.name}-{family}.json"
+        if not p.is_file():
+            continue
+        try:
+            prof = load_profile(p)
+        except BadInputError as exc:
+            return None, f"{p} is unusable ({exc.one_line()})"
+        why = check_fingerprint(prof, current_fingerprint(target))
+        if why:
+            return None, why
+        return p, f"profile {p}"
+    return None, f"no profile {target.name}-{family}.json here"
+
+
+def _teacher_resolution(cfg: CompressConfig) -> Optional[int]:
+    p = Path(cfg.teacher)
+    if not p.is_file() or p.suffix.lower() not in (".pt", ".pth"):
+        return None
+    from .models.checkpoint import read_checkpoint
+
+    try:
+        shape = read_checkpoint(p).get("input_shape")
+    except EdgeKDError:
+        return None
+    return int(shape[-1]) if shape and len(shape) == 3 else None
+
+
+def make_plan(cfg: CompressConfig) -> Plan:
+    """What compress() will do, checked against this machine (no file is written)."""
+    from .backends import require_backend
+    from .models import family_names, parse_spec
+    from .targets import Precision, load_target
+
+    target = load_target(cfg.target)
+    require_backend(target)
+    resolution = cfg.resolution or (parse_spec(cfg.student).res if cfg.student != "auto" else None) \
+        or _teacher_resolution(cfg)
+    int8_target, final = None, target
+    if cfg.quantize == "int8":
+        name = target.name if target.is_int8 else f"{target.name}-int8"
+        try:
+            int8_target = load_target(name)
+        except BadInputError as exc:
+            raise BadInputError(f"--quantize int8 needs the int8 twin of target '{target.name}' ({name})",
+                                hint="add targets/<name>-int8.yaml or use --quantize off") from exc
+        require_backend(int8_target)
+    elif cfg.quantize == "fp16" and target.precision != Precision.fp16:
+        raise BadInputError(f"--quantize fp16: target '{target.name}' runs {target.precision.value}",
+                            hint="pick a target whose precision is fp16 (e.g. tensorrt-fp16) or --quantize off")
+    family, prof, note = cfg.family, None, ""
+    steps = []
+    if cfg.student != "auto":
+        steps.append(("select", f"student {parse_spec(cfg.student).spec} (given)"))
+        family = parse_spec(cfg.student).family
+    else:
+        fams = family_names() if cfg.family == "auto" else [cfg.family]
+        if cfg.family != "auto" and cfg.family not in family_names():
+            raise BadInputError(f"--family {cfg.family} is not a student family",
+                                hint=f"use one of: {', '.join(family_names())}")
+        for fam in fams:
+            p, why = find_profile(target, fam)
+            if p is not None:
+                family, prof, note = fam, p, why
+                break
+            note = why if cfg.family != "auto" else f"no usable profile for {target.name} here"
+        if prof is None:
+            family = DEFAULT_FAMILY if cfg.family == "auto" else cfg.family
+            steps.append(("select", f"profile the '{cfg.grid}' grid of {family} at the data's resolution "
+                                    f"on {target.name} ({note}), then pick the largest student predicted "
+                                    f"under the budget and measure it"))
+        else:
+            steps.append(("select", f"largest {family} student predicted under the budget in {prof}, "
+                                    f"measured on {target.name}"))
+    steps.append(("distill", f"{cfg.loss} from {cfg.teacher} on {cfg.data}, {cfg.epochs} epochs"))
+    steps.append(("prune", "off" if cfg.prune == "off" else
+                  "skipped: not available yet (the selection records whether the budget needs it)"))
+    steps.append(("export", f"ONNX + {target.runtime.value} artifact for {target.name}, parity-checked"))
+    if int8_target is not None:
+        steps.append(("quantize", f"int8 for {int8_target.name}, kept only if faster than fp32"))
+        final = int8_target
+    else:
+        steps.append(("quantize", "off" if cfg.quantize == "off" else f"fp16: built by the {target.name} backend"))
+    req = [f"{cfg.metric} <= {cfg.budget_ms:g} ms"]
+    if cfg.min_accuracy is not None:
+        req.append(f"accuracy >= {cfg.min_accuracy:.4f}")
+    if cfg.max_drop is not None:
+        req.append(f"drop <= {cfg.max_drop:g} vs torch student")
+    steps.append(("verify", f"on {final.name if int8_target else target.name}: " + ", ".join(req)))
+    steps.append(("report", "manifest.json, report.json, report.md, report.html"))
+    return Plan(config=cfg, target=target, final_target=final, int8_target=int8_target,
+                resolution=resolution, family=family, profile=prof, profile_note=note, steps=steps)
+
+
+# --------------------------------------------------------------------------- state
+
+def read_state(out: Path) -> Optional[dict]:
+    p = out / STATE
+    if not p.is_file():
+        return None
+    try:
+        st = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{p} is unreadable ({exc})", hint="start again with --force") from exc
+    if st.get("schema") != STATE_SCHEMA:
+        raise BadInputError(f"{p} is not an edgekd compress state", hint="use another --out")
+    return st
+
+
+def prepare_out(out: Path, cfg: CompressConfig, *, resume: bool, force: bool) -> dict:
+    """The state to continue from; refuses a directory holding another run (or anything else)."""
+    state = read_state(out) if out.exists() else None
+    if state is not None:
+        if resume:
+            if state.get("config_digest") != cfg.digest():
+                old = state.get("config", {})
+                diff = [k for k, v in cfg.model_dump(mode="json").items() if old.get(k) != v]
+                raise BadInputError(f"--resume: {out} holds a run with other settings ({', '.join(diff)})",
+                                    hint="resume with the same options, or start again with --force")
+            _clean_partials(out)
+            return state
+        if not force:
+            raise BadInputError(f"--out {out} already holds a compress run",
+                                hint="pass --resume to continue it or --force to start again")
+        shutil.rmtree(out)
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise BadInputError(f"--out {out} is not an empty directory and holds no edgekd compress run",
+                            hint="choose a new or empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return {"schema": STATE_SCHEMA, "config": cfg.model_dump(mode="json"), "config_digest": cfg.digest(),
+            "created": now(), "updated": now(), "stages": {}}
+
+
+def _clean_partials(out: Path) -> None:
+    """Remove what a killed run left half-written: atomic writes' temporary files and staging dirs."""
+    for p in sorted(out.rglob(".*"), key=lambda q: len(q.parts), reverse=True):
+        if p.is_file() and (p.name.endswith(".tmp") or ".tmp." in p.name):
+            p.unlink(missing_ok=True)
+        elif p.is_dir() and p.name.startswith(".edgekd-quant-"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def save_state(out: Path, state: dict) -> None:
+    state["updated"] = now()
+    atomic_write_json(out / STATE, state)
+
+
+# --------------------------------------------------------------------------- context
+
+class _Context:
+    """What stages share; heavy things (data, teacher, student) load on first use, so a resumed
+    run rebuilds only what the remaining stages need."""
+
+    def __init__(self, out: Path, cfg: CompressConfig, plan: Plan, state: dict, show: bool,
+                 echo: Callable[[str], None]):
+        self.out, self.cfg, self.plan, self.state, self.show, self.echo = out, cfg, plan, state, show, echo
+        self._bundle = self._teacher = None
+
+    def result(self, stage: str) -> dict:
+        return (self.state["stages"].get(stage) or {}).get("result") or {}
+
+    @property
+    def bundle(self):
+        if self._bundle is None:
+            from .data import load_data
+
+            self._bundle = load_data(self.cfg.data, resolution=self.plan.resolution, seed=self.cfg.seed)
+        return self._bundle
+
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            from .models.teacher import check_teacher_matches, load_teacher
+
+            b = self.bundle
+            self._teacher = load_teacher(self.cfg.teacher, weights=self.cfg.teacher_weights,
+                                         trust_pickle=self.cfg.trust_pickle, num_classes=b.num_classes,
+                                         in_channels=b.in_channels)
+            check_teacher_matches(self._teacher, b)
+        return self._teacher
+
+    def val_arrays(self):
+        from .verify import _val_arrays
+
+        return _val_arrays(self.bundle)
+
+
+# --------------------------------------------------------------------------- stages
+
+def _stage_select(ctx: _Context) -> dict:
+    from .latency.profile import load_profile, profile_family, read_grid
+    from .latency.select import select_student
+    from .models import parse_spec
+
+    cfg, b = ctx.cfg, ctx.bundle
+    if cfg.student != "auto":
+        spec = parse_spec(cfg.student).spec
+        if parse_spec(spec).res != b.input_shape[-1]:
+            raise BadInputError(f"--student {spec} takes {parse_spec(spec).res}px inputs but the data is "
+                                f"{b.input_shape[-1]}px", hint="set the spec's res knob or --resolution")
+        return {"spec": spec, "source": "given", "needs_pruning": None}
+    res = b.input_shape[-1]
+    prof_path = ctx.plan.profile
+    if prof_path is not None:
+        profile = load_profile(prof_path)
+        extra = ()
+    else:
+        fam = ctx.plan.family
+        grid = [s for s in read_grid(cfg.grid, fam, in_channels=b.in_channels, num_classes=b.num_classes)
+                if parse_spec(s).res == res]
+        if not grid:
+            raise BadInputError(f"the '{cfg.grid}' grid of {fam} has no candidate at {res}px",
+                                hint="pass --resolution matching the grid or --student SPEC")
+        grid_file = ctx.out / "profile" / "grid.txt"
+        grid_file.parent.mkdir(parents=True, exist_ok=True)
+        grid_file.write_text("\n".join(grid) + "\n", encoding="utf-8")
+        prof_path = ctx.out / "profile" / f"{ctx.plan.target.name}-{fam}.json"
+        on_event = None
+        if ctx.show:
+            def on_event(ev):
+                if ev.kind == "measured":
+                    ctx.echo(f"  profile [{ev.done}/{ev.total}] {ev.what} {ev.name}: p50 {ev.latency_ms:.4f} ms")
+        profile = profile_family(ctx.plan.target, fam, out=prof_path, grid=str(grid_file),
+                                 resume=prof_path.exists(), in_channels=b.in_channels,
+                                 num_classes=b.num_classes, min_time_s=cfg.profile_min_time_s,
+                                 block_min_time_s=min(0.2, cfg.profile_min_time_s),
+                                 work_dir=ctx.out / "profile" / "work", on_event=on_event).profile
+        shutil.rmtree(ctx.out / "profile" / "work", ignore_errors=True)
+    at_res = [m.spec for m in profile.models if parse_spec(m.spec).res == res]
+    if not at_res:
+        raise BadInputError(f"profile {prof_path} has no candidate at the data's {res}px",
+                            hint="pass --resolution to match it, or --student SPEC")
+    note = None
+    try:
+        sel = select_student(_only(profile, at_res), cfg.budget_ms, metric=cfg.metric, verify=True,
+                             target=ctx.plan.target)
+        needs = False
+    except (BadInputError, VerdictError) as exc:
+        if cfg.prune == "off":
+            raise
+        # The budget needs more than selection can give: pruning would be next, and it is not
+        # available yet. Go on with the fastest candidate; verify will report the miss.
+        fast = min((m for m in profile.models if m.spec in at_res), key=lambda m: m.latency.metric(cfg.metric))
+        sel = select_student(_only(profile, at_res), fast.latency.metric(cfg.metric) * 10, metric=cfg.metric)
+        sel = _force_choice(sel, fast.spec, cfg.budget_ms)
+        needs, note = True, exc.one_line()
+    return {"spec": sel.chosen.spec, "source": "profile", "profile": str(prof_path),
+            "selection": sel.to_dict(), "needs_pruning": needs, "note": note}
+
+
+def _only(profile, specs):
+    from dataclasses import replace
+
+    return replace(profile, models=[m for m in profile.models if m.spec in specs])
+
+
+def _force_choice(sel, spec, budget_ms):
+    from dataclasses import replace
+
+    limit = budget_ms / (1.0 + sel.epsilon)
+    cands = tuple(replace(c, fits=c.predicted_ms <= limit) for c in sel.candidates)
+    chosen = next(c for c in cands if c.spec == spec)
+    return replace(sel, chosen=chosen, candidates=cands, budget_ms=float(budget_ms), limit_ms=limit)
+
+
+def _stage_distill(ctx: _Context) -> dict:
+    from .distill.criterion import build_criterion
+    from .distill.trainer import TrainConfig, fit, restore_weights, seed_everything
+    from .models import build_model, count_macs_params
+    from .models.checkpoint import save_checkpoint
+    from .verify import _torch_accuracy
+
+    cfg, b = ctx.cfg, ctx.bundle
+    spec = ctx.result("select")["spec"]
+    teacher = ctx.teacher
+    tconf = TrainConfig.make(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+    seed_everything(tconf.seed)
+    student = build_model(spec, num_classes=b.num_classes, in_channels=b.in_channels)
+    criterion = build_criterion(cfg.loss, {}, num_classes=b.num_classes, student=student, teacher=teacher,
+                                epochs=tconf.epochs)
+    try:
+        res = fit(student, criterion, b, tconf, ctx.out / "distill", teacher=teacher, resume=True,
+                  progress=ctx.show)
+        restore_weights(res.paths["best"], student, criterion)
+        deploy = criterion.deployable(student).eval()
+    finally:
+        if hasattr(criterion, "close"):
+            criterion.close()
+    save_checkpoint(ctx.out / "student.pt", deploy, spec=spec, num_classes=b.num_classes,
+                    in_channels=b.in_channels, input_shape=tuple(b.input_shape),
+                    extra={"val_acc": res.best_acc, "loss": cfg.loss, "data": b.fingerprint})
+    x, y = ctx.val_arrays()
+    t_acc = _torch_accuracy(teacher, x, y)
+    macs, params = count_macs_params(deploy, tuple(b.input_shape))
+    t_cost = None
+    if getattr(teacher, "module", None) is not None:
+        tm, tp = count_macs_params(teacher.module, tuple(b.input_shape))
+        t_cost = {"macs": int(tm), "params": int(tp)}
+    return {"spec": spec, "student_accuracy": res.best_acc, "best_epoch": res.best_epoch,
+            "epochs": len(res.history), "teacher_accuracy": t_acc, "teacher_cost": t_cost,
+            "student_cost": {"macs": int(macs), "params": int(params)}, "cache": res.cache,
+            "checkpoint": "student.pt", "log": "distill/train.jsonl", "data": b.to_dict()}
+
+
+def _stage_prune(ctx: _Context) -> dict:
+    if ctx.cfg.prune == "off":
+        return {"status": "skipped", "reason": "off (--prune off)"}
+    needs = ctx.result("select").get("needs_pruning")
+    return {"status": "skipped", "reason": "not available yet", "budget_needs_pruning": needs}
+
+
+def _stage_export(ctx: _Context) -> dict:
+    import torch
+
+    from .export import export_for_target
+    from .models.checkpoint import load_checkpoint
+
+    target = ctx.plan.target
+    module, meta = load_checkpoint(ctx.out / "student.pt")
+    x, _ = ctx.val_arrays()
+    sample = torch.from_numpy(x[:1]).repeat(target.batch, 1, 1, 1)
+    art, parity = export_for_target(module, sample, target, ctx.out / target.name,
+                                    parity_samples=torch.from_numpy(x[:64]),
+                                    metadata={"edgekd.spec": str(meta["spec"])})
+    return {"artifact": _rel(ctx.out, art.path), "extra": [_rel(ctx.out, p) for p in art.extra_paths],
+            "onnx": _rel(ctx.out, ctx.out / target.name / "model.onnx"), "format": art.format,
+            "target": target.name, "sha256": art.sha256, "parity": parity.to_dict()}
+
+
+def _stage_quantize(ctx: _Context) -> dict:
+    from .quantize import quantize_model
+    from .quantize.calib import calibration_from_dataset
+
+    cfg, exp = ctx.cfg, ctx.result("export")
+    if cfg.quantize == "off":
+        return {"status": "skipped", "reason": "off (--quantize off)"}
+    if cfg.quantize == "fp16":
+        return {"status": "done", "reason": f"fp16 is built by the {ctx.plan.target.name} backend at export"}
+    t8 = ctx.plan.int8_target
+    calib = calibration_from_dataset(ctx.bundle.train, 300, seed=cfg.seed)
+    x, y = ctx.val_arrays()
+    try:
+        rep = quantize_model(ctx.out / exp["onnx"], t8, ctx.out / t8.name, calib, (x, y), rounds=2,
+                             **({"preset": "performance"} if t8.runtime.value == "openvino" else {}))
+    except VerdictError as exc:
+        r = getattr(exc, "report", None)
+        return {"status": "not kept", "reason": exc.one_line(), "report": r.to_dict() if r else None}
+    art = rep.artifact
+    return {"status": "kept", "artifact": _rel(ctx.out, art.path), "target": t8.name,
+            "extra": [_rel(ctx.out, p) for p in art.extra_paths], "report": rep.to_dict()}
+
+
+def final_artifact(ctx: _Context) -> tuple[Path, Any]:
+    q = ctx.result("quantize")
+    if q.get("status") == "kept":
+        return ctx.out / q["artifact"], ctx.plan.int8_target
+    return ctx.out / ctx.result("export")["artifact"], ctx.plan.target
+
+
+def _stage_verify(ctx: _Context) -> dict:
+    from .verify import verify_artifact
+
+    cfg = ctx.cfg
+    art, target = final_artifact(ctx)
+    rep = verify_artifact(art, target, ctx.bundle, budget_ms=cfg.budget_ms, min_accuracy=cfg.min_accuracy,
+                          max_drop=cfg.max_drop, reference=ctx.out / "student.pt", metric=cfg.metric,
+                          check_manifest=False)
+    d = rep.to_dict(include_samples=True)
+    d["artifact"] = _rel(ctx.out, art)
+    return d
+
+
+def _stage_report(ctx: _Context) -> dict:
+    from .manifest import write_manifest
+    from .report import write_reports
+
+    files = [(ctx.out / "student.pt", "torch student")]
+    for stage in ("export", "quantize"):
+        r = ctx.result(stage)
+        if r.get("artifact"):
+            files.append((ctx.out / r["artifact"], f"{stage} artifact ({r.get('target')})"))
+            files += [(ctx.out / p, f"{stage} side file") for p in r.get("extra", [])]
+    if ctx.result("export").get("onnx") and ctx.result("export")["onnx"] != ctx.result("export")["artifact"]:
+        files.append((ctx.out / ctx.result("export")["onnx"], "onnx"))
+    write_manifest(ctx.out, files, config=ctx.cfg.model_dump(mode="json"),
+                   target=ctx.plan.final_target.model_dump(mode="json"),
+                   data_fingerprint=ctx.result("distill").get("data", {}).get("fingerprint"),
+                   created=ctx.state["created"], extra={"verdict": ctx.result("verify").get("verdict")})
+    return {"paths": {k: _rel(ctx.out, v) for k, v in write_reports(ctx.out, ctx.state).items()}}
+
+
+_RUN = {"select": _stage_select, "distill": _stage_distill, "prune": _stage_prune,
+        "export": _stage_export, "quantize": _stage_quantize, "verify": _stage_verify,
+        "report": _stage_report}
+
+
+def _rel(root: Path, p) -> str:
+    return Path(p).resolve().relative_to(root.resolve()).as_posix()
+
+
+# --------------------------------------------------------------------------- front door
+
+def compress(config: "CompressConfig | dict", out: "str | Path", *, resume: bool = False, force: bool = False,
+             show: bool = True, echo: Callable[[str], None] = print, context: Optional[dict] = None,
+             plan: Optional[Plan] = None) -> CompressResult:
+    """Run (or continue) the chain into ``out``; see the module docstring.
+
+    Returns a CompressResult whose ``verdict`` is verify's (pass / fail / inconclusive); the
+    caller decides the exit code. ``context`` (JSON-able) is stored in the state and the report.
+    """
+    cfg = config if isinstance(config, CompressConfig) else CompressConfig.make(**dict(config))
+    plan = plan or make_plan(cfg)
+    out = Path(out)
+    state = prepare_out(out, cfg, resume=resume, force=force)
+    state["plan"] = plan.to_dict()
+    if context:
+        state.setdefault("context", {}).update(context)
+    ctx = _Context(out, cfg, plan, state, show, echo)
+    for name in STAGES:
+        rec = state["stages"].get(name) or {}
+        if rec.get("status") == "done":
+            if show:
+                echo(f"[{name}] done earlier ({rec.get('wall_s', 0):.1f} s); skipped")
+            continue
+        again = rec.get("status") == "running"
+        state["stages"][name] = {"status": "running", "started": now(), "resumed": again}
+        save_state(out, state)
+        if show:
+            echo(f"[{name}] {'resuming' if again else 'starting'}")
+        t0 = time.perf_counter()
+        result = _RUN[name](ctx)
+        wall = time.perf_counter() - t0
+        state["stages"][name].update(status="done", finished=now(), wall_s=round(wall, 3), result=result)
+        save_state(out, state)
+        if show:
+            echo(f"[{name}] done in {wall:.1f} s" + _summary(name, result))
+    ver = ctx.result("verify")
+    return CompressResult(out=out, state=state, verdict=ver.get("verdict", "fail"),
+                          artifact=ver.get("artifact"), report_paths=ctx.result("report").get("paths", {}))
+
+
+def _summary(name: str, r: dict) -> str:
+    if name == "select":
+        return f": {r['spec']}" + (" (the budget needs pruning, not available yet)" if r.get("needs_pruning") else "")
+    if name == "distill":
+        return f": student {r['student_accuracy']:.4f}, teacher {r['teacher_accuracy']:.4f}"
+    if name in ("prune", "quantize") and r.get("reason"):
+        return f": {r.get('status')}: {r['reason']}"
+    if name == "verify":
+        lat = r["latency"]
+        return (f": {r['verdict'].upper()} accuracy {r['accuracy']:.4f}, {r['metric']} "
+                f"{lat[r['metric']]:.4f} ms (budget {r['budget_ms']:g} ms)")
+    return ""

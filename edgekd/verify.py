@@ -1,0 +1,244 @@
+"""Verification of a built artifact on its target: accuracy through the target's runtime on the
+validation set, parity against the torch student, and latency per LATENCY.md.
+
+Latency is judged on the p90's order-statistic confidence interval: PASS when its upper bound
+is at or under the budget, FAIL when its lower bound is over it; in between the run is
+re-measured once with the samples pooled, and what is still undecided is INCONCLUSIVE.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .errors import BadInputError
+from .latency.stats import LatencyStats
+
+PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
+
+
+@dataclass
+class Check:
+    name: str
+    verdict: str
+    value: Optional[float]
+    limit: Optional[float]
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "verdict": self.verdict, "value": self.value,
+                "limit": self.limit, "detail": self.detail}
+
+
+@dataclass
+class VerifyReport:
+    artifact: str
+    artifact_sha256: str
+    target: str
+    accuracy: float
+    n_val: int
+    latency: LatencyStats
+    metric: str = "p90"
+    budget_ms: Optional[float] = None
+    reference_accuracy: Optional[float] = None
+    parity: Optional[dict] = None
+    checks: list[Check] = field(default_factory=list)
+    samples_ms: Any = None
+    first_inference_ms: Optional[float] = None
+    manifest: Optional[str] = None
+
+    @property
+    def verdict(self) -> str:
+        got = {c.verdict for c in self.checks}
+        return FAIL if FAIL in got else INCONCLUSIVE if INCONCLUSIVE in got else PASS
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == PASS
+
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.verdict != PASS]
+
+    def one_line(self) -> str:
+        s = self.latency
+        parts = [f"accuracy {self.accuracy:.4f} on {self.n_val} samples",
+                 f"{self.metric} {s.metric(self.metric):.4f} ms (CI {s.p90_ci[0]:.4f}..{s.p90_ci[1]:.4f}, "
+                 f"n {s.n})"]
+        if self.budget_ms is not None:
+            parts.append(f"budget {self.budget_ms:g} ms")
+        return f"{self.verdict.upper()}: " + ", ".join(parts)
+
+    def to_dict(self, include_samples: bool = False) -> dict:
+        d = {"artifact": self.artifact, "artifact_sha256": self.artifact_sha256,
+             "target": self.target, "verdict": self.verdict, "passed": self.passed,
+             "accuracy": self.accuracy, "n_val": self.n_val, "metric": self.metric,
+             "budget_ms": self.budget_ms, "reference_accuracy": self.reference_accuracy,
+             "parity": self.parity, "latency": self.latency.to_dict(),
+             "first_inference_ms": self.first_inference_ms, "manifest": self.manifest,
+             "checks": [c.to_dict() for c in self.checks]}
+        if include_samples and self.samples_ms is not None:
+            d["samples_ms"] = [round(float(v), 6) for v in self.samples_ms]
+        return d
+
+
+def latency_verdict(stats: LatencyStats, budget_ms: float, metric: str = "p90") -> str:
+    """PASS/FAIL/INCONCLUSIVE of ``metric`` against a budget (interval rule for p90)."""
+    if metric != "p90":
+        return PASS if stats.metric(metric) <= budget_ms else FAIL
+    lo, hi = stats.p90_ci
+    if hi <= budget_ms:
+        return PASS
+    if lo > budget_ms:
+        return FAIL
+    return INCONCLUSIVE
+
+
+def _val_arrays(bundle) -> tuple[np.ndarray, np.ndarray]:
+    from .quantize.calib import dataset_arrays
+
+    x, y = dataset_arrays(bundle.val)
+    if len(x) == 0:
+        raise BadInputError(f"data '{bundle.name}' has no labelled validation samples",
+                            hint="give data with a validation split")
+    return x, y
+
+
+def _reference_module(reference):
+    if reference is None:
+        return None
+    if isinstance(reference, (str, Path)):
+        from .models.checkpoint import load_checkpoint
+
+        p = Path(reference)
+        if not p.is_file():
+            raise BadInputError(f"--reference {p} does not exist", hint="give the student.pt checkpoint")
+        module, _ = load_checkpoint(p)
+        return module
+    return reference.eval()
+
+
+def _torch_accuracy(module, x: np.ndarray, y: np.ndarray) -> float:
+    import torch
+
+    with torch.no_grad():
+        out = [module(torch.from_numpy(np.ascontiguousarray(x[i:i + 256]))).argmax(1).numpy()
+               for i in range(0, len(x), 256)]
+    return float((np.concatenate(out) == y).mean())
+
+
+def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | None = None,
+                    min_accuracy: float | None = None, max_drop: float | None = None,
+                    reference=None, metric: str = "p90", resolution: int | None = None,
+                    settings=None, check_manifest: bool = True, parity_samples: int = 64,
+                    work_dir: "str | Path | None" = None) -> VerifyReport:
+    """Verify ``artifact`` on ``target`` with the validation split of ``data`` (a spec or a
+    DataBundle). ``reference`` (a student.pt path or a torch module) adds a parity check and is
+    the baseline of ``max_drop`` (an absolute drop in top-1, e.g. 0.01). Refuses (BadInputError)
+    an artifact that no longer matches the manifest.json beside it."""
+    from .backends.resolve import open_model
+    from .export import check_parity
+    from .latency.measure import environment_fingerprint, make_inputs, measure_session
+    from .manifest import check_against_manifest
+    from .quantize.evaluate import top1_accuracy
+    from .targets import Precision, load_target
+
+    spec = load_target(target)
+    art = Path(artifact)
+    if not art.is_file():
+        raise BadInputError(f"artifact {art} does not exist", hint="check the path")
+    extra = [art.with_suffix(".bin")] if art.suffix.lower() == ".xml" else []
+    mpath = check_against_manifest(art, extra) if check_manifest else None
+    if budget_ms is not None and not budget_ms > 0:
+        raise BadInputError(f"--budget-ms {budget_ms} must be a positive number of milliseconds")
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise BadInputError(f"--min-accuracy {min_accuracy} must be a fraction in [0, 1]")
+    if max_drop is not None and reference is None:
+        raise BadInputError("--max-drop needs --reference (the torch student to compare with)")
+
+    if isinstance(data, str):
+        from .data import load_data
+
+        bundle = load_data(data, resolution=resolution or _artifact_resolution(art))
+    else:
+        bundle = data
+    x, y = _val_arrays(bundle)
+    opened = open_model(art, spec, work_dir=Path(work_dir) if work_dir else None,
+                        sample_shape=tuple(bundle.input_shape))
+    session = opened.session
+    try:
+        acc = top1_accuracy(session, x, y, batch=spec.batch)
+        module = _reference_module(reference)
+        parity = ref_acc = None
+        if module is not None:
+            n = min(parity_samples, len(x))
+            exact = spec.precision == Precision.fp32
+            parity = check_parity(module, session, x[:n], check_values=exact,
+                                  min_top1=0.99 if exact else 0.9, raise_on_fail=False).to_dict()
+            ref_acc = _torch_accuracy(module, x, y)
+        shape = tuple(opened.input_shape)
+        inputs = make_inputs(session, shape)
+        env = environment_fingerprint(spec, session, shape)
+        settings = settings or spec.measure
+        m = measure_session(session, inputs, settings, environment=env)
+        stats, samples = m.stats, m.samples_ms
+        if budget_ms is not None and latency_verdict(stats, budget_ms, metric) == INCONCLUSIVE:
+            m2 = measure_session(session, inputs, settings, environment=env)
+            samples = np.concatenate([samples, m2.samples_ms])
+            stats = LatencyStats.from_samples(samples, warmup=stats.warmup,
+                                              confidence=settings.confidence,
+                                              unstable_iqr=settings.unstable_iqr, environment=env)
+    finally:
+        close = getattr(session, "close", None)
+        if close:
+            close()
+
+    checks: list[Check] = []
+    if budget_ms is not None:
+        v = latency_verdict(stats, budget_ms, metric)
+        lo, hi = stats.p90_ci
+        checks.append(Check("latency", v, stats.metric(metric), budget_ms,
+                            f"{metric} {stats.metric(metric):.4f} ms, 95% CI of p90 "
+                            f"[{lo:.4f}, {hi:.4f}] ms vs budget {budget_ms:g} ms"))
+    if min_accuracy is not None:
+        checks.append(Check("accuracy", PASS if acc >= min_accuracy else FAIL, acc, min_accuracy,
+                            f"top-1 {acc:.4f} vs minimum {min_accuracy:.4f}"))
+    if max_drop is not None and ref_acc is not None:
+        drop = ref_acc - acc
+        checks.append(Check("accuracy_drop", PASS if drop <= max_drop + 1e-12 else FAIL, drop, max_drop,
+                            f"drop {drop:+.4f} from the torch reference's {ref_acc:.4f}"))
+    if parity is not None:
+        checks.append(Check("parity", PASS if parity["passed"] else FAIL, parity["top1_agreement"],
+                            parity["min_top1"], f"max|diff| {parity['max_abs_diff']:.3g}, cosine "
+                            f"{parity['cosine']:.6f}, top-1 agreement {parity['top1_agreement']:.4f}"))
+    return VerifyReport(artifact=str(art), artifact_sha256=opened.artifact.sha256, target=spec.name,
+                        accuracy=float(acc), n_val=len(x), latency=stats, metric=metric,
+                        budget_ms=budget_ms, reference_accuracy=ref_acc, parity=parity, checks=checks,
+                        samples_ms=samples, first_inference_ms=m.first_inference_ms,
+                        manifest=str(mpath) if mpath else None)
+
+
+def _artifact_resolution(art: Path) -> int | None:
+    """The square input size the artifact declares (ONNX or OpenVINO IR), if static."""
+    try:
+        if art.suffix.lower() == ".onnx":
+            from .quantize.calib import onnx_input_info
+
+            _, shape = onnx_input_info(art)
+        elif art.suffix.lower() == ".xml":
+            onnx_twin = art.with_suffix(".onnx")
+            if onnx_twin.is_file():
+                return _artifact_resolution(onnx_twin)
+            import re
+
+            text = art.read_text(encoding="utf-8", errors="replace")[:20000]
+            m = re.search(r'type="Parameter".*?shape="([0-9,\s]+)"', text, re.S)
+            shape = tuple(int(v) for v in m.group(1).split(",")) if m else ()
+        else:
+            return None
+    except (OSError, ValueError, BadInputError):
+        return None
+    if len(shape) == 4 and isinstance(shape[-1], int) and shape[-1] > 0 and shape[-1] == shape[-2]:
+        return int(shape[-1])
+    return None
