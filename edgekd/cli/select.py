@@ -18,8 +18,11 @@ from .common import emit_json, json_option
               help="Refuse a profile measured in another environment (default: warn).")
 @click.option("--spec", "extra_specs", multiple=True, metavar="SPEC",
               help="Also consider this candidate (its blocks must be in the profile). Repeatable.")
+@click.option("--derived/--grid-only", "derive", default=True, show_default=True,
+              help="Also consider variants of the profiled candidates (e.g. other depths) whose "
+                   "blocks are all in the profile.")
 @json_option
-def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, as_json):
+def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, derive, as_json):
     """Pick the student with the most capacity (params) whose predicted latency is at or under
     BUDGET / (1 + eps), eps being the profile's p95 relative prediction error.
 
@@ -52,7 +55,7 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, as_
             click.echo(f"verify {c.spec}: measured {metric} {c.verified_ms:.4f} ms ({ok} {budget_ms:g} ms)",
                        err=True)
 
-    sel = select_student(profile, budget_ms, metric=metric, extra_specs=extra_specs, verify=verify,
+    sel = select_student(profile, budget_ms, metric=metric, extra_specs=extra_specs, derive=derive, verify=verify,
                          on_attempt=on_attempt)
     if warnings:
         from dataclasses import replace
@@ -76,6 +79,8 @@ def _print_table(sel) -> None:
         t.add_column(col, justify=just)
     for c in sel.neighbours(3):
         mark = "[bold green]selected[/]" if c.spec == sel.chosen.spec else ("fits" if c.fits else "over")
+        if c.derived:
+            mark += " (derived)"
         t.add_row(c.spec, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.predicted_ms:.4f}",
                   "" if c.measured_ms is None else f"{c.measured_ms:.4f}",
                   "" if c.verified_ms is None else f"{c.verified_ms:.4f}", mark)

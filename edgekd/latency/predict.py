@@ -1,10 +1,16 @@
 """The latency predictor (LATENCY.md "Profiles and prediction").
 
 A candidate's latency is predicted from the blocks the runtime executes, measured one by one
-on the target: ``predicted = a * sum(block_net) + b``, where ``block_net`` is a block's measured
-latency less the runtime's fixed per-inference overhead (measured on a trivial model), and
-``a`` (scale) and ``b`` (overhead once per inference) are fitted by least squares on a few
-whole-model measurements of the same family (the calibration set). The other whole-model
+on the target: ``predicted = a * sum(block cost) + b``, fitted by least squares (``a`` scale,
+``b`` overhead once per inference) on a few whole-model measurements of the same family (the
+calibration set).
+
+A block's cost depends on where its weights are when it runs. Measured alone, its weights stay
+in the core's L2 cache between runs ("hot", less the runtime's per-inference overhead measured
+on a trivial model); measured as several copies with their own weights, run back to back, its
+weights come from beyond L2 ("cold", per copy). In a whole model the weights of all blocks
+share L2: a model whose weights fit in half of L2 runs its blocks hot, one whose weights exceed
+L2 runs them cold, and in between the cost is interpolated linearly in the weight bytes. The other whole-model
 measurements are held out and give the validation stored in the profile: the fraction within
 +-10% of the measured value and the 95th percentile of the relative error.
 
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -24,12 +30,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from .profile import Profile
 
 METRICS = ("p50", "p90")
+# Blocks are summed by their medians for every metric: a whole model's p90 is not the sum of its
+# blocks' p90s; its tail is fitted (a, b per metric) on the calibration set instead.
+FEATURE = "p50"
 WITHIN = 0.10  # the validation tolerance: +-10%
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """latency_metric ~= a * sum(net block latency) + b, fitted on ``specs``."""
+    """latency_metric ~= a * sum(block cost, by median) + b, fitted on ``specs``."""
 
     metric: str
     a: float
@@ -80,8 +89,12 @@ def calibration_indices(n: int) -> list[int]:
     return sorted({int(i * (n - 1) / (k - 1) + 0.5) for i in range(k)})
 
 
+DEFAULT_L2_BYTES = 2 << 20
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+
+
 def net_block_ms(profile: "Profile", key: str, metric: str) -> float:
-    """A block's latency less the per-inference overhead (never below zero)."""
+    """A block's latency alone (weights in cache) less the per-inference overhead (>= 0)."""
     block = profile.blocks.get(key)
     if block is None:
         raise KeyError(key)
@@ -89,14 +102,29 @@ def net_block_ms(profile: "Profile", key: str, metric: str) -> float:
     return max(block.latency.metric(metric) - overhead, 0.0)
 
 
-def block_sum_ms(profile: "Profile", block_keys: Iterable[str], metric: str) -> float:
-    """Sum of the net latencies of the blocks (each key counted as often as it occurs)."""
+def cold_fraction(profile: "Profile", block_keys: Sequence[str]) -> float:
+    """0 when the model's weights fit in half of L2, 1 when they exceed L2, linear in between."""
+    l2 = float((profile.protocol or {}).get("l2_bytes") or DEFAULT_L2_BYTES)
+    per = BYTES_PER_WEIGHT.get(str(profile.target.get("precision", "fp32")), 4)
+    weight_bytes = per * sum(int(profile.blocks[k].signature.get("params", 0) or 0) for k in block_keys)
+    return min(max((weight_bytes - 0.5 * l2) / (0.5 * l2), 0.0), 1.0)
+
+
+def block_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
+    """Sum of the blocks' costs for a model made of them (each key counted as often as it occurs)."""
+    block_keys = list(block_keys)
     missing = [k for k in block_keys if k not in profile.blocks]
     if missing:
         raise BadInputError(f"profile {profile.label} has no measurement for block '{missing[0]}' "
                             f"({len(missing)} block(s) missing)",
                             hint="re-run `edgekd profile --resume` with a grid that contains this candidate")
-    return float(sum(net_block_ms(profile, k, metric) for k in block_keys))
+    f = cold_fraction(profile, block_keys)
+    total = 0.0
+    for k in block_keys:
+        hot = net_block_ms(profile, k, metric)
+        cold = profile.blocks[k].latency_cold
+        total += hot if cold is None or f == 0.0 else (1.0 - f) * hot + f * cold.metric(metric)
+    return float(total)
 
 
 def calibrate(profile: "Profile", metric: str) -> Calibration | None:
@@ -107,7 +135,7 @@ def calibrate(profile: "Profile", metric: str) -> Calibration | None:
         return None
     idx = calibration_indices(len(usable))
     cal = [usable[i] for i in idx]
-    x = [block_sum_ms(profile, m.blocks, metric) for m in cal]
+    x = [block_sum_ms(profile, m.blocks, FEATURE) for m in cal]
     y = [m.latency.metric(metric) for m in cal]
     a, b, rms = fit_line(x, y)
     return Calibration(metric=metric, a=a, b=b, specs=tuple(m.spec for m in cal), residual_ms=rms)
@@ -120,7 +148,7 @@ def validate(profile: "Profile", calibration: Calibration) -> dict:
         if m.spec in calibration.specs or not all(k in profile.blocks for k in m.blocks):
             continue
         measured = m.latency.metric(calibration.metric)
-        pred = calibration.apply(block_sum_ms(profile, m.blocks, calibration.metric))
+        pred = calibration.apply(block_sum_ms(profile, m.blocks, FEATURE))
         rows.append({"spec": m.spec, "measured_ms": measured, "predicted_ms": pred,
                      "rel_error": (pred - measured) / measured if measured > 0 else math.inf})
     errs = np.abs([r["rel_error"] for r in rows], dtype=np.float64) if rows else np.zeros(0)
@@ -181,7 +209,7 @@ def predict_blocks(profile: "Profile", block_keys: Sequence[str], metric: str = 
     """Predicted latency (ms) of a model made of these blocks."""
     if metric not in METRICS:
         raise BadInputError(f"unknown latency metric '{metric}'", hint=f"use one of {', '.join(METRICS)}")
-    return get_calibration(profile, metric).apply(block_sum_ms(profile, block_keys, metric))
+    return get_calibration(profile, metric).apply(block_sum_ms(profile, block_keys, FEATURE))
 
 
 def predict(profile: "Profile", spec: str, metric: str = "p90") -> float:

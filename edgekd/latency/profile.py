@@ -26,7 +26,7 @@ SCHEMA = "edgekd.profile/v1"
 GRID_NAMES = ("small", "default")
 # Blocks are many and short: they get a shorter protocol than whole models (stored in the file).
 BLOCK_WARMUP_S = 0.2
-BLOCK_MIN_TIME_S = 0.4
+BLOCK_MIN_TIME_S = 0.3
 
 
 def _now() -> str:
@@ -74,20 +74,26 @@ class BlockEntry:
 
     key: str
     signature: dict
-    latency: LatencyStats
+    latency: LatencyStats  # alone: weights stay in cache between runs
     input_shape: tuple[int, ...] = ()
     measured_at: str = ""
+    # per copy, run as `copies` copies with their own weights: weights come from beyond L2
+    latency_cold: LatencyStats | None = None
+    copies: int = 0
 
     def to_dict(self) -> dict:
         return {"kind": "block", "key": self.key, "signature": dict(self.signature),
                 "input_shape": list(self.input_shape), "latency": _stats_dict(self.latency),
-                "measured_at": self.measured_at}
+                "latency_cold": _stats_dict(self.latency_cold) if self.latency_cold else None,
+                "copies": self.copies, "measured_at": self.measured_at}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "BlockEntry":
+        cold = d.get("latency_cold")
         return cls(key=str(d["key"]), signature=dict(d.get("signature") or {}),
                    latency=LatencyStats.from_dict(d["latency"]), input_shape=tuple(d.get("input_shape", ())),
-                   measured_at=d.get("measured_at", ""))
+                   measured_at=d.get("measured_at", ""),
+                   latency_cold=LatencyStats.from_dict(cold) if cold else None, copies=int(d.get("copies", 0)))
 
 
 @dataclass
@@ -310,6 +316,46 @@ def _overhead_module():
     return _Trivial()
 
 
+def l2_bytes() -> int:
+    """This CPU's per-core L2 cache size (2 MiB when it cannot be read)."""
+    for idx in range(8):
+        base = Path(f"/sys/devices/system/cpu/cpu0/cache/index{idx}")
+        try:
+            if (base / "level").read_text().strip() == "2":
+                text = (base / "size").read_text().strip().upper()
+                mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
+                return int(text.rstrip("KM")) * mult
+        except (OSError, ValueError):
+            continue
+    return 2 << 20
+
+
+MAX_COPIES = 16
+
+
+def cold_copies(sig: Mapping) -> int:
+    """How many copies of a block to run so their weights together exceed twice the L2 cache."""
+    import math
+
+    weight_bytes = max(4 * int(sig.get("params", 0) or 0), 1)
+    return max(2, min(MAX_COPIES, math.ceil(2 * l2_bytes() / weight_bytes)))
+
+
+def _Replicated(blocks):
+    """Copies of one block, each with its own weights, all reading the same input."""
+    import torch
+
+    class Replicated(torch.nn.Module):
+        def __init__(self, mods):
+            super().__init__()
+            self.copies = torch.nn.ModuleList(mods)
+
+        def forward(self, x):
+            return tuple(b(x) for b in self.copies)
+
+    return Replicated(blocks)
+
+
 @dataclass
 class ProfileEvent:
     """Progress of a profile run: kind is 'planned', 'start', 'measured' or 'done'."""
@@ -360,7 +406,9 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     block_settings = MeasureSettings.model_validate({**model_settings.model_dump(), "min_time_s": block_time,
                                                      "warmup_s": min(BLOCK_WARMUP_S, model_settings.warmup_s)})
     protocol = {"model": model_settings.model_dump(), "block": block_settings.model_dump(),
-                "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, then the model"}
+                "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, then the model",
+                "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2 (max {MAX_COPIES})",
+                "l2_bytes": l2_bytes()}
 
     if out.exists() and not resume:
         raise BadInputError(f"profile {out} already exists",
@@ -418,8 +466,15 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
             elif what == "block":
                 module, shape = build_block(sig)
                 m, env = measure_module(module, tuple(shape), target, block_settings, wd, "block")
+                copies = cold_copies(sig)
+                mc, _ = measure_module(_Replicated([build_block(sig)[0] for _ in range(copies)]), tuple(shape),
+                                       target, block_settings, wd, "cold")
+                cold = LatencyStats.from_samples(mc.samples_ms / copies, warmup=mc.stats.warmup,
+                                                 confidence=block_settings.confidence,
+                                                 unstable_iqr=block_settings.unstable_iqr)
                 prof.blocks[name] = BlockEntry(key=name, signature=_jsonable(sig), latency=m.stats,
-                                               input_shape=tuple(shape), measured_at=_now())
+                                               input_shape=tuple(shape), measured_at=_now(),
+                                               latency_cold=cold, copies=copies)
                 lat = m.stats.p50
             else:
                 shape = tuple(input_shape(name, in_channels))

@@ -24,11 +24,12 @@ class Candidate:
     measured_ms: float | None = None  # from the profile (whole-model entry), same metric
     fits: bool = False
     verified_ms: float | None = None  # measured on the target by verify
+    derived: bool = False  # not in the grid: predicted from blocks the profile holds
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "params": self.params, "macs": self.macs,
                 "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "fits": self.fits,
-                "verified_ms": self.verified_ms}
+                "verified_ms": self.verified_ms, "derived": self.derived}
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,50 @@ class Selection:
         return list(self.candidates[max(0, i - k): i + k + 1])
 
 
-def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str] = ()) -> list[Candidate]:
-    """Every whole-model entry of the profile (plus ``extra_specs`` whose blocks are all in it),
-    with its predicted latency, ordered by capacity."""
+# Knob values tried around each profiled candidate; a variant is kept only when every block it
+# runs is in the profile (repeated blocks of a stage share one key, so depth is free to vary).
+DERIVE_KNOBS: dict[str, dict[str, tuple]] = {
+    "mobilenetv2": {"depth": (0.25, 0.34, 0.5, 0.67, 0.75, 0.84, 1.0, 1.25, 1.34, 1.5, 1.67, 1.75, 2.0)},
+    "resnet": {"blocks": tuple(f"{a}-{b}-{c}" for a in range(1, 5) for b in range(1, 5) for c in range(1, 5))},
+    "convnet": {"depth": tuple(range(1, 11))},
+}
+
+
+def derived_specs(profile: Profile) -> list[str]:
+    """Specs not profiled whole whose blocks are all in the profile (denser choice, same predictor)."""
+    from ..models import block_signatures, parse_spec
+
+    knobs = DERIVE_KNOBS.get(profile.family, {})
+    if not knobs:
+        return []
+    have = {m.spec for m in profile.models}
+    out: list[str] = []
+    for m in profile.models:
+        base = parse_spec(m.spec).knobs
+        for knob, values in knobs.items():
+            for v in values:
+                text = f"{profile.family}:" + ",".join(
+                    f"{k}={v if k == knob else _fmt(x)}" for k, x in base.items())
+                try:
+                    spec = parse_spec(text).spec
+                    keys = [g["key"] for g in block_signatures(spec, profile.in_channels,
+                                                               num_classes=profile.num_classes)]
+                except BadInputError:
+                    continue
+                if spec not in have and all(k in profile.blocks for k in keys):
+                    have.add(spec)
+                    out.append(spec)
+    return out
+
+
+def _fmt(x) -> str:
+    return "-".join(str(v) for v in x) if isinstance(x, (tuple, list)) else format(x, "g") if isinstance(x, float) else str(x)
+
+
+def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str] = (),
+               derive: bool = False) -> list[Candidate]:
+    """Every whole-model entry of the profile (plus ``extra_specs``, and with ``derive`` the
+    derived_specs, whose blocks are all in it), with its predicted latency, ordered by capacity."""
     if metric not in METRICS:
         raise BadInputError(f"unknown --metric '{metric}'", hint=f"use one of {', '.join(METRICS)}")
     out = []
@@ -66,19 +108,19 @@ def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str]
         out.append(Candidate(spec=m.spec, params=m.params, macs=m.macs,
                              predicted_ms=predict_blocks(profile, m.blocks, metric),
                              measured_ms=m.latency.metric(metric)))
-    if extra_specs:
-        from ..models import block_signatures, build_model, count_macs_params, input_shape, parse_spec
+    more = list(extra_specs) + (derived_specs(profile) if derive else [])
+    if more:
+        from ..models import block_signatures, parse_spec
 
         have = {c.spec for c in out}
-        for s in extra_specs:
+        for s in more:
             spec = parse_spec(s).spec
             if spec in have:
                 continue
-            keys = [g["key"] for g in block_signatures(spec, profile.in_channels, num_classes=profile.num_classes)]
-            model = build_model(spec, num_classes=profile.num_classes, in_channels=profile.in_channels)
-            macs, params = count_macs_params(model, tuple(input_shape(spec, profile.in_channels)))
-            out.append(Candidate(spec=spec, params=int(params), macs=int(macs),
-                                 predicted_ms=predict_blocks(profile, keys, metric)))
+            sigs = block_signatures(spec, profile.in_channels, num_classes=profile.num_classes)
+            out.append(Candidate(spec=spec, params=sum(int(g["params"]) for g in sigs),
+                                 macs=sum(int(g["macs"]) for g in sigs), derived=True,
+                                 predicted_ms=predict_blocks(profile, [g["key"] for g in sigs], metric)))
             have.add(spec)
     if not out:
         raise BadInputError(f"profile {profile.label} has no candidates",
@@ -103,10 +145,13 @@ def too_small_message(profile: Profile, budget_ms: float, metric: str, eps: floa
 
 
 def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
-                   extra_specs: Sequence[str] = (), verify: bool = False, target=None,
+                   extra_specs: Sequence[str] = (), derive: bool = True, verify: bool = False, target=None,
                    measure: Callable[[str], float] | None = None,
                    on_attempt: Callable[[Candidate], None] | None = None) -> Selection:
     """The max-capacity candidate predicted at or under ``budget_ms / (1 + eps)``.
+
+    Candidates: the profile's whole-model entries, ``extra_specs``, and with ``derive`` the
+    variants of them whose blocks are all in the profile (derived_specs).
 
     With ``verify``, each pick is measured (``measure(spec) -> ms`` of ``metric``; by default on
     the profile's target) and, while it misses the budget, the next faster pick is tried.
@@ -117,7 +162,7 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
         raise BadInputError(f"--budget-ms {budget_ms} must be a positive number of milliseconds")
     eps = epsilon(profile, metric)
     limit = budget_ms / (1.0 + eps)
-    cands = [replace(c, fits=c.predicted_ms <= limit) for c in candidates(profile, metric, extra_specs)]
+    cands = [replace(c, fits=c.predicted_ms <= limit) for c in candidates(profile, metric, extra_specs, derive)]
     chosen = _pick(cands)
     if chosen is None:
         raise BadInputError(too_small_message(profile, budget_ms, metric, eps, cands))

@@ -1,0 +1,200 @@
+"""Profile files and the profiler: atomic rewrites, --resume, grid files, errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import edgekd.backends
+from edgekd.errors import BadInputError
+from edgekd.latency import profile as P
+from edgekd.latency.measure import Measurement
+from edgekd.latency.stats import LatencyStats
+
+TINY = ["convnet:width=4,depth=1,res=8", "convnet:width=4,depth=2,res=8", "convnet:width=8,depth=2,res=8"]
+
+
+def fast_target(tmp_path, name="fast-ort"):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text("runtime: onnxruntime\ndevice: cpu\nprecision: fp32\nthreads: 1\nbatch: 1\n"
+                 "measure:\n  warmup_s: 0.02\n  warmup_iters: 10\n  min_iters: 20\n  min_time_s: 0.05\n")
+    return p
+
+
+def grid_file(tmp_path, specs, name="grid.txt"):
+    p = tmp_path / name
+    p.write_text("# tiny candidates\n\n" + "\n".join(f"{s}   # candidate" for s in specs) + "\n")
+    return p
+
+
+def needs_runtime():
+    pytest.importorskip("edgekd.export")
+    pytest.importorskip("edgekd.backends.resolve")
+    pytest.importorskip("onnxruntime")
+
+
+class FakeMeasure:
+    """Stands in for export + runtime: latency grows with the module's parameter count."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, module, shape, target, settings, work_dir, name):
+        n = sum(p.numel() for p in module.parameters())
+        ms = 0.01 + n * 1e-6
+        self.calls.append((name, tuple(shape)))
+        stats = LatencyStats.from_samples(np.full(20, ms))
+        env = {"cpu": "cpu", "logical_cores": 2, "threads": 1, "runtime": "onnxruntime",
+               "runtime_version": "1", "precision": "fp32", "batch": 1, "device": "cpu"}
+        return Measurement(stats=stats, samples_ms=np.full(20, ms), first_inference_ms=ms,
+                           warmup_iters=10, warmup_s=0.0), env
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    f = FakeMeasure()
+    monkeypatch.setattr(P, "measure_module", f)
+    monkeypatch.setattr(edgekd.backends, "require_backend", lambda t: None)
+    return f
+
+
+def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, tmp_path):
+    out = tmp_path / "p.json"
+    grid = grid_file(tmp_path, TINY[:2])
+    run = P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out)
+    prof = P.load_profile(out)
+    assert prof.complete and [m.spec for m in prof.models] == TINY[:2]
+    keys = [k for m in prof.models for k in m.blocks]
+    assert sorted(prof.blocks) == sorted(set(keys))  # each unique block measured once
+    assert len(fake.calls) == 1 + len(set(keys)) + 2 == len(run.measured)
+    assert prof.overhead is not None and prof.calibration["p50"]["a"] > 0
+    before = {m.spec: m.to_dict() for m in prof.models}
+    # resume with one more candidate: only it and its new blocks are measured
+    grid.write_text("\n".join(TINY) + "\n")
+    fake.calls.clear()
+    run2 = P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out, resume=True)
+    prof2 = P.load_profile(out)
+    assert TINY[2] in run2.measured and not set(run2.measured) & set(before)
+    assert not set(run2.measured) & set(prof.blocks) and "overhead" in run2.skipped
+    assert len(fake.calls) == len(run2.measured)
+    for spec, d in before.items():
+        assert prof2.model(spec).to_dict() == d  # stored entries are untouched
+    assert prof2.complete and prof2.validation["n_heldout"] == 1
+
+
+def test_existing_profile_needs_resume_and_same_options(fake, tmp_path):
+    out = tmp_path / "p.json"
+    grid = grid_file(tmp_path, TINY[:1])
+    P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out)
+    with pytest.raises(BadInputError, match="already exists"):
+        P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out)
+    with pytest.raises(BadInputError, match="num_classes"):
+        P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out, resume=True, num_classes=3)
+
+
+def test_grid_file_errors_name_the_line(tmp_path):
+    p = tmp_path / "g.txt"
+    p.write_text("# header\nconvnet:width=8,depth=2,res=16\n\nconvnet:width=8,bogus=3\n")
+    with pytest.raises(BadInputError, match=r"g\.txt:4: .*bogus"):
+        P.read_grid(str(p), "convnet")
+    p.write_text("convnet:width=8,depth=2,res=16\nresnet:width=8\n")
+    with pytest.raises(BadInputError, match=r"g\.txt:2: .*family 'resnet'"):
+        P.read_grid(str(p), "convnet")
+    with pytest.raises(BadInputError, match="neither small nor default"):
+        P.read_grid(str(tmp_path / "nope.txt"), "convnet")
+    p.write_text("convnet:width=8,depth=2,res=16  # a\nconvnet:width=8,depth=2,res=16\n")
+    assert len(P.read_grid(str(p), "convnet")) == 1
+
+
+def test_cli_grid_error_and_unknown_family(run_cli, tmp_path):
+    g = tmp_path / "g.txt"
+    g.write_text("convnet:width=8,depth=2,res=16\n# fine\nconvnet:width=-3\n")
+    r = run_cli("profile", "--target", "ort-cpu", "--family", "convnet", "--grid", g, "--out", tmp_path / "o.json")
+    assert r.returncode == 2 and "g.txt:3:" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("profile", "--target", "ort-cpu", "--family", "nosuchnet", "--out", tmp_path / "o.json")
+    assert r.returncode == 2 and "nosuchnet" in r.stderr
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_load_profile_rejects_truncated_and_foreign_files(tmp_path):
+    p = tmp_path / "p.json"
+    p.write_text('{"schema": "edgekd.profile/v1", "entries": [')
+    with pytest.raises(BadInputError, match="truncated"):
+        P.load_profile(p)
+    p.write_text(json.dumps({"schema": "something/else"}))
+    with pytest.raises(BadInputError, match="not an edgekd profile"):
+        P.load_profile(p)
+    p.write_text(json.dumps({"schema": P.SCHEMA, "family": "x"}))
+    with pytest.raises(BadInputError, match="damaged"):
+        P.load_profile(p)
+    with pytest.raises(BadInputError, match="does not exist"):
+        P.load_profile(tmp_path / "none.json")
+
+
+def test_fingerprint_check(tmp_path):
+    prof = P.Profile(target={"name": "t"}, family="f", fingerprint={"cpu": "A", "threads": 1})
+    assert P.check_fingerprint(prof, {"cpu": "A", "threads": 1}) is None
+    msg = P.check_fingerprint(prof, {"cpu": "B", "threads": 1})
+    assert "cpu: 'A' vs 'B'" in msg
+    with pytest.raises(BadInputError, match="another environment"):
+        P.check_fingerprint(prof, {"cpu": "B", "threads": 1}, strict=True)
+
+
+def test_tiny_grid_on_ort_cpu(run_cli, tmp_path):
+    needs_runtime()
+    out = tmp_path / "p.json"
+    r = run_cli("profile", "--target", fast_target(tmp_path), "--family", "convnet",
+                "--grid", grid_file(tmp_path, TINY), "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["complete"] and summary["models"] == 3 and summary["elapsed_s"] > 0
+    prof = P.load_profile(out)
+    d = json.loads(out.read_text())
+    assert d["schema"] == P.SCHEMA and d["protocol"]["block"]["min_time_s"] <= 0.05
+    assert d["fingerprint"]["runtime"] == "onnxruntime" and d["overhead_ms"] > 0
+    assert all(m.latency.n >= 20 and m.params > 0 and m.macs > 0 for m in prof.models)
+    assert prof.validation["n_heldout"] == 1  # 3 candidates: 2 calibrate, 1 held out
+    r = run_cli("select", "--profile", out, "--budget-ms", "1000", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["chosen"]["spec"] == TINY[2]
+
+
+def test_killed_run_resumes_without_remeasuring(run_cli, tmp_path):
+    needs_runtime()
+    out = tmp_path / "p.json"
+    specs = TINY + ["convnet:width=8,depth=3,res=8", "convnet:width=16,depth=3,res=8"]
+    grid = grid_file(tmp_path, specs)
+    target = fast_target(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "EDGEKD_DEBUG"}
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd", "profile", "--target", str(target),
+                             "--family", "convnet", "--grid", str(grid), "--out", str(out), "--json"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    stored = {}
+    try:
+        while proc.poll() is None:
+            if out.exists():
+                stored = json.loads(out.read_text())  # always whole: rewritten atomically
+                if stored["entries"]:
+                    break
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert stored.get("entries"), "the profiler wrote no entry before it ended"
+    kept = P.load_profile(out)  # what the killed run left is a valid profile
+    before = {e.get("spec") or e["key"]: e for e in json.loads(out.read_text())["entries"]}
+    assert len(before) == len(kept.models) + len(kept.blocks)
+    r = run_cli("profile", "--target", target, "--family", "convnet", "--grid", grid, "--out", out,
+                "--resume", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert not set(summary["measured"]) & set(before)  # nothing stored was measured again
+    assert set(before) <= set(summary["skipped"])
+    after = {e.get("spec") or e["key"]: e for e in json.loads(out.read_text())["entries"]}
+    for k, e in before.items():
+        assert after[k] == e  # same numbers, same timestamps
+    assert summary["complete"] and set(after) == set(before) | set(summary["measured"]) - {"overhead"}

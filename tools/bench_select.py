@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Does selection under a budget hold up when measured?
+
+For a profile, 10 budgets spread geometrically across its range (from the smallest candidate's
+predicted p90 x (1 + eps) to the largest's); for each, select + verify (measure the pick on the
+profile's target, step down while it misses) and check the verified student's measured p90:
+<= budget in every case, and >= 0.8 x budget in at least 9 of 10. Prints the table and the
+counts. Run it on the machine the profile was measured on.
+
+    python tools/bench_select.py [--profile profiles/ort-cpu-mobilenetv2.json] [--budgets 10]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    root = Path(__file__).resolve().parent.parent
+    ap.add_argument("--profile", action="append", default=None,
+                    help="profile file (repeatable; default: profiles/ort-cpu-mobilenetv2.json)")
+    ap.add_argument("--budgets", type=int, default=10)
+    ap.add_argument("--metric", default="p90", choices=["p50", "p90"])
+    ap.add_argument("--grid-only", action="store_true", help="only the profiled candidates, no derived ones")
+    ap.add_argument("--min-time", type=float, default=None, help="seconds of timing per verification")
+    args = ap.parse_args(argv)
+
+    import numpy as np
+
+    from edgekd.errors import EdgeKDError
+    from edgekd.latency.predict import epsilon
+    from edgekd.latency.profile import check_fingerprint, current_fingerprint, load_profile
+    from edgekd.latency.select import candidates, make_measure, select_student
+    from edgekd.targets import target_from_dict
+
+    paths = [Path(p) for p in (args.profile or [root / "profiles" / "ort-cpu-mobilenetv2.json"])]
+    all_ok = True
+    for path in paths:
+        prof = load_profile(path)
+        target = target_from_dict({k: v for k, v in prof.target.items() if k != "source"})
+        if args.min_time is not None:
+            target = target.model_copy(update={"measure": target.measure.model_copy(
+                update={"min_time_s": args.min_time})})
+        warn = check_fingerprint(prof, current_fingerprint(target))
+        if warn:
+            print(f"# warning: {warn}")
+        eps = epsilon(prof, args.metric)
+        cands = candidates(prof, args.metric, derive=not args.grid_only)
+        lo = min(c.predicted_ms for c in cands) * (1 + eps) * 1.02
+        hi = max(c.predicted_ms for c in cands) * (1 + eps)
+        budgets = np.geomspace(lo, hi, args.budgets)
+        measure = make_measure(prof, args.metric, target=target)
+        print(f"\n{path.name}: {len(cands)} candidates, eps {eps:.1%}, budgets {lo:.3f}..{hi:.3f} ms ({args.metric})")
+        print(f"{'budget ms':>9s}  {'selected':60s} {'pred ms':>8s} {'meas ms':>8s} {'meas/budget':>11s} "
+              f"{'tries':>5s}  verdict")
+        under = tight = 0
+        for b in budgets:
+            try:
+                sel = select_student(prof, float(b), metric=args.metric, derive=not args.grid_only,
+                                     verify=True, measure=measure)
+            except EdgeKDError as exc:
+                print(f"{b:9.3f}  {'-':60s} {'':8s} {'':8s} {'':11s} {'':5s}  error: {exc.one_line()[:80]}")
+                continue
+            c = sel.chosen
+            ratio = c.verified_ms / b
+            ok_under, ok_tight = c.verified_ms <= b, ratio >= 0.8
+            under += ok_under
+            tight += ok_under and ok_tight
+            verdict = "ok" if ok_under and ok_tight else ("loose (<0.8)" if ok_under else "OVER")
+            print(f"{b:9.3f}  {c.spec[:60]:60s} {c.predicted_ms:8.4f} {c.verified_ms:8.4f} {ratio:11.2f} "
+                  f"{len(sel.attempts):5d}  {verdict}")
+        n = len(budgets)
+        ok = under == n and tight >= n - 1
+        all_ok &= ok
+        print(f"# measured {args.metric} <= budget: {under}/{n} (want {n}); >= 0.8 x budget: {tight}/{n} "
+              f"(want >= {n - 1}) -> {'PASS' if ok else 'FAIL'}")
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
