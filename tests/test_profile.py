@@ -70,7 +70,11 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     assert prof.complete and [m.spec for m in prof.models] == TINY[:2]
     keys = [k for m in prof.models for k in m.blocks]
     assert sorted(prof.blocks) == sorted(set(keys))  # each unique block measured once
-    assert len(fake.calls) == 1 + len(set(keys)) + 2 == len(run.measured)
+    assert len(run.measured) == 1 + len(set(keys)) + 2
+    # overhead once; each block alone and as replicated copies; each model
+    assert [n for n, _ in fake.calls].count("block") == [n for n, _ in fake.calls].count("cold") == len(set(keys))
+    assert len(fake.calls) == 1 + 2 * len(set(keys)) + 2
+    assert all(b.latency_cold is not None and b.copies >= 2 for b in prof.blocks.values())
     assert prof.overhead is not None and prof.calibration["p50"]["a"] > 0
     before = {m.spec: m.to_dict() for m in prof.models}
     # resume with one more candidate: only it and its new blocks are measured
@@ -80,7 +84,7 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     prof2 = P.load_profile(out)
     assert TINY[2] in run2.measured and not set(run2.measured) & set(before)
     assert not set(run2.measured) & set(prof.blocks) and "overhead" in run2.skipped
-    assert len(fake.calls) == len(run2.measured)
+    assert len(fake.calls) == 2 * len(run2.measured) - 1  # blocks twice, one model
     for spec, d in before.items():
         assert prof2.model(spec).to_dict() == d  # stored entries are untouched
     assert prof2.complete and prof2.validation["n_heldout"] == 1
