@@ -29,6 +29,10 @@ _API: dict[str, str] = {
     "LatencyStats": "latency.stats:LatencyStats",
     "measure_latency": "latency.measure:measure_latency",
     "bench": "latency.measure:bench",
+    "load_profile": "latency.profile:load_profile",
+    "profile_family": "latency.profile:profile_family",
+    "predict_latency": "latency.predict:predict",
+    "select_student": "latency.select:select_student",
     # remote targets (SSH) and target checks
     "remote_bench": "remote.ops:remote_bench",
     "run_remote_edgekd": "remote.ops:run_edgekd",

@@ -54,10 +54,17 @@ class FakeMeasure:
                            warmup_iters=10, warmup_s=0.0), env
 
 
+    def block(self, module, shape, target, settings, work_dir, copies):
+        hot, env = self(module, shape, target, settings, work_dir, "block")
+        cold, _ = self(module, shape, target, settings, work_dir, "cold")
+        return hot, LatencyStats.from_samples(cold.samples_ms * 1.5), env
+
+
 @pytest.fixture
 def fake(monkeypatch):
     f = FakeMeasure()
     monkeypatch.setattr(P, "measure_module", f)
+    monkeypatch.setattr(P, "measure_block", f.block)
     monkeypatch.setattr(edgekd.backends, "require_backend", lambda t: None)
     return f
 

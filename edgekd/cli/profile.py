@@ -23,7 +23,7 @@ from .common import emit_json, json_option, resolve_target
 @click.option("--min-time", "min_time_s", type=float, default=None,
               help="Minimum seconds of timing per whole model (target default: 1).")
 @click.option("--block-min-time", "block_min_time_s", type=float, default=None,
-              help="Minimum seconds of timing per block (default: 0.3, or --min-time if shorter).")
+              help="Minimum seconds of timing per block (default: 0.25, or --min-time if shorter).")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Where to keep exported files while measuring (default: a temporary directory).")
 @json_option

@@ -25,8 +25,8 @@ from .stats import LatencyStats
 SCHEMA = "edgekd.profile/v1"
 GRID_NAMES = ("small", "default")
 # Blocks are many and short: they get a shorter protocol than whole models (stored in the file).
-BLOCK_WARMUP_S = 0.2
-BLOCK_MIN_TIME_S = 0.3
+BLOCK_WARMUP_S = 0.1
+BLOCK_MIN_TIME_S = 0.25
 
 
 def _now() -> str:
@@ -283,17 +283,26 @@ def measure_module(module, sample_shape: tuple, target, settings, work_dir: Path
 
     Returns (Measurement, environment fingerprint).
     """
+    return measure_onnx(_export(module, sample_shape, target, work_dir, name), sample_shape, target,
+                        settings, work_dir / name)
+
+
+def _export(module, sample_shape: tuple, target, work_dir: Path, name: str) -> Path:
     import torch
 
-    from ..backends.resolve import open_model
     from ..export import export_onnx
-    from .measure import environment_fingerprint, make_inputs, measure_session
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    module = module.eval()
     sample = torch.zeros((target.batch, *sample_shape), dtype=torch.float32)
-    onnx_path = export_onnx(module, sample, work_dir / f"{name}.onnx")
-    opened = open_model(onnx_path, target, work_dir=work_dir / name, sample_shape=tuple(sample_shape))
+    return export_onnx(module.eval(), sample, work_dir / f"{name}.onnx")
+
+
+def measure_onnx(onnx_path: Path, sample_shape: tuple, target, settings, work_dir: Path):
+    """Open an ONNX file on ``target`` and measure it: (Measurement, environment fingerprint)."""
+    from ..backends.resolve import open_model
+    from .measure import environment_fingerprint, make_inputs, measure_session
+
+    opened = open_model(onnx_path, target, work_dir=work_dir, sample_shape=tuple(sample_shape))
     try:
         shape = tuple(opened.input_shape)
         inputs = make_inputs(opened.session, shape)
@@ -341,19 +350,55 @@ def cold_copies(sig: Mapping) -> int:
     return max(2, min(MAX_COPIES, math.ceil(2 * l2_bytes() / weight_bytes)))
 
 
-def _Replicated(blocks):
-    """Copies of one block, each with its own weights, all reading the same input."""
-    import torch
+def replicate_onnx(src: Path, dst: Path, copies: int, seed: int = 0) -> Path:
+    """``copies`` copies of a one-input graph, each with its own (slightly perturbed, so no
+    runtime merges them) weights, all reading the same input; one output per copy."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
 
-    class Replicated(torch.nn.Module):
-        def __init__(self, mods):
-            super().__init__()
-            self.copies = torch.nn.ModuleList(mods)
+    model = onnx.load(str(src))
+    g = model.graph
+    shared = {i.name for i in g.input} | {""}
+    nodes, inits, outputs = list(g.node), list(g.initializer), list(g.output)
+    rng = np.random.default_rng(seed)
+    for r in range(1, copies):
+        def ren(name: str) -> str:
+            return name if name in shared else f"{name}__copy{r}"
 
-        def forward(self, x):
-            return tuple(b(x) for b in self.copies)
+        for init in inits:
+            arr = numpy_helper.to_array(init)
+            if arr.dtype.kind == "f" and arr.size > 1:
+                arr = (arr * (1 + 1e-3 * rng.standard_normal(arr.shape))).astype(arr.dtype)
+            g.initializer.append(numpy_helper.from_array(arr, ren(init.name)))
+        for node in nodes:
+            n2 = onnx.NodeProto()
+            n2.CopyFrom(node)
+            n2.name = ren(node.name) if node.name else ""
+            del n2.input[:]
+            n2.input.extend(ren(x) for x in node.input)
+            del n2.output[:]
+            n2.output.extend(ren(x) for x in node.output)
+            g.node.append(n2)
+        for out in outputs:
+            o2 = onnx.ValueInfoProto()
+            o2.CopyFrom(out)
+            o2.name = ren(out.name)
+            g.output.append(o2)
+    onnx.save(model, str(dst))
+    return dst
 
-    return Replicated(blocks)
+
+def measure_block(module, sample_shape: tuple, target, settings, work_dir: Path, copies: int):
+    """A block alone (weights stay in cache) and as ``copies`` replicas run back to back
+    (weights from beyond L2): (hot Measurement, cold LatencyStats per copy, environment)."""
+    path = _export(module, sample_shape, target, work_dir, "block")
+    hot, env = measure_onnx(path, sample_shape, target, settings, work_dir / "hot")
+    rep = replicate_onnx(path, work_dir / "cold.onnx", copies)
+    mc, _ = measure_onnx(rep, sample_shape, target, settings, work_dir / "cold")
+    cold = LatencyStats.from_samples(mc.samples_ms / copies, warmup=mc.stats.warmup,
+                                     confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
+    return hot, cold, env
 
 
 @dataclass
@@ -465,13 +510,8 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 lat = m.stats.p50
             elif what == "block":
                 module, shape = build_block(sig)
-                m, env = measure_module(module, tuple(shape), target, block_settings, wd, "block")
                 copies = cold_copies(sig)
-                mc, _ = measure_module(_Replicated([build_block(sig)[0] for _ in range(copies)]), tuple(shape),
-                                       target, block_settings, wd, "cold")
-                cold = LatencyStats.from_samples(mc.samples_ms / copies, warmup=mc.stats.warmup,
-                                                 confidence=block_settings.confidence,
-                                                 unstable_iqr=block_settings.unstable_iqr)
+                m, cold, env = measure_block(module, tuple(shape), target, block_settings, wd, copies)
                 prof.blocks[name] = BlockEntry(key=name, signature=_jsonable(sig), latency=m.stats,
                                                input_shape=tuple(shape), measured_at=_now(),
                                                latency_cold=cold, copies=copies)
