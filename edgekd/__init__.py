@@ -65,6 +65,13 @@ _API: dict[str, str] = {
     "export_onnx": "export:export_onnx",
     "check_parity": "export:check_parity",
     "export_for_target": "export:export_for_target",
+    # one-shot pipeline, verification, reports
+    "CompressConfig": "pipeline:CompressConfig",
+    "compress": "pipeline:compress",
+    "make_plan": "pipeline:make_plan",
+    "verify_artifact": "verify:verify_artifact",
+    "VerifyReport": "verify:VerifyReport",
+    "write_reports": "report:write_reports",
     # student models
     "StudentConfig": "models:StudentConfig",
     "parse_spec": "models:parse_spec",

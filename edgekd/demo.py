@@ -95,6 +95,12 @@ def run_demo(out: "str | Path", *, resume: bool = False, force: bool = False, dr
     continues with the very settings it started with."""
     from .pipeline import compress, make_plan, read_state
 
+    if not os.environ.get("OMP_NUM_THREADS"):
+        import torch
+
+        # One intra-op thread: on 2 shared cores torch's default pool thrashes on these small
+        # models; the targets measure with their own thread counts (threads: 1 in targets/*.yaml).
+        torch.set_num_threads(1)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     target = demo_target()
