@@ -315,3 +315,18 @@ def test_cli_wrong_shape_exit_2_names_both_shapes(run_cli, tmp_path):
                 "--out", tmp_path / "o")
     assert r.returncode == 2, r.stderr
     assert "1, 16, 16" in r.stderr and "3, 16, 16" in r.stderr
+
+
+@pytest.mark.openvino
+@pytest.mark.slow
+def test_cli_openvino_json_force_keeps_and_stdout_is_one_json(run_cli, tmp_path):
+    model = tiny_conv_onnx(tmp_path / "m.onnx", batch=1, hw=16, classes=10)
+    out = tmp_path / "o"
+    r = run_cli("quantize", model, "--target", "openvino-cpu-int8", "--data", "digits", "--calib-size", "32",
+                "--val-size", "40", "--max-drop", "0.05", "--rounds", "1", "--force", "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)  # NNCF's log lines must not land on stdout
+    assert d["kept"] is True and d["target"] == "openvino-cpu-int8" and d["fp32"]["target"] == "openvino-cpu"
+    assert d["val_samples"] == 40 and d["calib_samples"] == 32
+    assert (out / "m.int8.xml").is_file() and (out / "m.int8.bin").is_file()
+    assert (out / "m.int8.quant.json").is_file()

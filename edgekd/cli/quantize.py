@@ -100,13 +100,16 @@ def _model_to_onnx(model: str, tmp):
         from ..export import export_onnx
         from ..models.checkpoint import load_checkpoint
 
+        import numpy as np
+
         module, meta = load_checkpoint(p)
-        shape = tuple(meta.get("input_shape") or ()) if isinstance(meta, dict) else ()
+        shape = tuple(meta.get("input_shape") or ())
+        if len(shape) != 3:
+            raise BadInputError(f"checkpoint {p} does not record its input shape (C, H, W)",
+                                hint="export it with `edgekd export` and quantize the .onnx file")
         out = tmp / f"{p.stem}.onnx"
-        if shape:
-            export_onnx(module, out, input_shape=shape)
-        else:
-            export_onnx(module, out)
+        export_onnx(module, np.zeros((1, *shape), np.float32), out,
+                    metadata={"edgekd.spec": str(meta.get("spec", ""))})
         return out
     raise BadInputError(f"cannot quantize '{p.name}'", hint="give an .onnx file or an edgekd .pt checkpoint")
 
@@ -154,7 +157,7 @@ def _print_table(r, model: str, err: bool = False) -> None:
     acc = lambda v: "n/a" if v is None else f"{v * 100:.2f}%"  # noqa: E731
     t.add_row("params", _fmt(r.fp32.params, ","), _fmt(r.int8.params, ","), "")
     t.add_row("accuracy (top-1)", acc(r.fp32.accuracy), acc(r.int8.accuracy),
-              "n/a" if r.accuracy_drop is None else f"{-r.accuracy_drop * 100:+.2f} pt")
+              "n/a" if r.accuracy_drop is None else f"{-r.accuracy_drop * 100 + 0.0:+.2f} pt")
     t.add_row("p50 ms", _fmt(r.fp32.p50, ".4f"), _fmt(r.int8.p50, ".4f"), _fmt(r.p50_ratio, ".3f"))
     t.add_row("p90 ms", _fmt(r.fp32.p90, ".4f"), _fmt(r.int8.p90, ".4f"),
               _fmt(1 / r.speedup_p90 if r.speedup_p90 else None, ".3f"))

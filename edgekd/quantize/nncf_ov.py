@@ -77,6 +77,20 @@ def top1_validation_fn(compiled_model, items: Iterable[tuple[np.ndarray, np.ndar
     return acc, per_item
 
 
+@contextlib.contextmanager
+def _nncf_logs_to_stderr():
+    """NNCF's logger writes to the stdout it saw at import; keep stdout clean for --json."""
+    moved = []
+    for h in logging.getLogger("nncf").handlers:
+        if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.__stdout__:
+            moved.append((h, h.setStream(sys.stderr)))
+    try:
+        yield
+    finally:
+        for h, old in moved:
+            h.setStream(old)
+
+
 def save_ir_atomic(ov, model, out_xml: "str | Path") -> Path:
     """Save an openvino.Model as IR: .bin renamed into place first, then .xml."""
     out_xml = Path(out_xml)
@@ -120,7 +134,7 @@ def quantize_openvino(onnx_or_xml_path: "str | Path", out_xml: "str | Path",
     # subset_size counts dataset items (batches); cap it at what there is.
     subset = max(1, min(subset_size, len(batches)))
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), _nncf_logs_to_stderr():
             if max_drop is None:
                 qmodel = nncf.quantize(model, dataset, preset=preset_enum, subset_size=subset,
                                        fast_bias_correction=fast_bias_correction)
