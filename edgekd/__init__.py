@@ -65,6 +65,12 @@ _API: dict[str, str] = {
     "export_onnx": "export:export_onnx",
     "check_parity": "export:check_parity",
     "export_for_target": "export:export_for_target",
+    # quantization
+    "quantize_for_target": "quantize:quantize_for_target",
+    "quantize_model": "quantize:quantize_model",
+    "quantize_onnx_static": "quantize.ort:quantize_onnx_static",
+    "quantize_openvino": "quantize.nncf_ov:quantize_openvino",
+    "QuantReport": "quantize.evaluate:QuantReport",
     # one-shot pipeline, verification, reports
     "CompressConfig": "pipeline:CompressConfig",
     "compress": "pipeline:compress",
