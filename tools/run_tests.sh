@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
+bash tools/setup_system.sh
 VPY="${VIRTUAL_ENV:-.venv}/bin/python"
 exec "$VPY" -m pytest tests "$@"
