@@ -96,3 +96,20 @@ def test_calibration_roundtrip():
     c = Calibration(metric="p90", a=1.5, b=0.25, specs=("x", "y"), residual_ms=0.01)
     assert Calibration.from_dict(c.to_dict()) == c
     assert c.apply(2.0) == pytest.approx(3.25)
+
+
+def test_block_cost_blends_hot_and_cold_by_weight_bytes():
+    from edgekd.latency.predict import block_sum_ms, cold_fraction
+
+    prof = Profile(target={"name": "t", "precision": "fp32"}, family="fam", protocol={"l2_bytes": 1000})
+    prof.overhead = const(0.0)
+    prof.blocks["S"] = BlockEntry(key="S", signature={"params": 50}, latency=const(1.0),
+                                  latency_cold=const(2.0))  # 200 bytes
+    prof.blocks["L"] = BlockEntry(key="L", signature={"params": 200}, latency=const(1.0),
+                                  latency_cold=const(3.0))  # 800 bytes
+    assert cold_fraction(prof, ["S", "S"]) == 0.0  # 400 B <= L2/2: hot
+    assert block_sum_ms(prof, ["S", "S"], "p50") == pytest.approx(2.0)
+    assert cold_fraction(prof, ["S", "S", "S"]) == pytest.approx(0.2)  # 600 B: (600-500)/500
+    assert block_sum_ms(prof, ["S", "S", "S"], "p50") == pytest.approx(3 * (0.8 * 1.0 + 0.2 * 2.0))
+    assert cold_fraction(prof, ["L", "S"]) == 1.0  # 1000 B >= L2: cold
+    assert block_sum_ms(prof, ["L", "S"], "p50") == pytest.approx(5.0)

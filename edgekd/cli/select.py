@@ -76,7 +76,7 @@ def _print_table(sel) -> None:
     for col, just in (("spec", "left"), ("params", "right"), ("MMACs", "right"),
                       (f"predicted {sel.metric} ms", "right"), (f"profiled {sel.metric} ms", "right"),
                       ("verified ms", "right"), ("", "left")):
-        t.add_column(col, justify=just)
+        t.add_column(col, justify=just, no_wrap=True)
     for c in sel.neighbours(3):
         mark = "[bold green]selected[/]" if c.spec == sel.chosen.spec else ("fits" if c.fits else "over")
         if c.derived:
@@ -84,7 +84,9 @@ def _print_table(sel) -> None:
         t.add_row(c.spec, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.predicted_ms:.4f}",
                   "" if c.measured_ms is None else f"{c.measured_ms:.4f}",
                   "" if c.verified_ms is None else f"{c.verified_ms:.4f}", mark)
-    con = Console()
+    import sys
+
+    con = Console() if sys.stdout.isatty() else Console(width=200)
     con.print(t)
     con.print(f"selected: [bold]{sel.chosen.spec}[/] ({sel.chosen.params:,} params)"
               + (f", measured {sel.chosen.verified_ms:.4f} ms" if sel.chosen.verified_ms is not None else ""))

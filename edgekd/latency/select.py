@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import BadInputError, VerdictError
-from .predict import METRICS, epsilon, predict_blocks
+from .predict import FEATURE, METRICS, block_sum_ms, epsilon, predict_blocks
 from .profile import Profile
 
 
@@ -108,20 +108,27 @@ def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str]
         out.append(Candidate(spec=m.spec, params=m.params, macs=m.macs,
                              predicted_ms=predict_blocks(profile, m.blocks, metric),
                              measured_ms=m.latency.metric(metric)))
-    more = list(extra_specs) + (derived_specs(profile) if derive else [])
-    if more:
+    if extra_specs or derive:
         from ..models import block_signatures, parse_spec
 
         have = {c.spec for c in out}
-        for s in more:
+        seen = {tuple(m.blocks) for m in profile.models}
+        # derived variants only inside the calibrated range (no extrapolation of the fit)
+        xs = [block_sum_ms(profile, m.blocks, FEATURE) for m in profile.models]
+        lo, hi = (min(xs), max(xs)) if xs else (0.0, 0.0)
+        for s, is_extra in [(x, True) for x in extra_specs] + [(x, False) for x in
+                                                                (derived_specs(profile) if derive else [])]:
             spec = parse_spec(s).spec
-            if spec in have:
-                continue
             sigs = block_signatures(spec, profile.in_channels, num_classes=profile.num_classes)
+            keys = tuple(g["key"] for g in sigs)
+            if spec in have or (not is_extra and (keys in seen or
+                                                  not lo <= block_sum_ms(profile, keys, FEATURE) <= hi)):
+                continue
             out.append(Candidate(spec=spec, params=sum(int(g["params"]) for g in sigs),
                                  macs=sum(int(g["macs"]) for g in sigs), derived=True,
-                                 predicted_ms=predict_blocks(profile, [g["key"] for g in sigs], metric)))
+                                 predicted_ms=predict_blocks(profile, keys, metric)))
             have.add(spec)
+            seen.add(keys)
     if not out:
         raise BadInputError(f"profile {profile.label} has no candidates",
                             hint="complete it with `edgekd profile --resume`")
