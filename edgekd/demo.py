@@ -104,6 +104,14 @@ def run_demo(out: "str | Path", *, resume: bool = False, force: bool = False, dr
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     target = demo_target()
+    cached = cache_dir() / f"demo-teacher-{teacher_key()}" / "teacher.pt"
+    if dry_run and not cached.is_file():
+        info = {"teacher": str(cached), "target": target, "budget_ms": None}
+        echo(f"demo plan: train {TEACHER_SPEC} on {DATA} at {RESOLUTION}px ({TEACHER_TRAIN['epochs']} epochs) "
+             f"into {cached}; measure it on {target}; compress it to {BUDGET_FRACTION:g}x its p90 with "
+             f">= {ACCURACY_FRACTION:.0%} of its accuracy ({STUDENT_FAMILY} students, '{STUDENT_GRID}' grid, "
+             f"{STUDENT_EPOCHS} epochs of kd)")
+        return None, info
     teacher, trained = demo_teacher(echo, show)
     timings["teacher_s"] = time.perf_counter() - t0
     from .models.checkpoint import read_checkpoint

@@ -374,6 +374,9 @@ def _stage_select(ctx: _Context) -> dict:
         sel = select_student(_only(profile, at_res), fast.latency.metric(cfg.metric) * 10, metric=cfg.metric)
         sel = _force_choice(sel, fast.spec, cfg.budget_ms)
         needs, note = True, exc.one_line()
+    if parse_spec(sel.chosen.spec).res != res:
+        raise BadInputError(f"the selection picked {sel.chosen.spec}, not a {res}px student",
+                            hint="pass --student SPEC at the data's resolution")
     return {"spec": sel.chosen.spec, "source": "profile", "profile": str(prof_path),
             "selection": sel.to_dict(), "needs_pruning": needs, "note": note}
 

@@ -90,7 +90,7 @@ def compress_cmd(teacher, teacher_weights, trust_pickle, data, resolution, targe
                                 dry_run=dry_run, show=show, echo=echo)
         if dry_run:
             if as_json:
-                emit_json({"plan": result.to_dict(), "demo": info})
+                emit_json({"plan": result.to_dict() if result is not None else None, "demo": info})
             return
         _finish(result, as_json)
         return
