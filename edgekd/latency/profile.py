@@ -343,11 +343,18 @@ MAX_COPIES = 16
 
 
 def cold_copies(sig: Mapping) -> int:
-    """How many copies of a block to run so their weights together exceed twice the L2 cache."""
+    """How many copies of a block to run so that their weights together exceed twice the L2
+    cache while their activations stay within half of it (in a whole model activations are
+    reused, only weights are many); 0: no cold measurement (the block then counts hot)."""
     import math
 
+    l2 = l2_bytes()
     weight_bytes = max(4 * int(sig.get("params", 0) or 0), 1)
-    return max(2, min(MAX_COPIES, math.ceil(2 * l2_bytes() / weight_bytes)))
+    shape_in, shape_out = sig.get("in_shape") or (), sig.get("out_shape") or ()
+    hw = math.prod(shape_in[1:]) if len(shape_in) > 1 else 1
+    act_bytes = 4 * (math.prod(shape_in) + math.prod(shape_out) + int(sig.get("hidden", 0) or 0) * hw)
+    n = min(MAX_COPIES, math.ceil(2 * l2 / weight_bytes), int(0.5 * l2 // max(act_bytes, 1)))
+    return n if n >= 2 else 0
 
 
 def replicate_onnx(src: Path, dst: Path, copies: int, seed: int = 0) -> Path:
@@ -391,9 +398,11 @@ def replicate_onnx(src: Path, dst: Path, copies: int, seed: int = 0) -> Path:
 
 def measure_block(module, sample_shape: tuple, target, settings, work_dir: Path, copies: int):
     """A block alone (weights stay in cache) and as ``copies`` replicas run back to back
-    (weights from beyond L2): (hot Measurement, cold LatencyStats per copy, environment)."""
+    (weights from beyond L2): (hot Measurement, cold LatencyStats per copy or None, environment)."""
     path = _export(module, sample_shape, target, work_dir, "block")
     hot, env = measure_onnx(path, sample_shape, target, settings, work_dir / "hot")
+    if copies < 2:
+        return hot, None, env
     rep = replicate_onnx(path, work_dir / "cold.onnx", copies)
     mc, _ = measure_onnx(rep, sample_shape, target, settings, work_dir / "cold")
     cold = LatencyStats.from_samples(mc.samples_ms / copies, warmup=mc.stats.warmup,
@@ -452,7 +461,8 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                                                      "warmup_s": min(BLOCK_WARMUP_S, model_settings.warmup_s)})
     protocol = {"model": model_settings.model_dump(), "block": block_settings.model_dump(),
                 "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, then the model",
-                "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2 (max {MAX_COPIES})",
+                "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2, activations "
+                               f"within L2/2 (max {MAX_COPIES}; fewer than 2: none)",
                 "l2_bytes": l2_bytes()}
 
     if out.exists() and not resume:
