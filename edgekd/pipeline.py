@@ -164,6 +164,10 @@ def make_plan(cfg: CompressConfig) -> Plan:
 
     target = load_target(cfg.target)
     require_backend(target)
+    tp = Path(cfg.teacher).expanduser()
+    if not cfg.teacher.startswith("py:") and not tp.is_file() and ("/" in cfg.teacher or tp.suffix in (
+            ".pt", ".pth", ".ts", ".pt2", ".onnx")):
+        raise BadInputError(f"teacher file '{cfg.teacher}' does not exist", hint="check the path")
     resolution = cfg.resolution or (parse_spec(cfg.student).res if cfg.student != "auto" else None) \
         or _teacher_resolution(cfg)
     int8_target, final = None, target
