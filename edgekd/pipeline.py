@@ -47,7 +47,7 @@ class CompressConfig(BaseModel):
     metric: Literal["p50", "p90"] = "p90"
     student: str = "auto"
     family: str = "auto"
-    grid: str = "default"
+    grid: str = "small"
     loss: str = "kd"
     prune: Literal["auto", "off"] = "auto"
     quantize: Literal["int8", "fp16", "off"] = "off"

@@ -40,8 +40,8 @@ def _finish(result, as_json: bool) -> None:
               help="'auto' (select from the target's profile) or a student spec.")
 @click.option("--family", default="auto", show_default=True,
               help="Student family for --student auto ('auto': one with a profile here, else convnet).")
-@click.option("--grid", default="default", show_default=True,
-              help="Grid to profile when no profile applies (small|default).")
+@click.option("--grid", default="small", show_default=True,
+              help="Grid to profile when no profile applies: small, default or a file of specs.")
 @click.option("--loss", default="kd", show_default=True, help="Distillation loss (see KD_METHODS.md).")
 @click.option("--prune", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
               help="Prune when the budget needs it (not available yet: recorded as skipped).")
