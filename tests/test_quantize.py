@@ -10,7 +10,7 @@ import pytest
 from edgekd.errors import BadInputError, RuntimeMissingError, VerdictError
 
 
-def tiny_conv_onnx(path, *, batch=None, c=1, hw=8, classes=4, seed=0):
+def tiny_conv_onnx(path, *, batch=None, c=1, hw=8, classes=4, seed=0, depthwise=False):
     """Conv-ReLU-Conv-ReLU-GAP-Gemm with fixed random weights, built directly as ONNX."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -19,10 +19,15 @@ def tiny_conv_onnx(path, *, batch=None, c=1, hw=8, classes=4, seed=0):
     weights = {"w1": rng.standard_normal((8, c, 3, 3)) * 0.5, "b1": rng.standard_normal(8) * 0.1,
                "w2": rng.standard_normal((16, 8, 3, 3)) * 0.2, "b2": rng.standard_normal(16) * 0.1,
                "w3": rng.standard_normal((classes, 16)) * 0.5, "b3": rng.standard_normal(classes) * 0.1}
+    if depthwise:
+        weights["wd"], weights["bd"] = rng.standard_normal((8, 1, 3, 3)) * 0.5, rng.standard_normal(8) * 0.1
     inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()]
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1" if not depthwise else "r0"])]
+    if depthwise:
+        nodes += [helper.make_node("Conv", ["r0", "wd", "bd"], ["cd"], pads=[1, 1, 1, 1], group=8),
+                  helper.make_node("Relu", ["cd"], ["r1"])]
+    nodes += [helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
@@ -150,6 +155,28 @@ def test_openvino_nncf_inserts_fake_quantize_and_agrees(tmp_path, x_val):
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
     assert count_fake_quantize(xml) > 0
     assert (ov_top1(fixed, x_val) == ov_top1(xml, x_val)).mean() >= 0.9
+
+
+@pytest.mark.openvino
+def test_openvino_depthwise_weights_are_folded_to_int8(tmp_path):
+    """Grouped-conv weights must reach the CPU plugin as int8 constants, not a FakeQuantize,
+    or every depthwise conv runs in f32 (the ONNX file is read with convert_model for this)."""
+    import openvino as ov
+
+    from edgekd.quantize.nncf_ov import quantize_openvino
+
+    m = tiny_conv_onnx(tmp_path / "dw.onnx", batch=1, depthwise=True)
+    xml = quantize_openvino(m, tmp_path / "dw.int8.xml", calib_batches(), subset_size=32)
+    model = ov.Core().read_model(str(xml))
+    groups = [op for op in model.get_ops() if op.get_type_name() == "GroupConvolution"]
+    assert groups
+    for op in groups:
+        node = op.input(1).get_source_output().get_node()
+        seen = []
+        while node.get_type_name() != "Constant":
+            seen.append(node.get_type_name())
+            node = node.input(0).get_source_output().get_node()
+        assert "FakeQuantize" not in seen and str(node.get_element_type()) in ("<Type: 'int8_t'>", "i8")
 
 
 @pytest.mark.openvino

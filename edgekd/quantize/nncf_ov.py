@@ -46,9 +46,15 @@ def _read_model(ov, path: Path):
         raise BadInputError(f"cannot quantize '{path.name}' for OpenVINO",
                             hint="give an .onnx or OpenVINO .xml file")
     try:
+        if path.suffix.lower() == ".onnx":
+            # convert_model runs OpenVINO's front-end transformations (constant folding among
+            # them); Core.read_model leaves grouped-conv weights behind a Reshape, NNCF then keeps
+            # their FakeQuantize un-folded and the CPU plugin runs every depthwise conv in f32.
+            return ov.convert_model(str(path))
         return ov.Core().read_model(str(path))
-    except RuntimeError as exc:
-        raise BadInputError(f"OpenVINO cannot read {path}: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # noqa: BLE001 - ovc raises its own Error classes, not RuntimeError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise BadInputError(f"OpenVINO cannot read {path}: {first}") from exc
 
 
 def _model_input_shape(model) -> tuple:
