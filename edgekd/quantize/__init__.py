@@ -176,6 +176,10 @@ def quantize_model(onnx_path: "str | Path", target: "str | TargetSpec", out_dir:
                              calib_samples=int(sum(len(b) for b in calib)), fp32=fp32, int8=int8,
                              forced=force, val_samples=len(x_val))
         problems = _problems(report, max_drop)
+        for side in (fp32, int8):
+            if side.stats is not None and side.stats.unstable:
+                report.notes.append(f"{side.target} latency was unstable (IQR/median "
+                                    f"{side.stats.iqr_over_median:.2f}); rerun on a quieter machine")
         if problems and not force:
             err = VerdictError(f"{'; '.join(problems)}; the INT8 model was not kept",
                                hint="pass --force (force=True) to keep it anyway")
