@@ -109,7 +109,10 @@ def test_block_cost_blends_hot_and_cold_by_weight_bytes():
                                   latency_cold=const(3.0))  # 800 bytes
     assert cold_fraction(prof, ["S", "S"]) == 0.0  # 400 B <= L2/2: hot
     assert block_sum_ms(prof, ["S", "S"], "p50") == pytest.approx(2.0)
-    assert cold_fraction(prof, ["S", "S", "S"]) == pytest.approx(0.2)  # 600 B: (600-500)/500
-    assert block_sum_ms(prof, ["S", "S", "S"], "p50") == pytest.approx(3 * (0.8 * 1.0 + 0.2 * 2.0))
-    assert cold_fraction(prof, ["L", "S"]) == 1.0  # 1000 B >= L2: cold
-    assert block_sum_ms(prof, ["L", "S"], "p50") == pytest.approx(5.0)
+    assert cold_fraction(prof, ["S", "S", "S"]) == pytest.approx(0.1)  # 600 B: (600-500)/1000
+    assert block_sum_ms(prof, ["S", "S", "S"], "p50") == pytest.approx(3 * (0.9 * 1.0 + 0.1 * 2.0))
+    assert cold_fraction(prof, ["L", "L"]) == 1.0  # 1600 B >= 1.5 x L2: cold
+    assert block_sum_ms(prof, ["L", "L"], "p50") == pytest.approx(6.0)
+    # activations count too: twice the largest block working set (here 4 * (8 + 8) bytes)
+    prof.blocks["S"].signature.update(in_shape=[2, 2, 2], out_shape=[2, 2, 2])
+    assert cold_fraction(prof, ["S", "S", "S"]) == pytest.approx((600 + 128 - 500) / 1000)

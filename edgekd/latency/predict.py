@@ -9,8 +9,8 @@ A block's cost depends on where its weights are when it runs. Measured alone, it
 in the core's L2 cache between runs ("hot", less the runtime's per-inference overhead measured
 on a trivial model); measured as several copies with their own weights, run back to back, its
 weights come from beyond L2 ("cold", per copy). In a whole model the weights of all blocks
-share L2: a model whose weights fit in half of L2 runs its blocks hot, one whose weights exceed
-L2 runs them cold, and in between the cost is interpolated linearly in the weight bytes. The other whole-model
+share L2: a model whose footprint (weights + activations) fits in half of L2 runs its blocks
+hot, one above 1.5 x L2 runs them cold, and in between the cost is interpolated linearly. The other whole-model
 measurements are held out and give the validation stored in the profile: the fraction within
 +-10% of the measured value and the 95th percentile of the relative error.
 
@@ -102,12 +102,25 @@ def net_block_ms(profile: "Profile", key: str, metric: str) -> float:
     return max(block.latency.metric(metric) - overhead, 0.0)
 
 
-def cold_fraction(profile: "Profile", block_keys: Sequence[str]) -> float:
-    """0 when the model's weights fit in half of L2, 1 when they exceed L2, linear in between."""
-    l2 = float((profile.protocol or {}).get("l2_bytes") or DEFAULT_L2_BYTES)
+def footprint_bytes(profile: "Profile", block_keys: Sequence[str]) -> float:
+    """What a model keeps in cache across one inference: all its weights plus twice the largest
+    activation working set of one block (input, expanded hidden, output)."""
     per = BYTES_PER_WEIGHT.get(str(profile.target.get("precision", "fp32")), 4)
-    weight_bytes = per * sum(int(profile.blocks[k].signature.get("params", 0) or 0) for k in block_keys)
-    return min(max((weight_bytes - 0.5 * l2) / (0.5 * l2), 0.0), 1.0)
+    weights = act = 0
+    for k in block_keys:
+        sig = profile.blocks[k].signature
+        weights += int(sig.get("params", 0) or 0)
+        i, o = sig.get("in_shape") or (), sig.get("out_shape") or ()
+        a = (math.prod(i) if i else 0) + (math.prod(o) if o else 0) + int(sig.get("hidden", 0) or 0) * (
+            math.prod(i[1:]) if len(i) > 1 else 0)
+        act = max(act, a)
+    return float(per * weights + 2 * 4 * act)
+
+
+def cold_fraction(profile: "Profile", block_keys: Sequence[str]) -> float:
+    """0 when the model's footprint fits in half of L2, 1 from 1.5 x L2, linear in between."""
+    l2 = float((profile.protocol or {}).get("l2_bytes") or DEFAULT_L2_BYTES)
+    return min(max((footprint_bytes(profile, block_keys) - 0.5 * l2) / l2, 0.0), 1.0)
 
 
 def block_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
