@@ -429,7 +429,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
                 for group in opt.param_groups:
                     group["lr"] = lr
                 out = student(x)
-                loss, parts = criterion(out, t_logits, y, e + 1)
+                loss, parts = criterion(out, t_logits, y, e)  # epochs counted from 0 (criterion contract)
                 if not torch.isfinite(loss):
                     raise BadInputError(f"the loss became {float(loss)} at epoch {e + 1} batch "
                                         f"{b + 1}", hint=f"lower --lr (now {config.lr})")
