@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -305,11 +306,17 @@ def test_profile_two_devices_in_parallel(lab, tmp_path, capsys):
     grid = tmp_path / "grid.txt"
     grid.write_text("convnet:width=8,depth=2,res=16\n")
     ta, tb = lab.target("pa", lab.port_a, device="dev-a"), lab.target("pb", lab.port_b, device="dev-b")
-    seen: dict[str, list[float]] = {"pa": [], "pb": []}
+    # Each device's thread waits at a barrier on its first measured entry: only runs that are
+    # really concurrent both get through (a sequential run would break the barrier).
+    barrier, met = threading.Barrier(2), {}
 
     def on_event(name, ev):
-        if ev.kind == "measured":
-            seen[name].append(time.monotonic())
+        if ev.kind == "measured" and name not in met:
+            try:
+                barrier.wait(timeout=120)
+                met[name] = True
+            except threading.BrokenBarrierError:
+                met[name] = False
 
     out = tmp_path / "prof-{target}.json"
     runs = profile_targets([ta, tb], "convnet", out=out, grid=str(grid), min_time_s=0.02,
@@ -319,8 +326,7 @@ def test_profile_two_devices_in_parallel(lab, tmp_path, capsys):
         d = json.loads(r.out.read_text())
         assert d["fingerprint"]["host"] == host and d["complete"]
         assert r.run.measured and r.run.measured[-1] == "convnet:width=8,depth=2,res=16"
-    # both devices were busy at the same time
-    assert min(seen["pa"]) < max(seen["pb"]) and min(seen["pb"]) < max(seen["pa"])
+    assert met == {"pa": True, "pb": True}  # both devices were busy at the same time
 
     # the CLI helper, resuming both: nothing left to measure, JSON summary, the files kept
     code = profile_cli([str(ta), str(tb)], "convnet", out=str(out), as_json=True, resume=True, grid=str(grid))
