@@ -117,3 +117,25 @@ def test_tensorrt_round_trip(tmp_path, target):
 def test_int8_target_without_quantization_says_how(tmp_path, onnx_file):
     with pytest.raises(BadInputError, match="edgekd quantize"):
         get_backend("onnxruntime").build(onnx_file, load_target("ort-cpu-int8"), tmp_path)
+
+
+@pytest.mark.openvino
+def test_openvino_session_rebinds_new_inputs(tmp_path, onnx_file):
+    """The session keeps the last input bound (one infer() per timed run); a different input
+    object, or the same array changed in place, must still give that input's outputs."""
+    op = open_model(onnx_file, load_target("openvino-cpu"), work_dir=tmp_path, sample_shape=(1, 12, 12))
+    model = tiny_model()
+    rng = np.random.default_rng(3)
+    x1 = rng.standard_normal((1, 1, 12, 12)).astype(np.float32)
+    x2 = rng.standard_normal((1, 1, 12, 12)).astype(np.float32)
+    ref = lambda x: model(torch.from_numpy(x.copy())).detach().numpy()  # noqa: E731
+    first = op.session.run(x1)[0]
+    np.testing.assert_allclose(first, ref(x1), atol=1e-5)
+    np.testing.assert_allclose(op.session.run(x1)[0], ref(x1), atol=1e-5)
+    np.testing.assert_allclose(op.session.run(x2)[0], ref(x2), atol=1e-5)
+    x2 *= -1.0  # same object, new content
+    np.testing.assert_allclose(op.session.run(x2)[0], ref(x2), atol=1e-5)
+    np.testing.assert_allclose(first, ref(x1), atol=1e-5)  # earlier outputs are copies
+    with pytest.raises(BadInputError, match="expects shape"):
+        op.session.run(np.zeros((1, 3, 12, 12), np.float32))
+    np.testing.assert_allclose(op.session.run(x1)[0], ref(x1), atol=1e-5)  # recovers after an error

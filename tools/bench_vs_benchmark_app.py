@@ -10,6 +10,7 @@ reported, with the median ratio at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import statistics
@@ -19,15 +20,24 @@ import tempfile
 from pathlib import Path
 
 
-def benchmark_app_median(xml: Path, threads: int, seconds: float, shape: str) -> float:
+def benchmark_app_median(xml: Path, threads: int, seconds: float, shape: str, cfg_dir: Path) -> float:
+    """benchmark_app's median (ms) with -hint latency. benchmark_app refuses -nthreads next to a
+    hint, so the thread count and f32 precision go in through -load_config instead."""
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
-    cmd = [exe, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync", "-nstreams", "1",
-           "-nthreads", str(threads), "-infer_precision", "f32", "-t", str(seconds), "-shape", shape]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    m = re.search(r"Median:\s+([0-9.]+)\s*ms", out)
+    cfg = cfg_dir / "benchmark_app_config.json"
+    cfg.write_text(json.dumps({"CPU": {"INFERENCE_NUM_THREADS": str(threads),
+                                       "INFERENCE_PRECISION_HINT": "f32"}}))
+    cmd = [exe, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-api", "sync",
+           "-load_config", str(cfg), "-t", str(max(1, round(seconds))), "-shape", shape]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark_app failed ({proc.returncode}): " + (proc.stdout + proc.stderr)[-1500:])
+    out = proc.stdout
+    m = re.search(r"Median:\s+([0-9.]+)\s*(ms|us)", out)
     if not m:
         raise RuntimeError("benchmark_app printed no median:\n" + out[-2000:])
-    return float(m.group(1))
+    value = float(m.group(1))
+    return value / 1000.0 if m.group(2) == "us" else value
 
 
 def main(argv=None) -> int:
@@ -35,7 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="mobilenetv2:width=1.0,res=32")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pairs", type=int, default=3)
-    ap.add_argument("--time", type=float, default=5.0, help="seconds per run, both tools")
+    ap.add_argument("--time", type=int, default=5, help="whole seconds per run, both tools")
     args = ap.parse_args(argv)
 
     from edgekd.backends.resolve import open_model
@@ -55,7 +65,7 @@ def main(argv=None) -> int:
         ratios = []
         for i in range(args.pairs):
             ours = measure_session(opened.session, x, settings).stats.p50
-            theirs = benchmark_app_median(xml, args.threads, args.time, shape)
+            theirs = benchmark_app_median(xml, args.threads, args.time, shape, Path(tmp))
             ratios.append(ours / theirs)
             print(f"{i + 1:4d} {ours:14.4f} {theirs:24.4f} {ours / theirs:7.3f}")
         med = statistics.median(ratios)
