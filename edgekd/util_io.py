@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: "str | os.PathLike", suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` when the block succeeds."""
@@ -16,6 +22,7 @@ def atomic_path(path: "str | os.PathLike", suffix: str = "") -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix + ".tmp", dir=dest.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual mode
     tmp_path = Path(tmp)
     try:
         yield tmp_path

@@ -126,3 +126,16 @@ def test_make_inputs_fixed_and_typed():
 
     a, b = make_inputs(S(), (1, 3, 4, 4)), make_inputs(S(), (1, 3, 4, 4))
     assert a.dtype == np.float16 and a.shape == (1, 3, 4, 4) and np.array_equal(a, b)
+
+
+def test_atomic_write_leaves_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    from edgekd.util_io import atomic_write_text
+
+    p = atomic_write_text(tmp_path / "a.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask
+    assert [f.name for f in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind

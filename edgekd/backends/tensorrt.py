@@ -136,6 +136,10 @@ class TensorRTBackend(Backend):
         if target.precision == Precision.int8:
             from ._common import onnx_is_quantized
 
+            if calib is not None and not onnx_is_quantized(src):
+                from ..quantize import quantize_for_target
+
+                src = Path(quantize_for_target(src, target, out_dir, calib).path)  # QDQ, symmetric int8
             if not onnx_is_quantized(src):
                 raise BadInputError(f"target '{target.name}' builds INT8 engines from QDQ ONNX, and {src.name} has no QDQ nodes",
                                     hint=f"quantize it first: edgekd quantize MODEL --target {target.name} --data SPEC --out DIR")
