@@ -5,9 +5,7 @@ The public API is listed here explicitly and loaded lazily, so ``import edgekd``
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ._lazy import lazy_api
 from ._version import __version__
 
 # public name -> "module:attr" (relative to edgekd)
@@ -91,18 +89,7 @@ _API: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    ref = _API.get(name)
-    if ref is None:
-        raise AttributeError(f"module 'edgekd' has no attribute '{name}'")
-    mod, _, attr = ref.partition(":")
-    value = getattr(importlib.import_module(f"edgekd.{mod}"), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(_API) + ["__version__"])
+__getattr__, __dir__ = lazy_api(__name__, _API, globals(), extra=("__version__",))
 
 
 __all__ = sorted(_API) + ["__version__"]

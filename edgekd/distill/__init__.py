@@ -4,8 +4,7 @@ Names load lazily so importing this package does not import torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_api
 
 _API: dict[str, str] = {
     "build_criterion": "criterion:build_criterion",
@@ -17,15 +16,4 @@ _API: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    ref = _API.get(name)
-    if ref is None:
-        raise AttributeError(f"module 'edgekd.distill' has no attribute '{name}'")
-    mod, _, attr = ref.partition(":")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(_API)
+__getattr__, __dir__ = lazy_api(__name__, _API, globals())

@@ -6,8 +6,7 @@ content-addressed, never used half-written), `edgekd` runs there on the same tar
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_api
 
 _API: dict[str, str] = {
     "SSHTarget": "ssh:SSHTarget",
@@ -29,18 +28,7 @@ _API: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    ref = _API.get(name)
-    if ref is None:
-        raise AttributeError(f"module 'edgekd.remote' has no attribute '{name}'")
-    mod, _, attr = ref.partition(":")
-    value = getattr(importlib.import_module(f"{__name__}.{mod}"), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(_API)
+__getattr__, __dir__ = lazy_api(__name__, _API, globals())
 
 
 __all__ = sorted(_API)
