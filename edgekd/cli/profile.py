@@ -107,7 +107,8 @@ def _print_summary(prof, run) -> None:
             f"overhead {prof.overhead_ms:.4f} ms; measured {len(run.measured)}, kept {len(run.skipped)}")
     cal = (prof.calibration or {}).get("p50")
     if cal:
-        c.print(f"predictor p50 ≈ {cal['a']:.3f}·Σblocks + {cal['b']:.4f} ms "
+        sign = "+" if cal["b"] >= 0 else "-"
+        c.print(f"predictor p50 ≈ {cal['a']:.3f}·Σblocks {sign} {abs(cal['b']):.4f} ms "
                 f"(calibrated on {len(cal['specs'])} models)")
     if v.get("n_heldout"):
         c.print(f"held-out validation: {v['fraction_within_10pct']:.0%} of {v['n_heldout']} within ±10% "
