@@ -209,3 +209,19 @@ def test_killed_run_resumes_without_remeasuring(run_cli, tmp_path):
     for k, e in before.items():
         assert after[k] == e  # same numbers, same timestamps
     assert summary["complete"] and set(after) == set(before) | set(summary["measured"]) - {"overhead"}
+
+
+def test_cli_profiles_several_targets_in_one_command(run_cli, tmp_path):
+    import json as _json
+
+    grid = tmp_path / "g.txt"
+    grid.write_text("convnet:width=4,depth=1,res=8\n")
+    res = run_cli("profile", "--target", "ort-cpu", "--target", "openvino-cpu", "--family", "convnet",
+                  "--grid", grid, "--out", tmp_path / "p-{target}.json", "--min-time", "0.02",
+                  "--block-min-time", "0.01", "--json")
+    assert res.returncode == 0, res.stderr
+    rows = _json.loads(res.stdout)["targets"]
+    assert [r["target"] for r in rows] == ["ort-cpu", "openvino-cpu"] and all(r["ok"] for r in rows)
+    for name in ("ort-cpu", "openvino-cpu"):
+        prof = _json.loads((tmp_path / f"p-{name}.json").read_text())
+        assert prof["schema"] == "edgekd.profile/v1" and prof["target"]["name"] == name

@@ -9,8 +9,10 @@ from .common import emit_json, json_option, resolve_target
 
 
 @click.command("profile")
-@click.option("--target", "-t", "target_name", required=True,
-              help="Target name (see `edgekd targets`) or the path of a target YAML file.")
+@click.option("--target", "-t", "target_name", required=True, multiple=True,
+              help="Target name (see `edgekd targets`) or the path of a target YAML file. Repeat it "
+                   "to profile several devices in parallel, one profile file each ('{target}' in --out, "
+                   "else p.json becomes p.<target>.json).")
 @click.option("--family", "-f", required=True, help="Student family, e.g. mobilenetv2 or resnet.")
 @click.option("--grid", default="default", show_default=True, metavar="small|default|FILE",
               help="Candidates: a named grid of the family, or a file with one spec per line ('#' comments).")
@@ -42,9 +44,13 @@ def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes
     for opt, v in (("--min-time", min_time_s), ("--block-min-time", block_min_time_s)):
         if v is not None and v < 0:
             raise BadInputError(f"{opt} {v} must not be negative")
-    target = resolve_target(target_name)
+    target = resolve_target(target_name[0])
     kwargs = dict(out=out, grid=grid, resume=resume, in_channels=in_channels, num_classes=num_classes,
                   min_time_s=min_time_s, block_min_time_s=block_min_time_s, work_dir=work_dir)
+    if len(target_name) > 1 or target.remote is not None:
+        from ..remote.profile import profile_cli
+
+        return profile_cli(list(target_name), family, as_json=as_json, **kwargs)
 
     if as_json or not sys.stderr.isatty():
         run = profile_family(target, family, on_event=_plain_progress(as_json), **kwargs)
