@@ -1,0 +1,414 @@
+"""Structured (channel) pruning through torch-pruning, guided by measured latency on a target.
+
+    prune_model(model, example_input, ratio=0.3)          -> the same module, fewer channels
+    save_pruned(path, model, spec=..., ...) / load_pruned(path)
+    prune_to_budget(model, teacher, bundle, target, budget_ms) -> PruneResult
+
+A pruned model no longer matches its spec, so its structure is stored as data: the per-module
+sizes (``pruned_shapes``) go into the checkpoint's ``extra["pruned"]``, and loading builds the
+spec, resizes those modules (``apply_shapes``) and then loads the weights. No module is pickled.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from .errors import BadInputError, VerdictError
+
+IMPORTANCES = ("l2", "l1", "taylor", "lamp", "bn")
+METRICS = ("p50", "p90", "p99", "mean")
+
+
+def _importance(name: str):
+    import torch_pruning as tp
+
+    imp = tp.importance
+    if name == "l2":
+        return imp.GroupMagnitudeImportance(p=2)
+    if name == "l1":
+        return imp.GroupMagnitudeImportance(p=1)
+    if name == "taylor":
+        return imp.GroupTaylorImportance()
+    if name == "lamp":
+        return imp.LAMPImportance(p=2)
+    if name == "bn":
+        return imp.BNScaleImportance()
+    raise BadInputError(f"unknown importance '{name}'", hint=f"use one of {', '.join(IMPORTANCES)}")
+
+
+def _check_ratio(ratio: float) -> float:
+    try:
+        r = float(ratio)
+    except (TypeError, ValueError):
+        r = float("nan")
+    if not 0.0 < r < 1.0:
+        raise BadInputError(f"pruning ratio {ratio!r} is outside (0, 1)",
+                            hint="give the fraction of channels to remove, e.g. 0.3")
+    return r
+
+
+def _resolve_keep(model, keep: Iterable[str]) -> list:
+    named = dict(model.named_modules())
+    out = []
+    for path in keep:
+        if path not in named:
+            some = ", ".join(n for n in list(named)[1:6])
+            raise BadInputError(f"--keep '{path}' is not a module of the model",
+                                hint=f"use a module path such as {some}")
+        out.append(named[path])
+    return out
+
+
+def _conv_widths(model) -> dict[str, int]:
+    from torch import nn
+
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+
+
+def prune_model(model, example_input, *, ratio: float, importance: str = "l2",
+                global_pruning: bool = False, round_to: Optional[int] = 8,
+                keep: Iterable[str] = (), taylor_batch=None):
+    """Remove ``ratio`` of the prunable channels of ``model`` (in place) and return it.
+
+    ``model.classifier`` and the modules named in ``keep`` are left alone. ``importance`` is
+    l2/l1 (group magnitude), taylor (needs ``taylor_batch=(x, y)`` for one backward pass),
+    lamp or bn (BatchNorm scale). Every conv keeps at least ``min(round_to, its width)``
+    channels, else BadInputError naming the layer (the model is then partly pruned: prune a copy
+    when that matters)."""
+    import torch
+    import torch_pruning as tp
+
+    ratio = _check_ratio(ratio)
+    if importance not in IMPORTANCES:
+        raise BadInputError(f"unknown importance '{importance}'",
+                            hint=f"use one of {', '.join(IMPORTANCES)}")
+    if round_to is not None and int(round_to) < 1:
+        raise BadInputError(f"round_to {round_to} must be at least 1", hint="use 1 for no rounding")
+    if importance == "taylor" and taylor_batch is None:
+        raise BadInputError("taylor importance needs a batch of labelled data (taylor_batch)",
+                            hint="pass taylor_batch=(x, y), or use --importance l2")
+    ignored = _resolve_keep(model, keep)
+    if isinstance(getattr(model, "classifier", None), torch.nn.Module):
+        ignored.append(model.classifier)
+    before = _conv_widths(model)
+    was_training = model.training
+    model.eval()
+    pruner = tp.pruner.MetaPruner(model, example_input, importance=_importance(importance),
+                                  global_pruning=bool(global_pruning), pruning_ratio=ratio,
+                                  ignored_layers=ignored, round_to=round_to, iterative_steps=1)
+    if importance == "taylor":
+        x, y = taylor_batch
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    floor = int(round_to or 1)
+    for name, width in _conv_widths(model).items():
+        need = min(floor, before.get(name, width))
+        if width < need:
+            raise BadInputError(f"pruning ratio {ratio} leaves layer '{name}' with {width} "
+                                f"channel(s), fewer than {need}",
+                                hint="use a smaller ratio, --keep that layer, or no --global")
+    return model
+
+
+# ----------------------------------------------------------------- structure as data
+
+def pruned_shapes(model) -> dict[str, dict]:
+    """module path -> sizes of every Conv2d / BatchNorm2d / Linear (plain data)."""
+    from torch import nn
+
+    out: dict[str, dict] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            out[name] = {"type": "conv2d", "in_channels": m.in_channels,
+                         "out_channels": m.out_channels, "groups": m.groups}
+        elif isinstance(m, nn.BatchNorm2d):
+            out[name] = {"type": "bn2d", "num_features": m.num_features}
+        elif isinstance(m, nn.Linear):
+            out[name] = {"type": "linear", "in_features": m.in_features,
+                         "out_features": m.out_features}
+    return out
+
+
+def _resized(m, s: dict, name: str):
+    from torch import nn
+
+    kind = s.get("type")
+    if kind == "conv2d" and isinstance(m, nn.Conv2d):
+        if (m.in_channels, m.out_channels, m.groups) == (s["in_channels"], s["out_channels"],
+                                                         s["groups"]):
+            return m
+        return nn.Conv2d(int(s["in_channels"]), int(s["out_channels"]), m.kernel_size,
+                         stride=m.stride, padding=m.padding, dilation=m.dilation,
+                         groups=int(s["groups"]), bias=m.bias is not None,
+                         padding_mode=m.padding_mode)
+    if kind == "bn2d" and isinstance(m, nn.BatchNorm2d):
+        if m.num_features == s["num_features"]:
+            return m
+        return nn.BatchNorm2d(int(s["num_features"]), eps=m.eps, momentum=m.momentum,
+                              affine=m.affine, track_running_stats=m.track_running_stats)
+    if kind == "linear" and isinstance(m, nn.Linear):
+        if (m.in_features, m.out_features) == (s["in_features"], s["out_features"]):
+            return m
+        return nn.Linear(int(s["in_features"]), int(s["out_features"]), bias=m.bias is not None)
+    raise BadInputError(f"pruned structure names '{name}' as {kind}, but the model built from "
+                        f"the spec has a {type(m).__name__} there",
+                        hint="the checkpoint's spec and pruned shapes do not belong together")
+
+
+def apply_shapes(model, shapes: dict) -> Any:
+    """Resize ``model``'s modules to ``shapes`` (from :func:`pruned_shapes`); weights are fresh,
+    load the state dict afterwards."""
+    named = dict(model.named_modules())
+    for name, s in shapes.items():
+        if name not in named or not isinstance(s, dict):
+            raise BadInputError(f"pruned structure names module '{name}', which the model built "
+                                f"from the spec lacks",
+                                hint="the checkpoint's spec and pruned shapes do not belong "
+                                     "together")
+        new = _resized(named[name], s, name)
+        if new is named[name]:
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = named[parent_name] if parent_name else model
+        setattr(parent, attr, new)
+    return model
+
+
+def save_pruned(path: "str | os.PathLike", model, *, spec: str, num_classes: int,
+                in_channels: int, input_shape, extra: Optional[dict] = None) -> Path:
+    """An edgekd checkpoint of a pruned model: spec + state_dict + ``extra["pruned"]``."""
+    from .models.checkpoint import save_checkpoint
+
+    extra = dict(extra or {})
+    extra["pruned"] = pruned_shapes(model)
+    return save_checkpoint(path, model, spec=spec, num_classes=num_classes,
+                           in_channels=in_channels, input_shape=input_shape, extra=extra)
+
+
+def load_pruned(path: "str | os.PathLike", *, device: Any = "cpu"):
+    """``(model in eval mode, meta)``: load_checkpoint restores the pruned shapes itself."""
+    from .models.checkpoint import load_checkpoint
+
+    return load_checkpoint(path, device=device)
+
+
+# ----------------------------------------------------------------- measurement helpers
+
+def evaluate(model, dataset, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset`` (samples labelled -1 are skipped)."""
+    import torch
+
+    from .distill.cache import take
+
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            idx = torch.arange(start, min(start + batch_size, len(dataset)))
+            x, y = take(dataset, idx)
+            keep = y >= 0
+            correct += int((model(x).argmax(1)[keep] == y[keep]).sum())
+            total += int(keep.sum())
+    return correct / total if total else float("nan")
+
+
+def quick_settings():
+    """A short measurement protocol for the pruning loop (the final check uses the target's)."""
+    from .targets import MeasureSettings
+
+    return MeasureSettings(warmup_s=0.2, warmup_iters=10, min_iters=100, min_time_s=0.3)
+
+
+def measure_model(model, sample_shape, target, settings=None):
+    """LatencyStats of ``model`` on ``target``: export to ONNX in a temp dir, build, time."""
+    from .backends.resolve import open_model
+    from .export import export_onnx
+    from .latency.measure import make_inputs, measure_session
+    from .targets import load_target
+
+    import torch
+
+    target = load_target(target)
+    with tempfile.TemporaryDirectory(prefix="edgekd-prune-") as tmp:
+        sample = torch.zeros(1, *tuple(sample_shape))
+        path = export_onnx(copy.deepcopy(model).eval(), sample, Path(tmp) / "model.onnx",
+                           opset=17)
+        opened = open_model(path, target, work_dir=Path(tmp), sample_shape=tuple(sample_shape))
+        inputs = make_inputs(opened.session, opened.input_shape)
+        return measure_session(opened.session, inputs, settings or quick_settings()).stats
+
+
+def cost(model, sample_shape) -> dict:
+    from .models import count_macs_params
+
+    macs, params = count_macs_params(model, tuple(sample_shape))
+    return {"macs": int(macs), "params": int(params)}
+
+
+# ----------------------------------------------------------------- budget mode
+
+@dataclass
+class PruneResult:
+    model: Any
+    ratio: float
+    met: bool
+    budget_ms: Optional[float]
+    metric: str
+    before: dict
+    after: dict
+    acc_before: float
+    acc_pruned: float
+    acc_finetuned: Optional[float]
+    steps: list = field(default_factory=list)
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return {"ratio": self.ratio, "met": self.met, "budget_ms": self.budget_ms,
+                "metric": self.metric, "before": self.before, "after": self.after,
+                "acc_before": self.acc_before, "acc_pruned": self.acc_pruned,
+                "acc_finetuned": self.acc_finetuned, "steps": self.steps,
+                "message": self.message}
+
+
+def _lat_dict(stats) -> dict:
+    return {"p50": float(stats.p50), "p90": float(stats.p90), "p99": float(stats.p99),
+            "mean": float(stats.mean)}
+
+
+def finetune(model, teacher, bundle, *, epochs: int, out_dir: "str | os.PathLike",
+             loss: str = "kd", train_kw: Optional[dict] = None, progress: bool = False):
+    """Distil ``teacher`` into the pruned ``model`` for a few epochs (best epoch kept)."""
+    from .distill.criterion import build_criterion
+    from .distill.runstate import restore_weights
+    from .distill.trainer import TrainConfig, fit
+
+    kw = {"epochs": epochs, "lr": 0.01, **(train_kw or {})}
+    config = TrainConfig.make(**kw)
+    criterion = build_criterion(loss, {}, num_classes=bundle.num_classes, student=model,
+                                teacher=teacher, epochs=config.epochs)
+    try:
+        result = fit(model, criterion, bundle, config, out_dir, teacher=teacher,
+                     progress=progress, log_json=False)
+        best = result.paths["best"]
+        restore_weights(best if best.exists() else result.paths["last"], model, criterion)
+        return criterion.deployable(model).eval()
+    finally:
+        if hasattr(criterion, "close"):
+            criterion.close()
+
+
+def prune_to_budget(model, teacher, bundle, target, budget_ms: float, *, metric: str = "p90",
+                    step: float = 0.1, max_ratio: float = 0.9,
+                    min_accuracy: Optional[float] = None, finetune_epochs: int = 3,
+                    importance: str = "l2", global_pruning: bool = False,
+                    round_to: Optional[int] = None, keep: Iterable[str] = (),
+                    latency_fn: Optional[Callable] = None, work_dir=None,
+                    train_kw: Optional[dict] = None, strict: bool = True,
+                    on_step: Optional[Callable[[dict], None]] = None) -> PruneResult:
+    """Prune ``model`` at ratios step, 2·step, ... (each from the original weights) until its
+    ``metric`` latency on ``target`` is within ``budget_ms``, then fine-tune it by distillation
+    from ``teacher``. ``latency_fn(model) -> LatencyStats`` replaces the ONNX measurement
+    (tests, or a predictor). If the budget is not reached by ``max_ratio``, or the fine-tuned
+    accuracy is below ``min_accuracy``, the result has ``met=False`` and — with ``strict`` —
+    VerdictError is raised carrying it as ``.result``; the model kept is the fastest reached."""
+    import torch
+
+    from .targets import load_target
+
+    if metric not in METRICS:
+        raise BadInputError(f"unknown latency metric '{metric}'", hint=f"use one of {METRICS}")
+    if not budget_ms or budget_ms <= 0:
+        raise BadInputError(f"budget {budget_ms} ms must be positive", hint="e.g. --budget-ms 2")
+    _check_ratio(step)
+    _check_ratio(max_ratio)
+    target = load_target(target)
+    round_to = target.round_to if round_to is None else round_to
+    shape = tuple(bundle.input_shape)
+    if latency_fn is None:
+        def latency_fn(m):
+            return measure_model(m, shape, target)
+    model = model.eval()
+    example = torch.zeros(1, *shape)
+    taylor = None
+    if importance == "taylor":
+        from .distill.cache import take
+
+        taylor = take(bundle.train, torch.arange(min(64, len(bundle.train))))
+    acc_before = evaluate(model, bundle.val)
+    lat0 = latency_fn(model)
+    before = {**cost(model, shape), **_lat_dict(lat0), "acc": acc_before}
+    steps: list[dict] = [{"ratio": 0.0, metric: float(getattr(lat0, metric)),
+                          "acc": acc_before, **cost(model, shape)}]
+    if on_step:
+        on_step(steps[-1])
+    best, best_ratio, best_lat, met_latency = model, 0.0, lat0, getattr(lat0, metric) <= budget_ms
+    n, acc_stop = 1, False
+    while not met_latency:
+        ratio = round(step * n, 6)
+        if ratio > max_ratio + 1e-9:
+            break
+        n += 1
+        cand = prune_model(copy.deepcopy(model), example, ratio=ratio, importance=importance,
+                           global_pruning=global_pruning, round_to=round_to, keep=keep,
+                           taylor_batch=taylor)
+        lat = latency_fn(cand)
+        value = float(getattr(lat, metric))
+        row = {"ratio": ratio, metric: value, "acc": evaluate(cand, bundle.val),
+               **cost(cand, shape)}
+        steps.append(row)
+        if on_step:
+            on_step(row)
+        if finetune_epochs <= 0 and min_accuracy is not None and row["acc"] < min_accuracy:
+            acc_stop = True  # no fine-tuning to recover: more pruning only loses more
+            break
+        if value < float(getattr(best_lat, metric)) or best is model:
+            best, best_ratio, best_lat = cand, ratio, lat
+        if value <= budget_ms:
+            best, best_ratio, best_lat, met_latency = cand, ratio, lat, True
+    acc_pruned = evaluate(best, bundle.val)
+    acc_ft = None
+    if finetune_epochs > 0 and best is not model:
+        own_tmp = None
+        if work_dir is None:
+            own_tmp = tempfile.TemporaryDirectory(prefix="edgekd-finetune-")
+            work_dir = own_tmp.name
+        try:
+            best = finetune(best, teacher, bundle, epochs=finetune_epochs,
+                            out_dir=Path(work_dir) / "finetune", train_kw=train_kw)
+        finally:
+            if own_tmp is not None:
+                own_tmp.cleanup()
+        acc_ft = evaluate(best, bundle.val)
+    final_acc = acc_ft if acc_ft is not None else acc_pruned
+    after = {**cost(best, shape), **_lat_dict(best_lat), "acc": final_acc}
+    value = float(getattr(best_lat, metric))
+    if acc_stop:
+        message = (f"ratio {steps[-1]['ratio']} drops accuracy to {steps[-1]['acc']:.4f}, below "
+                   f"--min-accuracy {min_accuracy}, before reaching the {budget_ms} ms budget; "
+                   f"kept ratio {best_ratio} ({metric} {value:.3f} ms)")
+    elif not met_latency:
+        message = (f"{metric} {value:.3f} ms at ratio {best_ratio} (max {max_ratio}) still "
+                   f"misses the {budget_ms} ms budget; kept the fastest model reached")
+    elif min_accuracy is not None and final_acc < min_accuracy:
+        message = (f"meeting the {budget_ms} ms budget took ratio {best_ratio}, and accuracy "
+                   f"{final_acc:.4f} is below --min-accuracy {min_accuracy}; kept that model")
+    else:
+        message = (f"{metric} {value:.3f} ms <= {budget_ms} ms at ratio {best_ratio}, "
+                   f"accuracy {final_acc:.4f}")
+    ok = met_latency and (min_accuracy is None or final_acc >= min_accuracy)
+    result = PruneResult(model=best, ratio=best_ratio, met=ok, budget_ms=float(budget_ms),
+                         metric=metric, before=before, after=after, acc_before=acc_before,
+                         acc_pruned=acc_pruned, acc_finetuned=acc_ft, steps=steps,
+                         message=message)
+    if strict and not ok:
+        err = VerdictError(message)
+        err.result = result
+        raise err
+    return result
