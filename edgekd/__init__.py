@@ -59,6 +59,12 @@ _API: dict[str, str] = {
     "check_teacher_matches": "models.teacher:check_teacher_matches",
     "save_checkpoint": "models.checkpoint:save_checkpoint",
     "load_checkpoint": "models.checkpoint:load_checkpoint",
+    # structured pruning
+    "prune_model": "prune:prune_model",
+    "prune_to_budget": "prune:prune_to_budget",
+    "PruneResult": "prune:PruneResult",
+    "save_pruned": "prune:save_pruned",
+    "load_pruned": "prune:load_pruned",
     # export
     "export_onnx": "export:export_onnx",
     "check_parity": "export:check_parity",

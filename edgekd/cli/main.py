@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "verify": "verify:verify_cmd",
     "doctor": "doctor:doctor_cmd",
     "gate": "gate:gate_cmd",
+    "prune": "prune:prune_cmd",
 }
 
 

@@ -204,6 +204,11 @@ def load_checkpoint(path: "str | os.PathLike", *, device: Any = "cpu"):
     ckpt = read_checkpoint(path)
     model = build_from_spec(str(ckpt["spec"]), num_classes=ckpt["num_classes"],
                             in_channels=ckpt["in_channels"])
+    pruned = (ckpt.get("extra") or {}).get("pruned")
+    if pruned:  # a pruned model: resize modules to the stored shapes (edgekd.prune)
+        from ..prune import apply_shapes
+
+        apply_shapes(model, pruned)
     load_state(model, ckpt["state_dict"], str(path))
     model = model.to(device).eval()
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
