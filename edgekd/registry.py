@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import threading
 from importlib import metadata
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -45,6 +46,9 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
         self._entry_points_loaded = False
+        # get() may run in several threads at once (profiling devices in parallel): a lazy
+        # entry is imported under the lock and only leaves _lazy once it is in _items.
+        self._lock = threading.RLock()
 
     def register(self, name: str | None = None, *, overwrite: bool = False) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -66,10 +70,13 @@ class Registry(Generic[T]):
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded or not self.entry_point_group:
             return
-        self._entry_points_loaded = True
-        for ep in metadata.entry_points(group=self.entry_point_group):
-            if ep.name not in self._items:
-                self._lazy.setdefault(ep.name, ep.value)
+        with self._lock:
+            if self._entry_points_loaded:
+                return
+            for ep in metadata.entry_points(group=self.entry_point_group):
+                if ep.name not in self._items:
+                    self._lazy.setdefault(ep.name, ep.value)
+            self._entry_points_loaded = True
 
     def names(self) -> list[str]:
         self._load_entry_points()
@@ -85,10 +92,14 @@ class Registry(Generic[T]):
         self._load_entry_points()
         if name in self._items:
             return self._items[name]
-        if name in self._lazy:
-            obj = import_object(self._lazy.pop(name))
-            self._items[name] = obj
-            return obj
+        with self._lock:
+            if name in self._items:
+                return self._items[name]
+            if name in self._lazy:
+                obj = import_object(self._lazy[name])
+                self._items[name] = obj
+                del self._lazy[name]
+                return obj
         raise BadInputError(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
