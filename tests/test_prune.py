@@ -219,3 +219,20 @@ def test_cli_bad_inputs(run_cli, ckpt, tmp_path, args, needle):
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.stderr
+
+
+def test_pruned_checkpoint_loads_as_a_teacher(tmp_path):
+    import torch
+
+    from edgekd.models import build_model
+    from edgekd.models.teacher import load_teacher
+    from edgekd.prune import prune_model, save_pruned
+
+    spec = "convnet:width=16,depth=2,res=8"
+    model = build_model(spec, num_classes=10, in_channels=1).eval()
+    prune_model(model, torch.randn(1, 1, 8, 8), ratio=0.5, round_to=4)
+    path = save_pruned(tmp_path / "p.pt", model, spec=spec, num_classes=10, in_channels=1, input_shape=(1, 8, 8))
+    teacher = load_teacher(str(path))
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(teacher(x), model(x))

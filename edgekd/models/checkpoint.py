@@ -196,21 +196,27 @@ def load_state(model, state: dict, source: str) -> None:
     del result
 
 
+def model_from_checkpoint(ckpt: dict, source: str):
+    """The module a read checkpoint describes: built from its spec, resized to the stored
+    shapes when it was pruned (edgekd.prune), then its weights loaded."""
+    model = build_from_spec(str(ckpt["spec"]), num_classes=ckpt.get("num_classes"),
+                            in_channels=ckpt.get("in_channels"))
+    pruned = (ckpt.get("extra") or {}).get("pruned")
+    if pruned:
+        from ..prune import apply_shapes
+
+        apply_shapes(model, pruned)
+    load_state(model, ckpt["state_dict"], source)
+    return model
+
+
 def load_checkpoint(path: "str | os.PathLike", *, device: Any = "cpu"):
     """Rebuild the model a checkpoint describes: ``(module in eval mode, meta)``.
 
     ``meta`` is the checkpoint without ``state_dict`` (format, spec, num_classes, in_channels,
     input_shape, extra)."""
     ckpt = read_checkpoint(path)
-    model = build_from_spec(str(ckpt["spec"]), num_classes=ckpt["num_classes"],
-                            in_channels=ckpt["in_channels"])
-    pruned = (ckpt.get("extra") or {}).get("pruned")
-    if pruned:  # a pruned model: resize modules to the stored shapes (edgekd.prune)
-        from ..prune import apply_shapes
-
-        apply_shapes(model, pruned)
-    load_state(model, ckpt["state_dict"], str(path))
-    model = model.to(device).eval()
+    model = model_from_checkpoint(ckpt, str(path)).to(device).eval()
     meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
     if meta.get("input_shape") is not None:
         meta["input_shape"] = tuple(int(s) for s in meta["input_shape"])

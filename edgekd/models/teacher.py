@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BadInputError
-from .checkpoint import LOAD_ERRORS, build_from_spec, is_checkpoint, load_state
+from .checkpoint import LOAD_ERRORS, build_from_spec, is_checkpoint, load_state, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -253,9 +253,7 @@ def _from_torch_file(path: Path, spec, weights, trust_pickle, device, file_sha):
         module, meta = obj, {}
     elif is_checkpoint(obj):
         meta = {k: v for k, v in obj.items() if k != "state_dict"}
-        module = build_from_spec(str(obj["spec"]), num_classes=obj.get("num_classes"),
-                                 in_channels=obj.get("in_channels"))
-        load_state(module, obj["state_dict"], str(path))
+        module = model_from_checkpoint(obj, str(path))  # pruned checkpoints too
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise BadInputError(f"teacher '{path}' is a bare state_dict: it has weights but no "
                             f"architecture", hint="pass the architecture as the teacher "
