@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -98,17 +96,13 @@ def _nncf_logs_to_stderr():
 
 
 def save_ir_atomic(ov, model, out_xml: "str | Path") -> Path:
-    """Save an openvino.Model as IR: .bin renamed into place first, then .xml."""
+    """Save an openvino.Model as IR with the backend's atomic writer (.bin first, then .xml)."""
+    from ..backends.openvino import save_ir
+
     out_xml = Path(out_xml)
     if out_xml.suffix.lower() != ".xml":
         raise BadInputError(f"OpenVINO IR path '{out_xml}' must end in .xml")
-    out_xml.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".edgekd-ir-", dir=out_xml.parent) as tmp:
-        tmp_xml = Path(tmp) / out_xml.name
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
-        os.replace(tmp_xml.with_suffix(".bin"), out_xml.with_suffix(".bin"))
-        os.replace(tmp_xml, out_xml)
-    return out_xml
+    return save_ir(model, out_xml)[0]
 
 
 def quantize_openvino(onnx_or_xml_path: "str | Path", out_xml: "str | Path",
