@@ -75,3 +75,33 @@ def run_cli():
         return _Result(p.returncode, p.stdout, p.stderr)
 
     return _run
+
+
+# A CPU target whose protocol is the real one with shorter durations.
+FAST_TARGET_YAML = """\
+runtime: onnxruntime
+device: cpu
+precision: fp32
+threads: 1
+batch: 1
+measure:
+  warmup_s: 0.05
+  warmup_iters: 10
+  min_iters: 60
+  min_time_s: 0.1
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory):
+    """A directory with a tiny (untrained) teacher checkpoint, teacher.pt (resnet, 16 px, 10
+    classes), and a fast ONNX Runtime target file, fast-cpu.yaml."""
+    from edgekd.models import build_model
+    from edgekd.models.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny-assets")
+    spec = "resnet:width=8,blocks=1,res=16"
+    save_checkpoint(root / "teacher.pt", build_model(spec, num_classes=10, in_channels=1).eval(), spec=spec,
+                    num_classes=10, in_channels=1, input_shape=(1, 16, 16))
+    (root / "fast-cpu.yaml").write_text(FAST_TARGET_YAML)
+    return root

@@ -12,35 +12,14 @@ from pathlib import Path
 
 import pytest
 
-# Short measurements: the protocol is the same, only the durations shrink.
-FAST_TARGET = """\
-runtime: onnxruntime
-device: cpu
-precision: fp32
-threads: 1
-batch: 1
-measure:
-  warmup_s: 0.05
-  warmup_iters: 10
-  min_iters: 60
-  min_time_s: 0.1
-"""
 STUDENT = "convnet:width=8,depth=2,res=16"
 
 
 @pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    """A tiny (untrained) teacher checkpoint and a fast ONNX Runtime target file."""
-    from edgekd.models import build_model
-    from edgekd.models.checkpoint import save_checkpoint
-
-    root = tmp_path_factory.mktemp("assets")
-    teacher = build_model("resnet:width=8,blocks=1,res=16", num_classes=10, in_channels=1).eval()
-    save_checkpoint(root / "teacher.pt", teacher, spec="resnet:width=8,blocks=1,res=16", num_classes=10,
-                    in_channels=1, input_shape=(1, 16, 16))
-    (root / "fast-cpu.yaml").write_text(FAST_TARGET)
-    (root / "grid.txt").write_text("convnet:width=8,depth=2,res=16\nconvnet:width=16,depth=2,res=16\n")
-    return root
+def assets(tiny_assets):
+    """A tiny (untrained) teacher checkpoint, a fast ONNX Runtime target file and a grid."""
+    (tiny_assets / "grid.txt").write_text("convnet:width=8,depth=2,res=16\nconvnet:width=16,depth=2,res=16\n")
+    return tiny_assets
 
 
 def _args(assets, out, *extra, budget="50", student=STUDENT, epochs="2"):

@@ -7,32 +7,12 @@ import shutil
 import numpy as np
 import pytest
 
-FAST_TARGET = """\
-runtime: onnxruntime
-device: cpu
-precision: fp32
-threads: 1
-batch: 1
-measure:
-  warmup_s: 0.05
-  warmup_iters: 10
-  min_iters: 60
-  min_time_s: 0.1
-"""
-
-
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tiny_assets):
     """One finished compress run (tiny teacher, given student, one epoch) on a fast target."""
-    from edgekd.models import build_model
-    from edgekd.models.checkpoint import save_checkpoint
     from edgekd.pipeline import CompressConfig, compress
 
-    root = tmp_path_factory.mktemp("verify")
-    spec = "resnet:width=8,blocks=1,res=16"
-    save_checkpoint(root / "teacher.pt", build_model(spec, num_classes=10, in_channels=1).eval(), spec=spec,
-                    num_classes=10, in_channels=1, input_shape=(1, 16, 16))
-    (root / "fast-cpu.yaml").write_text(FAST_TARGET)
+    root = tiny_assets
     cfg = CompressConfig.make(teacher=str(root / "teacher.pt"), data="digits", target=str(root / "fast-cpu.yaml"),
                               budget_ms=50, student="convnet:width=8,depth=2,res=16", epochs=1)
     res = compress(cfg, root / "run", show=False)
