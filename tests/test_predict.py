@@ -116,3 +116,57 @@ def test_block_cost_blends_hot_and_cold_by_weight_bytes():
     # activations count too: twice the largest block working set (here 4 * (8 + 8) bytes)
     prof.blocks["S"].signature.update(in_shape=[2, 2, 2], out_shape=[2, 2, 2])
     assert cold_fraction(prof, ["S", "S", "S"]) == pytest.approx((600 + 128 - 500) / 1000)
+
+
+def boundary_profile(with_pairs=True):
+    """Blocks that pay a layout change at their input and output when run alone (as OpenVINO's
+    CPU plugin does at a model's edges), once per model when run inside one: net c, in-cost i,
+    out-cost u per block. alone = o + i + c + u; pair(a, b) = o + i_a + c_a + c_b + u_b;
+    whole = o + i_first + sum(c) + u_last."""
+    from edgekd.latency.profile import PairEntry, pair_key
+
+    o = 0.01
+    c = {"A": 0.10, "B": 0.20, "C": 0.30, "D": 0.15}
+    i = {"A": 0.02, "B": 0.25, "C": 0.05, "D": 0.40}
+    u = {"A": 0.30, "B": 0.01, "C": 0.20, "D": 0.02}
+    prof = Profile(target={"name": "openvino-cpu"}, family="fam", grid=[])
+    prof.overhead = const(o)
+    for k in c:
+        prof.blocks[k] = BlockEntry(key=k, signature={"key": k}, latency=const(o + i[k] + c[k] + u[k]))
+    if with_pairs:
+        for a in c:
+            for b in c:
+                prof.pairs[pair_key(a, b)] = PairEntry(first=a, second=b,
+                                                       latency=const(o + i[a] + c[a] + c[b] + u[b]))
+    combos = [("A", "B"), ("D", "A", "C"), ("B", "B", "C"), ("C", "D", "A", "B"), ("A", "C", "C", "D"),
+              ("D", "D", "B", "A", "C"), ("B", "C", "A", "D", "D", "C")]
+    for n, keys in enumerate(combos):
+        whole = o + i[keys[0]] + sum(c[k] for k in keys) + u[keys[-1]]
+        prof.models.append(ModelEntry(family="fam", spec=f"fam:i={n}", params=100 * (n + 1), macs=1000 * (n + 1),
+                                      blocks=keys, latency=const(whole)))
+        prof.grid.append(f"fam:i={n}")
+    return prof, (o, c, i, u)
+
+
+def test_context_method_telescopes_to_the_whole_model_and_is_chosen():
+    prof, (o, c, i, u) = boundary_profile()
+    cal, val = fit_profile(prof)
+    assert cal["p50"]["method"] == "context"
+    assert cal["p50"]["loo"]["context"] < cal["p50"]["loo"]["alone"]
+    assert cal["p50"]["a"] == pytest.approx(1.0) and cal["p50"]["b"] == pytest.approx(o)
+    assert val["method"] == "context" and val["fraction_within_10pct"] == 1.0
+    assert val["max_rel_error"] == pytest.approx(0.0, abs=1e-9)
+    prof.calibration, prof.validation = cal, val
+    keys = ["C", "A", "D", "B"]  # never measured whole
+    assert predict_blocks(prof, keys, "p50") == pytest.approx(o + i["C"] + sum(c[k] for k in keys) + u["B"])
+    # the same numbers read alone: every block pays both edges, and no line through them fits
+    _, val_alone = fit_profile(boundary_profile(with_pairs=False)[0])
+    assert val_alone["method"] == "alone" and val_alone["max_rel_error"] > 0.10
+
+
+def test_context_needs_every_adjacent_pair():
+    prof, _ = boundary_profile()
+    prof.calibration, prof.validation = fit_profile(prof)
+    del prof.pairs["C -> A"]
+    with pytest.raises(BadInputError, match="block pair 'C -> A'"):
+        predict_blocks(prof, ["B", "C", "A"], "p50")

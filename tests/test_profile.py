@@ -59,12 +59,19 @@ class FakeMeasure:
         cold, _ = self(module, shape, target, settings, work_dir, "cold")
         return hot, LatencyStats.from_samples(cold.samples_ms * 1.5), env
 
+    def pair(self, first, second, target, settings, work_dir):
+        from edgekd.latency.pieces import pair_module
+
+        module, shape = pair_module(first, second)
+        return self(module, shape, target, settings, work_dir, "pair")
+
 
 @pytest.fixture
 def fake(monkeypatch):
     f = FakeMeasure()
     monkeypatch.setattr(P, "measure_module", f)
     monkeypatch.setattr(P, "measure_block", f.block)
+    monkeypatch.setattr(P, "measure_pair", f.pair)
     monkeypatch.setattr(edgekd.backends, "require_backend", lambda t: None)
     return f
 
@@ -76,11 +83,15 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     prof = P.load_profile(out)
     assert prof.complete and [m.spec for m in prof.models] == TINY[:2]
     keys = [k for m in prof.models for k in m.blocks]
+    pairs = {k for m in prof.models for k in P.model_pairs(m.blocks)}
     assert sorted(prof.blocks) == sorted(set(keys))  # each unique block measured once
-    assert len(run.measured) == 1 + len(set(keys)) + 2
-    # overhead once; each block alone and as replicated copies; each model
-    assert [n for n, _ in fake.calls].count("block") == [n for n, _ in fake.calls].count("cold") == len(set(keys))
-    assert len(fake.calls) == 1 + 2 * len(set(keys)) + 2
+    assert sorted(prof.pairs) == sorted(pairs)  # and each unique adjacent pair
+    assert all(q.first in prof.blocks and q.second in prof.blocks for q in prof.pairs.values())
+    assert len(run.measured) == 1 + len(set(keys)) + len(pairs) + 2
+    # overhead once; each block alone and as replicated copies; each pair; each model
+    names = [n for n, _ in fake.calls]
+    assert names.count("block") == names.count("cold") == len(set(keys)) and names.count("pair") == len(pairs)
+    assert len(fake.calls) == 1 + 2 * len(set(keys)) + len(pairs) + 2
     assert all(b.latency_cold is not None and b.copies >= 2 for b in prof.blocks.values())
     assert prof.overhead is not None and prof.calibration["p50"]["a"] > 0
     before = {m.spec: m.to_dict() for m in prof.models}
@@ -90,8 +101,9 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     run2 = P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out, resume=True)
     prof2 = P.load_profile(out)
     assert TINY[2] in run2.measured and not set(run2.measured) & set(before)
-    assert not set(run2.measured) & set(prof.blocks) and "overhead" in run2.skipped
-    assert len(fake.calls) == 2 * len(run2.measured) - 1  # blocks twice, one model
+    assert not set(run2.measured) & (set(prof.blocks) | set(prof.pairs)) and "overhead" in run2.skipped
+    new_blocks = [k for k in run2.measured if k in prof2.blocks]
+    assert len(fake.calls) == 2 * len(new_blocks) + (len(run2.measured) - len(new_blocks))  # blocks twice
     for spec, d in before.items():
         assert prof2.model(spec).to_dict() == d  # stored entries are untouched
     assert prof2.complete and prof2.validation["n_heldout"] == 1
@@ -198,7 +210,7 @@ def test_killed_run_resumes_without_remeasuring(run_cli, tmp_path):
     assert stored.get("entries"), "the profiler wrote no entry before it ended"
     kept = P.load_profile(out)  # what the killed run left is a valid profile
     before = {e.get("spec") or e["key"]: e for e in json.loads(out.read_text())["entries"]}
-    assert len(before) == len(kept.models) + len(kept.blocks)
+    assert len(before) == len(kept.models) + len(kept.blocks) + len(kept.pairs)
     r = run_cli("profile", "--target", target, "--family", "convnet", "--grid", grid, "--out", out,
                 "--resume", "--json")
     assert r.returncode == 0, r.stderr

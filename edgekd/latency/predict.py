@@ -1,9 +1,21 @@
 """The latency predictor (LATENCY.md "Profiles and prediction").
 
-A candidate's latency is predicted from the blocks the runtime executes, measured one by one
-on the target: ``predicted = a * sum(block cost) + b``, fitted by least squares (``a`` scale,
-``b`` overhead once per inference) on a few whole-model measurements of the same family (the
+A candidate's latency is predicted from the blocks the runtime executes, measured on the
+target: ``predicted = a * sum(block cost) + b``, fitted by least squares (``a`` scale, ``b``
+overhead once per inference) on a few whole-model measurements of the same family (the
 calibration set).
+
+A block's cost is read in one of two ways (the "method"):
+
+- ``alone``: the block measured on its own, less the per-inference overhead.
+- ``context``: the first block alone, then each next block as ``pair(prev, block) - alone(prev)``
+  where the pair is the two blocks measured together. A runtime that changes the memory layout
+  at a model's inputs and outputs, or fuses across blocks (OpenVINO's CPU plugin does both),
+  pays those costs once per model, but once per block when blocks run alone; the pair
+  difference removes them, and the sum telescopes to what a whole model pays.
+
+Each profile's calibration takes the method whose leave-one-out error on the calibration set is
+lower (``alone`` for profiles without pair entries), and stores which.
 
 A block's cost depends on where its weights are when it runs. Measured alone, its weights stay
 in the core's L2 cache between runs ("hot", less the runtime's per-inference overhead measured
@@ -19,7 +31,7 @@ Pure arithmetic on a Profile; nothing here measures or imports a runtime.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
@@ -30,6 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .profile import Profile
 
 METRICS = ("p50", "p90")
+METHODS = ("alone", "context")
 # Blocks are summed by their medians for every metric: a whole model's p90 is not the sum of its
 # blocks' p90s; its tail is fitted (a, b per metric) on the calibration set instead.
 FEATURE = "p50"
@@ -45,15 +58,18 @@ class Calibration:
     b: float
     specs: tuple[str, ...]
     residual_ms: float = 0.0  # RMS residual on the calibration set
+    method: str = "alone"
+    loo: Mapping[str, float] = field(default_factory=dict)  # method -> leave-one-out mean |rel. error|
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "a": self.a, "b": self.b, "specs": list(self.specs),
-                "residual_ms": self.residual_ms}
+                "residual_ms": self.residual_ms, "method": self.method, "loo": dict(self.loo)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Calibration":
         return cls(metric=str(d["metric"]), a=float(d["a"]), b=float(d["b"]),
-                   specs=tuple(d.get("specs", ())), residual_ms=float(d.get("residual_ms", 0.0)))
+                   specs=tuple(d.get("specs", ())), residual_ms=float(d.get("residual_ms", 0.0)),
+                   method=str(d.get("method", "alone")), loo=dict(d.get("loo") or {}))
 
     def apply(self, block_sum_ms: float) -> float:
         return self.a * block_sum_ms + self.b
@@ -123,50 +139,120 @@ def cold_fraction(profile: "Profile", block_keys: Sequence[str]) -> float:
     return min(max((footprint_bytes(profile, block_keys) - 0.5 * l2) / l2, 0.0), 1.0)
 
 
+def _missing(profile: "Profile", keys: Sequence[str], what: str) -> None:
+    raise BadInputError(f"profile {profile.label} has no measurement for {what} '{keys[0]}' "
+                        f"({len(keys)} missing)",
+                        hint="re-run `edgekd profile --resume` with a grid that contains this candidate")
+
+
+def _cold_shift(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
+    """What the blocks add when their weights come from beyond L2 (cold_fraction of the way)."""
+    f = cold_fraction(profile, block_keys)
+    if f == 0.0:
+        return 0.0
+    total = 0.0
+    for k in block_keys:
+        cold = profile.blocks[k].latency_cold
+        if cold is not None:
+            total += f * (cold.metric(metric) - net_block_ms(profile, k, metric))
+    return total
+
+
 def block_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
-    """Sum of the blocks' costs for a model made of them (each key counted as often as it occurs)."""
+    """Sum of the blocks' costs measured alone, for a model made of them (method ``alone``)."""
     block_keys = list(block_keys)
     missing = [k for k in block_keys if k not in profile.blocks]
     if missing:
-        raise BadInputError(f"profile {profile.label} has no measurement for block '{missing[0]}' "
-                            f"({len(missing)} block(s) missing)",
-                            hint="re-run `edgekd profile --resume` with a grid that contains this candidate")
-    f = cold_fraction(profile, block_keys)
-    total = 0.0
-    for k in block_keys:
-        hot = net_block_ms(profile, k, metric)
-        cold = profile.blocks[k].latency_cold
-        total += hot if cold is None or f == 0.0 else (1.0 - f) * hot + f * cold.metric(metric)
-    return float(total)
+        _missing(profile, missing, "block")
+    hot = sum(net_block_ms(profile, k, metric) for k in block_keys)
+    return float(hot + _cold_shift(profile, block_keys, metric))
+
+
+def context_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
+    """The blocks' costs in context (method ``context``): the first alone, each next one as
+    pair(prev, it) - alone(prev)."""
+    from .profile import model_pairs
+
+    block_keys = list(block_keys)
+    missing = [k for k in block_keys if k not in profile.blocks]
+    if missing:
+        _missing(profile, missing, "block")
+    pairs = model_pairs(block_keys)
+    gone = [k for k in pairs if k not in profile.pairs]
+    if gone:
+        _missing(profile, gone, "block pair")
+    total = net_block_ms(profile, block_keys[0], metric) if block_keys else 0.0
+    for prev, pk in zip(block_keys, pairs):
+        # may be negative: the pair drops the layout change after ``prev`` that ``prev`` alone paid
+        total += profile.pairs[pk].latency.metric(metric) - profile.blocks[prev].latency.metric(metric)
+    return float(total + _cold_shift(profile, block_keys, metric))
+
+
+def has_feature(profile: "Profile", block_keys: Sequence[str], method: str) -> bool:
+    from .profile import model_pairs
+
+    if not all(k in profile.blocks for k in block_keys):
+        return False
+    return method == "alone" or all(k in profile.pairs for k in model_pairs(block_keys))
+
+
+def feature_ms(profile: "Profile", block_keys: Sequence[str], method: str = "alone") -> float:
+    """The block-cost sum a calibration of ``method`` applies to (by medians: FEATURE)."""
+    if method == "context":
+        return context_sum_ms(profile, block_keys, FEATURE)
+    if method == "alone":
+        return block_sum_ms(profile, block_keys, FEATURE)
+    raise BadInputError(f"unknown predictor method '{method}'", hint=f"use one of {', '.join(METHODS)}")
+
+
+def loo_error(x: Sequence[float], y: Sequence[float]) -> float:
+    """Mean |relative error| of fit_line predicting each point from the others."""
+    n = len(x)
+    if n < 2:
+        return math.inf
+    errs = []
+    for i in range(n):
+        a, b, _ = fit_line([v for j, v in enumerate(x) if j != i], [v for j, v in enumerate(y) if j != i])
+        errs.append(abs(a * x[i] + b - y[i]) / y[i] if y[i] > 0 else math.inf)
+    return float(np.mean(errs))
 
 
 def calibrate(profile: "Profile", metric: str) -> Calibration | None:
-    """Fit a, b for ``metric`` on the profile's calibration set (None: no whole-model entries)."""
+    """Fit a, b for ``metric`` on the profile's calibration set (None: no whole-model entries),
+    with the method of lower leave-one-out error among those the profile can give."""
     models = profile.models_by_capacity()
     usable = [m for m in models if all(k in profile.blocks for k in m.blocks)]
     if not usable:
         return None
     idx = calibration_indices(len(usable))
     cal = [usable[i] for i in idx]
-    x = [block_sum_ms(profile, m.blocks, FEATURE) for m in cal]
     y = [m.latency.metric(metric) for m in cal]
+    fits: dict[str, tuple[list[float], float]] = {}
+    for method in METHODS:
+        if all(has_feature(profile, m.blocks, method) for m in cal):
+            x = [feature_ms(profile, m.blocks, method) for m in cal]
+            fits[method] = (x, loo_error(x, y))
+    method = min(fits, key=lambda k: (fits[k][1], METHODS.index(k)))
+    x = fits[method][0]
     a, b, rms = fit_line(x, y)
-    return Calibration(metric=metric, a=a, b=b, specs=tuple(m.spec for m in cal), residual_ms=rms)
+    return Calibration(metric=metric, a=a, b=b, specs=tuple(m.spec for m in cal), residual_ms=rms,
+                       method=method, loo={k: v[1] for k, v in fits.items()})
 
 
 def validate(profile: "Profile", calibration: Calibration) -> dict:
     """Prediction error on the held-out whole-model entries (those not in the calibration set)."""
     rows = []
     for m in profile.models_by_capacity():
-        if m.spec in calibration.specs or not all(k in profile.blocks for k in m.blocks):
+        if m.spec in calibration.specs or not has_feature(profile, m.blocks, calibration.method):
             continue
         measured = m.latency.metric(calibration.metric)
-        pred = calibration.apply(block_sum_ms(profile, m.blocks, FEATURE))
+        pred = calibration.apply(feature_ms(profile, m.blocks, calibration.method))
         rows.append({"spec": m.spec, "measured_ms": measured, "predicted_ms": pred,
                      "rel_error": (pred - measured) / measured if measured > 0 else math.inf})
     errs = np.abs([r["rel_error"] for r in rows], dtype=np.float64) if rows else np.zeros(0)
     return {
         "metric": calibration.metric,
+        "method": calibration.method,
         "n_heldout": len(rows),
         "fraction_within_10pct": float(np.mean(errs <= WITHIN)) if rows else None,
         "p95_rel_error": float(np.percentile(errs, 95)) if rows else None,
@@ -222,7 +308,8 @@ def predict_blocks(profile: "Profile", block_keys: Sequence[str], metric: str = 
     """Predicted latency (ms) of a model made of these blocks."""
     if metric not in METRICS:
         raise BadInputError(f"unknown latency metric '{metric}'", hint=f"use one of {', '.join(METRICS)}")
-    return get_calibration(profile, metric).apply(block_sum_ms(profile, block_keys, FEATURE))
+    cal = get_calibration(profile, metric)
+    return cal.apply(feature_ms(profile, block_keys, cal.method))
 
 
 def predict(profile: "Profile", spec: str, metric: str = "p90") -> float:

@@ -3,7 +3,8 @@
 A profile is versioned JSON (``"schema": "edgekd.profile/v1"``) for one family on one target:
 the target, the environment fingerprint, the measurement protocol, whole-candidate entries
 (spec, params, MACs, the blocks it runs, LatencyStats), block entries (one per unique block the
-runtime executes), the runtime's per-inference overhead, and the predictor's calibration and
+runtime executes), pair entries (two blocks that follow each other in a candidate, run
+together), the runtime's per-inference overhead, and the predictor's calibration and
 held-out validation (edgekd.latency.predict). The profiler rewrites the whole file atomically
 after every measured entry, so a killed run leaves a valid profile holding what was complete,
 and ``resume=True`` measures only what is missing.
@@ -20,6 +21,8 @@ from typing import Any, Callable, Mapping
 from ..errors import BadInputError, EdgeKDError
 from ..util_io import atomic_write_json
 from .environment import compare, describe_mismatch
+from .pieces import (MAX_COPIES, _overhead_module, cold_copies, l2_bytes,  # noqa: F401 (re-exported)
+                     measure_block, measure_module, measure_onnx, measure_pair)
 from .stats import LatencyStats
 
 SCHEMA = "edgekd.profile/v1"
@@ -96,6 +99,42 @@ class BlockEntry:
                    latency_cold=LatencyStats.from_dict(cold) if cold else None, copies=int(d.get("copies", 0)))
 
 
+PAIR_SEP = " -> "
+
+
+def pair_key(first: str, second: str) -> str:
+    return f"{first}{PAIR_SEP}{second}"
+
+
+def model_pairs(block_keys) -> list[str]:
+    """The pair keys of a model's adjacent blocks, in order."""
+    keys = list(block_keys)
+    return [pair_key(a, b) for a, b in zip(keys, keys[1:])]
+
+
+@dataclass
+class PairEntry:
+    """Two adjacent blocks (``first`` then ``second``) run together on their own."""
+
+    first: str
+    second: str
+    latency: LatencyStats
+    measured_at: str = ""
+
+    @property
+    def key(self) -> str:
+        return pair_key(self.first, self.second)
+
+    def to_dict(self) -> dict:
+        return {"kind": "pair", "key": self.key, "first": self.first, "second": self.second,
+                "latency": _stats_dict(self.latency), "measured_at": self.measured_at}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "PairEntry":
+        return cls(first=str(d["first"]), second=str(d["second"]), latency=LatencyStats.from_dict(d["latency"]),
+                   measured_at=d.get("measured_at", ""))
+
+
 @dataclass
 class Profile:
     target: dict
@@ -107,6 +146,7 @@ class Profile:
     grid: list[str] = field(default_factory=list)
     models: list[ModelEntry] = field(default_factory=list)
     blocks: dict[str, BlockEntry] = field(default_factory=dict)
+    pairs: dict[str, PairEntry] = field(default_factory=dict)
     overhead: LatencyStats | None = None
     calibration: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
@@ -143,7 +183,8 @@ class Profile:
     def complete(self) -> bool:
         have = {m.spec for m in self.models}
         return bool(self.grid) and all(s in have for s in self.grid) and all(
-            k in self.blocks for m in self.models for k in m.blocks)
+            k in self.blocks for m in self.models for k in m.blocks) and all(
+            k in self.pairs for m in self.models for k in model_pairs(m.blocks))
 
     def refit(self) -> None:
         from .predict import fit_profile
@@ -151,7 +192,8 @@ class Profile:
         self.calibration, self.validation = fit_profile(self)
 
     def to_dict(self) -> dict:
-        entries = [m.to_dict() for m in self.models] + [b.to_dict() for b in self.blocks.values()]
+        entries = ([m.to_dict() for m in self.models] + [b.to_dict() for b in self.blocks.values()]
+                   + [q.to_dict() for q in self.pairs.values()])
         return {
             "schema": SCHEMA, "target": self.target, "family": self.family,
             "in_channels": self.in_channels, "num_classes": self.num_classes,
@@ -166,20 +208,23 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d: Mapping, path: Path | None = None) -> "Profile":
-        models, blocks = [], {}
+        models, blocks, pairs = [], {}, {}
         for e in d.get("entries", []):
             if e.get("kind") == "model":
                 models.append(ModelEntry.from_dict(e))
             elif e.get("kind") == "block":
                 b = BlockEntry.from_dict(e)
                 blocks[b.key] = b
+            elif e.get("kind") == "pair":
+                q = PairEntry.from_dict(e)
+                pairs[q.key] = q
             else:
                 raise ValueError(f"entry of unknown kind {e.get('kind')!r}")
         ov = d.get("overhead_latency")
         return cls(target=dict(d["target"]), family=str(d["family"]), in_channels=int(d.get("in_channels", 1)),
                    num_classes=int(d.get("num_classes", 10)), fingerprint=dict(d.get("fingerprint") or {}),
                    protocol=dict(d.get("protocol") or {}), grid=list(d.get("grid") or []),
-                   models=models, blocks=blocks, overhead=LatencyStats.from_dict(ov) if ov else None,
+                   models=models, blocks=blocks, pairs=pairs, overhead=LatencyStats.from_dict(ov) if ov else None,
                    calibration=dict(d.get("calibration") or {}), validation=dict(d.get("validation") or {}),
                    created=d.get("created", ""), updated=d.get("updated", ""),
                    elapsed_s=float(d.get("elapsed_s", 0.0)), path=path)
@@ -278,144 +323,12 @@ def read_grid(grid: str, family: str, *, in_channels: int = 1, num_classes: int 
 # --------------------------------------------------------------------------- measuring
 
 
-def measure_module(module, sample_shape: tuple, target, settings, work_dir: Path, name: str):
-    """Export a torch module to ONNX, open it on ``target`` and measure it (LATENCY.md protocol).
-
-    Returns (Measurement, environment fingerprint).
-    """
-    return measure_onnx(_export(module, sample_shape, target, work_dir, name), sample_shape, target,
-                        settings, work_dir / name)
-
-
-def _export(module, sample_shape: tuple, target, work_dir: Path, name: str) -> Path:
-    import torch
-
-    from ..export import export_onnx
-
-    work_dir.mkdir(parents=True, exist_ok=True)
-    sample = torch.zeros((target.batch, *sample_shape), dtype=torch.float32)
-    return export_onnx(module.eval(), sample, work_dir / f"{name}.onnx")
-
-
-def measure_onnx(onnx_path: Path, sample_shape: tuple, target, settings, work_dir: Path):
-    """Open an ONNX file on ``target`` and measure it: (Measurement, environment fingerprint)."""
-    from ..backends.resolve import open_model
-    from .measure import environment_fingerprint, make_inputs, measure_session
-
-    opened = open_model(onnx_path, target, work_dir=work_dir, sample_shape=tuple(sample_shape))
-    try:
-        shape = tuple(opened.input_shape)
-        inputs = make_inputs(opened.session, shape)
-        env = environment_fingerprint(target, opened.session, shape)
-        m = measure_session(opened.session, inputs, settings, environment=env)
-    finally:
-        close = getattr(opened.session, "close", None)
-        if close:
-            close()
-    return m, env
-
-
-def _overhead_module():
-    import torch
-
-    class _Trivial(torch.nn.Module):  # one elementwise op: what a run costs besides the work
-        def forward(self, x):
-            return torch.relu(x)
-
-    return _Trivial()
-
-
-def l2_bytes() -> int:
-    """This CPU's per-core L2 cache size (2 MiB when it cannot be read)."""
-    for idx in range(8):
-        base = Path(f"/sys/devices/system/cpu/cpu0/cache/index{idx}")
-        try:
-            if (base / "level").read_text().strip() == "2":
-                text = (base / "size").read_text().strip().upper()
-                mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
-                return int(text.rstrip("KM")) * mult
-        except (OSError, ValueError):
-            continue
-    return 2 << 20
-
-
-MAX_COPIES = 16
-
-
-def cold_copies(sig: Mapping) -> int:
-    """How many copies of a block to run so that their weights together exceed twice the L2
-    cache while their activations stay within half of it (in a whole model activations are
-    reused, only weights are many); 0: no cold measurement (the block then counts hot)."""
-    import math
-
-    l2 = l2_bytes()
-    weight_bytes = max(4 * int(sig.get("params", 0) or 0), 1)
-    shape_in, shape_out = sig.get("in_shape") or (), sig.get("out_shape") or ()
-    hw = math.prod(shape_in[1:]) if len(shape_in) > 1 else 1
-    act_bytes = 4 * (math.prod(shape_in) + math.prod(shape_out) + int(sig.get("hidden", 0) or 0) * hw)
-    n = min(MAX_COPIES, math.ceil(2 * l2 / weight_bytes), int(0.5 * l2 // max(act_bytes, 1)))
-    return n if n >= 2 else 0
-
-
-def replicate_onnx(src: Path, dst: Path, copies: int, seed: int = 0) -> Path:
-    """``copies`` copies of a one-input graph, each with its own (slightly perturbed, so no
-    runtime merges them) weights, all reading the same input; one output per copy."""
-    import numpy as np
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(src))
-    g = model.graph
-    shared = {i.name for i in g.input} | {""}
-    nodes, inits, outputs = list(g.node), list(g.initializer), list(g.output)
-    rng = np.random.default_rng(seed)
-    for r in range(1, copies):
-        def ren(name: str) -> str:
-            return name if name in shared else f"{name}__copy{r}"
-
-        for init in inits:
-            arr = numpy_helper.to_array(init)
-            if arr.dtype.kind == "f" and arr.size > 1:
-                arr = (arr * (1 + 1e-3 * rng.standard_normal(arr.shape))).astype(arr.dtype)
-            g.initializer.append(numpy_helper.from_array(arr, ren(init.name)))
-        for node in nodes:
-            n2 = onnx.NodeProto()
-            n2.CopyFrom(node)
-            n2.name = ren(node.name) if node.name else ""
-            del n2.input[:]
-            n2.input.extend(ren(x) for x in node.input)
-            del n2.output[:]
-            n2.output.extend(ren(x) for x in node.output)
-            g.node.append(n2)
-        for out in outputs:
-            o2 = onnx.ValueInfoProto()
-            o2.CopyFrom(out)
-            o2.name = ren(out.name)
-            g.output.append(o2)
-    onnx.save(model, str(dst))
-    return dst
-
-
-def measure_block(module, sample_shape: tuple, target, settings, work_dir: Path, copies: int):
-    """A block alone (weights stay in cache) and as ``copies`` replicas run back to back
-    (weights from beyond L2): (hot Measurement, cold LatencyStats per copy or None, environment)."""
-    path = _export(module, sample_shape, target, work_dir, "block")
-    hot, env = measure_onnx(path, sample_shape, target, settings, work_dir / "hot")
-    if copies < 2:
-        return hot, None, env
-    rep = replicate_onnx(path, work_dir / "cold.onnx", copies)
-    mc, _ = measure_onnx(rep, sample_shape, target, settings, work_dir / "cold")
-    cold = LatencyStats.from_samples(mc.samples_ms / copies, warmup=mc.stats.warmup,
-                                     confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
-    return hot, cold, env
-
-
 @dataclass
 class ProfileEvent:
     """Progress of a profile run: kind is 'planned', 'start', 'measured' or 'done'."""
 
     kind: str
-    what: str = ""  # 'overhead', 'block', 'model'
+    what: str = ""  # 'overhead', 'block', 'pair', 'model'
     name: str = ""
     done: int = 0
     total: int = 0
@@ -460,7 +373,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     block_settings = MeasureSettings.model_validate({**model_settings.model_dump(), "min_time_s": block_time,
                                                      "warmup_s": min(BLOCK_WARMUP_S, model_settings.warmup_s)})
     protocol = {"model": model_settings.model_dump(), "block": block_settings.model_dump(),
-                "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, then the model",
+                "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, new adjacent pairs, then the model",
                 "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2, activations "
                                f"within L2/2 (max {MAX_COPIES}; fewer than 2: none)",
                 "l2_bytes": l2_bytes()}
@@ -489,16 +402,24 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
         plan.append(("overhead", "overhead", None))
     else:
         skipped.append("overhead")
-    planned_blocks: set[str] = set()
+    planned: set[str] = set()
     for s in specs:
         for sig in sigs[s]:
             k = sig["key"]
             if k in prof.blocks:
                 if k not in skipped:
                     skipped.append(k)
-            elif k not in planned_blocks:
-                planned_blocks.add(k)
+            elif k not in planned:
+                planned.add(k)
                 plan.append(("block", k, sig))
+        for a, b in zip(sigs[s], sigs[s][1:]):
+            k = pair_key(a["key"], b["key"])
+            if k in prof.pairs:
+                if k not in skipped:
+                    skipped.append(k)
+            elif k not in planned:
+                planned.add(k)
+                plan.append(("pair", k, (a, b)))
         if prof.model(s) is None:
             plan.append(("model", s, None))
         else:
@@ -525,6 +446,11 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 prof.blocks[name] = BlockEntry(key=name, signature=_jsonable(sig), latency=m.stats,
                                                input_shape=tuple(shape), measured_at=_now(),
                                                latency_cold=cold, copies=copies)
+                lat = m.stats.p50
+            elif what == "pair":
+                m, env = measure_pair(sig[0], sig[1], target, block_settings, wd)
+                prof.pairs[name] = PairEntry(first=sig[0]["key"], second=sig[1]["key"], latency=m.stats,
+                                             measured_at=_now())
                 lat = m.stats.p50
             else:
                 shape = tuple(input_shape(name, in_channels))

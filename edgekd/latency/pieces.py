@@ -1,0 +1,162 @@
+"""Measuring the pieces of a profile on a target: a module, an ONNX file, a block alone and as
+replicated copies, and the runtime's per-inference overhead (LATENCY.md "Profiles and prediction").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from .stats import LatencyStats
+
+
+def measure_module(module, sample_shape: tuple, target, settings, work_dir: Path, name: str):
+    """Export a torch module to ONNX, open it on ``target`` and measure it (LATENCY.md protocol).
+
+    Returns (Measurement, environment fingerprint).
+    """
+    return measure_onnx(_export(module, sample_shape, target, work_dir, name), sample_shape, target,
+                        settings, work_dir / name)
+
+
+def _export(module, sample_shape: tuple, target, work_dir: Path, name: str) -> Path:
+    import torch
+
+    from ..export import export_onnx
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    sample = torch.zeros((target.batch, *sample_shape), dtype=torch.float32)
+    return export_onnx(module.eval(), sample, work_dir / f"{name}.onnx")
+
+
+def measure_onnx(onnx_path: Path, sample_shape: tuple, target, settings, work_dir: Path):
+    """Open an ONNX file on ``target`` and measure it: (Measurement, environment fingerprint)."""
+    from ..backends.resolve import open_model
+    from .measure import environment_fingerprint, make_inputs, measure_session
+
+    opened = open_model(onnx_path, target, work_dir=work_dir, sample_shape=tuple(sample_shape))
+    try:
+        shape = tuple(opened.input_shape)
+        inputs = make_inputs(opened.session, shape)
+        env = environment_fingerprint(target, opened.session, shape)
+        m = measure_session(opened.session, inputs, settings, environment=env)
+    finally:
+        close = getattr(opened.session, "close", None)
+        if close:
+            close()
+    return m, env
+
+
+def _overhead_module():
+    import torch
+
+    class _Trivial(torch.nn.Module):  # one elementwise op: what a run costs besides the work
+        def forward(self, x):
+            return torch.relu(x)
+
+    return _Trivial()
+
+
+def l2_bytes() -> int:
+    """This CPU's per-core L2 cache size (2 MiB when it cannot be read)."""
+    for idx in range(8):
+        base = Path(f"/sys/devices/system/cpu/cpu0/cache/index{idx}")
+        try:
+            if (base / "level").read_text().strip() == "2":
+                text = (base / "size").read_text().strip().upper()
+                mult = {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1)
+                return int(text.rstrip("KM")) * mult
+        except (OSError, ValueError):
+            continue
+    return 2 << 20
+
+
+MAX_COPIES = 16
+
+
+def cold_copies(sig: Mapping) -> int:
+    """How many copies of a block to run so that their weights together exceed twice the L2
+    cache while their activations stay within half of it (in a whole model activations are
+    reused, only weights are many); 0: no cold measurement (the block then counts hot)."""
+    import math
+
+    l2 = l2_bytes()
+    weight_bytes = max(4 * int(sig.get("params", 0) or 0), 1)
+    shape_in, shape_out = sig.get("in_shape") or (), sig.get("out_shape") or ()
+    hw = math.prod(shape_in[1:]) if len(shape_in) > 1 else 1
+    act_bytes = 4 * (math.prod(shape_in) + math.prod(shape_out) + int(sig.get("hidden", 0) or 0) * hw)
+    n = min(MAX_COPIES, math.ceil(2 * l2 / weight_bytes), int(0.5 * l2 // max(act_bytes, 1)))
+    return n if n >= 2 else 0
+
+
+def replicate_onnx(src: Path, dst: Path, copies: int, seed: int = 0) -> Path:
+    """``copies`` copies of a one-input graph, each with its own (slightly perturbed, so no
+    runtime merges them) weights, all reading the same input; one output per copy."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    shared = {i.name for i in g.input} | {""}
+    nodes, inits, outputs = list(g.node), list(g.initializer), list(g.output)
+    rng = np.random.default_rng(seed)
+    for r in range(1, copies):
+        def ren(name: str) -> str:
+            return name if name in shared else f"{name}__copy{r}"
+
+        for init in inits:
+            arr = numpy_helper.to_array(init)
+            if arr.dtype.kind == "f" and arr.size > 1:
+                arr = (arr * (1 + 1e-3 * rng.standard_normal(arr.shape))).astype(arr.dtype)
+            g.initializer.append(numpy_helper.from_array(arr, ren(init.name)))
+        for node in nodes:
+            n2 = onnx.NodeProto()
+            n2.CopyFrom(node)
+            n2.name = ren(node.name) if node.name else ""
+            del n2.input[:]
+            n2.input.extend(ren(x) for x in node.input)
+            del n2.output[:]
+            n2.output.extend(ren(x) for x in node.output)
+            g.node.append(n2)
+        for out in outputs:
+            o2 = onnx.ValueInfoProto()
+            o2.CopyFrom(out)
+            o2.name = ren(out.name)
+            g.output.append(o2)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def measure_block(module, sample_shape: tuple, target, settings, work_dir: Path, copies: int):
+    """A block alone (weights stay in cache) and as ``copies`` replicas run back to back
+    (weights from beyond L2): (hot Measurement, cold LatencyStats per copy or None, environment)."""
+    path = _export(module, sample_shape, target, work_dir, "block")
+    hot, env = measure_onnx(path, sample_shape, target, settings, work_dir / "hot")
+    if copies < 2:
+        return hot, None, env
+    rep = replicate_onnx(path, work_dir / "cold.onnx", copies)
+    mc, _ = measure_onnx(rep, sample_shape, target, settings, work_dir / "cold")
+    cold = LatencyStats.from_samples(mc.samples_ms / copies, warmup=mc.stats.warmup,
+                                     confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
+    return hot, cold, env
+
+
+def pair_module(first: Mapping, second: Mapping):
+    """Two blocks run back to back, as they follow each other in a candidate."""
+    import torch
+
+    from ..models import build_block
+
+    a, shape = build_block(dict(first))
+    b, _ = build_block(dict(second))
+    return torch.nn.Sequential(a, b).eval(), shape
+
+
+def measure_pair(first: Mapping, second: Mapping, target, settings, work_dir: Path):
+    """Two adjacent blocks measured together: (Measurement, environment fingerprint).
+
+    With the blocks measured alone, the difference ``pair - first alone`` is what the second
+    block costs after the first inside a model: the runtime's work at the boundary between them
+    (layout changes, fusion) is counted once, as in the whole model, and not once per block."""
+    module, shape = pair_module(first, second)
+    return measure_module(module, tuple(shape), target, settings, work_dir, "pair")
