@@ -93,3 +93,21 @@ def test_cli_truncated_profile(run_cli, tmp_path):
     p.write_text(text[: len(text) // 2])
     r = run_cli("select", "--profile", p, "--budget-ms", "1.3")
     assert r.returncode == 2 and "truncated" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_verify_steps_up_when_the_measurement_leaves_room():
+    # i=3 predicted 1.05 runs at 0.8 (ratio 0.76): i=4 scaled 0.95 <= 0.95 x 1.3, i=5 scaled 1.41 not
+    measured = {"fam:i=3": 0.8, "fam:i=4": 1.0}
+    sel = select_student(with_eps(synthetic(), 0.10), 1.3, verify=True, measure=measured.__getitem__)
+    assert [a.spec for a in sel.attempts] == ["fam:i=3", "fam:i=4"]
+    assert sel.chosen.spec == "fam:i=4" and sel.chosen.verified_ms == 1.0
+    # a larger candidate that misses when measured is not kept
+    measured["fam:i=4"] = 1.35
+    sel = select_student(with_eps(synthetic(), 0.10), 1.3, verify=True, measure=measured.__getitem__)
+    assert [a.spec for a in sel.attempts] == ["fam:i=3", "fam:i=4"] and sel.chosen.spec == "fam:i=3"
+    # no room: nothing more is measured; max_up=0 never steps up
+    sel = select_student(with_eps(synthetic(), 0.10), 1.3, verify=True, measure={"fam:i=3": 1.2}.__getitem__)
+    assert [a.spec for a in sel.attempts] == ["fam:i=3"]
+    sel = select_student(with_eps(synthetic(), 0.10), 1.3, verify=True, measure={"fam:i=3": 0.8}.__getitem__,
+                         max_up=0)
+    assert [a.spec for a in sel.attempts] == ["fam:i=3"]

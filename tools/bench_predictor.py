@@ -33,8 +33,8 @@ def main(argv=None) -> int:
     if not paths:
         print("no profiles found (profiles/*.json)")
         return 2
-    print(f"{'profile':38s} {'models':>6s} {'blocks':>6s} {'held':>5s} {'p50 ±10%':>9s} {'p50 p95err':>10s} "
-          f"{'p90 ±10%':>9s} {'p90 p95err':>10s}  vs target / nn-Meter")
+    print(f"{'profile':38s} {'models':>6s} {'blocks':>6s} {'pairs':>5s} {'method':>7s} {'held':>5s} "
+          f"{'p50 ±10%':>9s} {'p50 p95err':>10s} {'p90 ±10%':>9s} {'p90 p95err':>10s}  vs target / nn-Meter")
     worst = 1.0
     for p in paths:
         prof = load_profile(p)
@@ -47,7 +47,8 @@ def main(argv=None) -> int:
         f50 = m50["fraction_within_10pct"]
         worst = min(worst, f50)
         gap = f"{(f50 - TARGET) * 100:+.0f} pts / {(f50 - NN_METER) * 100:+.0f} pts"
-        print(f"{p.name:38s} {len(prof.models):6d} {len(prof.blocks):6d} {m50['n_heldout']:5d} "
+        print(f"{p.name:38s} {len(prof.models):6d} {len(prof.blocks):6d} {len(prof.pairs):5d} "
+              f"{val.get('method', 'alone'):>7s} {m50['n_heldout']:5d} "
               f"{f50:9.0%} {m50['p95_rel_error']:10.1%} {m90.get('fraction_within_10pct', float('nan')):9.0%} "
               f"{m90.get('p95_rel_error', float('nan')):10.1%}  {gap}")
         if args.rows:

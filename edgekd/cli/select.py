@@ -13,7 +13,8 @@ from .common import emit_json, json_option
 @click.option("--metric", type=click.Choice(["p50", "p90"]), default="p90", show_default=True,
               help="Latency statistic the budget applies to.")
 @click.option("--verify", is_flag=True,
-              help="Measure the pick on the profile's target; step down while it misses the budget.")
+              help="Measure the pick on the profile's target; step down while it misses the budget, "
+                   "and try larger candidates while the measurement leaves room.")
 @click.option("--strict", is_flag=True,
               help="Refuse a profile measured in another environment (default: warn).")
 @click.option("--spec", "extra_specs", multiple=True, metavar="SPEC",
@@ -28,7 +29,9 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, der
 
     A budget below every candidate is an error (exit 2) that names the smallest reachable
     latency. With --verify, a pick that misses when measured is replaced by the next faster
-    one; exit 1 when none meets the budget.
+    one (exit 1 when none meets the budget); a pick that meets it with room to spare is followed
+    by up to three larger candidates, predicted with the pick's measured/predicted ratio, and
+    the largest one measured under the budget is kept.
     """
     from ..errors import EdgeKDError
     from ..latency.profile import check_fingerprint, current_fingerprint, load_profile

@@ -3,6 +3,12 @@
 Among the profile's candidates predicted at or under ``budget / (1 + eps)`` (eps = the
 profile's p95 relative prediction error), take the one with the most capacity (params);
 optionally measure it on the profile's target and step down while it misses the budget.
+
+When a verified pick meets the budget with room to spare, the margin eps has done its job and
+the measurement is better evidence than the prediction: the predictions of larger candidates
+are scaled by the pick's measured/predicted ratio, and the largest whose scaled prediction is
+within ``(1 - headroom) x budget`` is measured in turn (at most ``max_up`` times); it replaces
+the pick only when its own measurement meets the budget.
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import BadInputError, VerdictError
-from .predict import FEATURE, METRICS, block_sum_ms, epsilon, predict_blocks
+from .predict import METRICS, epsilon, feature_ms, get_calibration, has_feature, predict_blocks
 from .profile import Profile
 
 
@@ -113,16 +119,17 @@ def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str]
 
         have = {c.spec for c in out}
         seen = {tuple(m.blocks) for m in profile.models}
+        method = get_calibration(profile, metric).method
         # derived variants only inside the calibrated range (no extrapolation of the fit)
-        xs = [block_sum_ms(profile, m.blocks, FEATURE) for m in profile.models]
+        xs = [feature_ms(profile, m.blocks, method) for m in profile.models if has_feature(profile, m.blocks, method)]
         lo, hi = (min(xs), max(xs)) if xs else (0.0, 0.0)
         for s, is_extra in [(x, True) for x in extra_specs] + [(x, False) for x in
                                                                 (derived_specs(profile) if derive else [])]:
             spec = parse_spec(s).spec
             sigs = block_signatures(spec, profile.in_channels, num_classes=profile.num_classes)
             keys = tuple(g["key"] for g in sigs)
-            if spec in have or (not is_extra and (keys in seen or
-                                                  not lo <= block_sum_ms(profile, keys, FEATURE) <= hi)):
+            if spec in have or (not is_extra and (keys in seen or not has_feature(profile, keys, method)
+                                                  or not lo <= feature_ms(profile, keys, method) <= hi)):
                 continue
             out.append(Candidate(spec=spec, params=sum(int(g["params"]) for g in sigs),
                                  macs=sum(int(g["macs"]) for g in sigs), derived=True,
@@ -154,14 +161,16 @@ def too_small_message(profile: Profile, budget_ms: float, metric: str, eps: floa
 def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
                    extra_specs: Sequence[str] = (), derive: bool = True, verify: bool = False, target=None,
                    measure: Callable[[str], float] | None = None,
-                   on_attempt: Callable[[Candidate], None] | None = None) -> Selection:
+                   on_attempt: Callable[[Candidate], None] | None = None,
+                   headroom: float = 0.05, max_up: int = 3) -> Selection:
     """The max-capacity candidate predicted at or under ``budget_ms / (1 + eps)``.
 
     Candidates: the profile's whole-model entries, ``extra_specs``, and with ``derive`` the
     variants of them whose blocks are all in the profile (derived_specs).
 
     With ``verify``, each pick is measured (``measure(spec) -> ms`` of ``metric``; by default on
-    the profile's target) and, while it misses the budget, the next faster pick is tried.
+    the profile's target) and, while it misses the budget, the next faster pick is tried; once
+    one meets it, larger candidates are tried as the module docstring says (``max_up=0``: never).
     BadInputError when the budget is below every candidate; VerdictError when verification
     finds no candidate that meets it.
     """
@@ -195,9 +204,36 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
                     + ", ".join(f"{a.spec} {a.verified_ms:.3f} ms" for a in attempts),
                     hint="raise the budget, re-profile on a quiet machine, prune, or use INT8")
             chosen = nxt
+        chosen, cands = _step_up(chosen, cands, budget_ms, measure, attempts, on_attempt, headroom, max_up)
     return Selection(budget_ms=float(budget_ms), metric=metric, epsilon=eps, limit_ms=limit, chosen=chosen,
                      candidates=tuple(cands), attempts=tuple(attempts), verified=bool(verify),
                      profile=profile.label)
+
+
+def _step_up(chosen: Candidate, cands: list[Candidate], budget_ms: float, measure, attempts: list,
+             on_attempt, headroom: float, max_up: int) -> tuple[Candidate, list[Candidate]]:
+    """Larger candidates, judged by predictions scaled to the last measurement (see module doc)."""
+    tried = {a.spec for a in attempts}
+    ref = chosen
+    for _ in range(max(0, max_up)):
+        if not ref.predicted_ms > 0:
+            break
+        ratio = ref.verified_ms / ref.predicted_ms
+        bigger = [c for c in cands if c.spec not in tried and (c.params, c.macs) > (chosen.params, chosen.macs)
+                  and c.predicted_ms * ratio <= (1.0 - headroom) * budget_ms]
+        nxt = _pick([replace(c, fits=True) for c in bigger])
+        if nxt is None:
+            break
+        got = replace(next(c for c in cands if c.spec == nxt.spec), verified_ms=float(measure(nxt.spec)))
+        tried.add(got.spec)
+        attempts.append(got)
+        if on_attempt:
+            on_attempt(got)
+        cands = [got if c.spec == got.spec else c for c in cands]
+        ref = got
+        if got.verified_ms <= budget_ms:
+            chosen = got
+    return chosen, cands
 
 
 def make_measure(profile: Profile, metric: str, *, target=None,
