@@ -79,12 +79,16 @@ def _plan(paths, budgets_path, target_name, budget_ms, metric, confidence, max_r
 
 
 def _print_table(results) -> None:
+    from ..gate.outputs import measured_on
+
     for r in results:
         d = r.decision
         nums = d.numbers() if d else (r.error or "")
         click.echo(f"{r.status:<12} {r.model} on {r.target}: {nums}")
         if d and r.status != "ERROR":
             click.echo(f"{'':<12} {d.reason}; rounds {r.rounds}")
+            if (r.environment or {}).get("remote"):
+                click.echo(f"{'':<12} measured on {measured_on(r)}")
         for w in r.warnings:
             click.echo(f"{'':<12} warning: {w}")
 

@@ -64,8 +64,24 @@ def junit_xml(results: Sequence[GateResult], on_inconclusive: str = "exit3") -> 
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+def measured_on(r: GateResult) -> str:
+    """Where the samples were taken: 'host H (cpu C, runtime R V)', plus 'via ssh U@A:P' for a
+    remote target's device; '' when nothing was measured."""
+    e = r.environment or {}
+    if not e.get("host"):
+        return ""
+    text = f"host {e['host']} ({e.get('cpu')}, {e.get('runtime')} {e.get('runtime_version')})"
+    rem = e.get("remote")
+    if rem:
+        who = f"{rem['user']}@{rem['host']}" if rem.get("user") else str(rem.get("host"))
+        text += f" via ssh {who}:{rem.get('port')}"
+    return text
+
+
 def _details(r: GateResult) -> str:
     lines = [r.message, f"rounds: {r.rounds} ({', '.join(r.round_verdicts) or r.source})"]
+    if measured_on(r):
+        lines.append(f"measured on: {measured_on(r)}")
     lines += [f"warning: {w}" for w in r.warnings]
     return "\n".join(lines)
 
@@ -106,13 +122,15 @@ def markdown_table(results: Sequence[GateResult]) -> str:
             "|---|---|---|---|---:|---|---:|---:|---|"]
     for r in results:
         d = r.decision
+        rem = (r.environment or {}).get("remote")
+        target = f"{r.target} (device {r.environment.get('host')})" if rem else r.target
         if d is None:
-            rows.append(f"| {_cell(r.model)} | {r.target} | {_ICON[r.status]} | {r.budget.metric} | | | "
+            rows.append(f"| {_cell(r.model)} | {_cell(target)} | {_ICON[r.status]} | {r.budget.metric} | | | "
                         f"{r.budget.budget_ms:g} | | {_cell(r.error or '')} |")
             continue
         lo, hi = d.ci
         reg = (f"x{d.regression.median_ratio:.3f}, p={d.regression.p_value:.2g}" if d.regression else "")
-        rows.append(f"| {_cell(r.model)} | {r.target} | {_ICON.get(r.status, r.status)} | {d.metric} | "
+        rows.append(f"| {_cell(r.model)} | {_cell(target)} | {_ICON.get(r.status, r.status)} | {d.metric} | "
                     f"{d.value:.4g} | [{lo:.4g}, {hi:.4g}] | {d.budget_ms:g} | {d.n} | {reg} |")
     return "### edgekd latency gate\n\n" + "\n".join(rows) + "\n"
 
