@@ -1,6 +1,9 @@
 """Verification of a built artifact on its target: accuracy through the target's runtime on the
 validation set, parity against the torch student, and latency per LATENCY.md.
 
+A target with ``remote:`` is verified on its device, all three checks (edgekd.remote.verify);
+the report then carries ``remote`` (how the device was reached) and the device's fingerprint.
+
 Latency is judged on the p90's order-statistic confidence interval: PASS when its upper bound
 is at or under the budget, FAIL when its lower bound is over it; in between the run is
 re-measured once with the samples pooled, and what is still undecided is INCONCLUSIVE.
@@ -48,6 +51,17 @@ class VerifyReport:
     samples_ms: Any = None
     first_inference_ms: Optional[float] = None
     manifest: Optional[str] = None
+    remote: Optional[dict] = None  # set when it ran on a remote target's device: host, port, user, ...
+
+    @property
+    def where(self) -> str:
+        """'' here, else ' (on device D via user@host:port)'."""
+        if not self.remote:
+            return ""
+        r = self.remote
+        who = f"{r['user']}@{r['host']}" if r.get("user") else str(r.get("host"))
+        device = self.latency.environment.get("host") or r.get("device_host")
+        return f" (on device {device} via {who}:{r.get('port')})"
 
     @property
     def verdict(self) -> str:
@@ -68,7 +82,7 @@ class VerifyReport:
                  f"n {s.n})"]
         if self.budget_ms is not None:
             parts.append(f"budget {self.budget_ms:g} ms")
-        return f"{self.verdict.upper()}: " + ", ".join(parts)
+        return f"{self.verdict.upper()}: " + ", ".join(parts) + self.where
 
     def to_dict(self, include_samples: bool = False) -> dict:
         d = {"artifact": self.artifact, "artifact_sha256": self.artifact_sha256,
@@ -77,7 +91,7 @@ class VerifyReport:
              "budget_ms": self.budget_ms, "reference_accuracy": self.reference_accuracy,
              "parity": self.parity, "latency": self.latency.to_dict(),
              "first_inference_ms": self.first_inference_ms, "manifest": self.manifest,
-             "checks": [c.to_dict() for c in self.checks]}
+             "remote": self.remote, "checks": [c.to_dict() for c in self.checks]}
         if include_samples and self.samples_ms is not None:
             d["samples_ms"] = [round(float(v), 6) for v in self.samples_ms]
         return d
@@ -148,14 +162,15 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
     art = Path(artifact)
     if not art.is_file():
         raise BadInputError(f"artifact {art} does not exist", hint="check the path")
-    extra = [art.with_suffix(".bin")] if art.suffix.lower() == ".xml" else []
-    mpath = check_against_manifest(art, extra) if check_manifest else None
     if budget_ms is not None and not budget_ms > 0:
         raise BadInputError(f"--budget-ms {budget_ms} must be a positive number of milliseconds")
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise BadInputError(f"--min-accuracy {min_accuracy} must be a fraction in [0, 1]")
     if max_drop is not None and reference is None:
         raise BadInputError("--max-drop needs --reference (the torch student to compare with)")
+    from .remote.ops import side_files
+
+    mpath = check_against_manifest(art, side_files(art)) if check_manifest else None
 
     if isinstance(data, str):
         from .data import load_data
@@ -164,6 +179,11 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
     else:
         bundle = data
     x, y = _val_arrays(bundle)
+    if spec.remote is not None:  # accuracy, parity and latency on the device itself, over SSH
+        from .remote.verify import remote_verify
+
+        return remote_verify(art, spec, x, y, manifest=mpath, budget_ms=budget_ms, min_accuracy=min_accuracy,
+                             max_drop=max_drop, reference=reference, metric=metric, settings=settings)
     opened = open_model(art, spec, work_dir=Path(work_dir) if work_dir else None,
                         sample_shape=tuple(bundle.input_shape))
     session = opened.session
@@ -237,8 +257,8 @@ def _artifact_resolution(art: Path) -> int | None:
             shape = tuple(int(v) for v in m.group(1).split(",")) if m else ()
         else:
             return None
-    except (OSError, ValueError, BadInputError):
-        return None
+    except Exception:  # noqa: BLE001 - a file that does not parse (protobuf DecodeError, ...) is
+        return None    # reported by whatever loads it next, with its own message
     if len(shape) == 4 and isinstance(shape[-1], int) and shape[-1] > 0 and shape[-1] == shape[-2]:
         return int(shape[-1])
     return None

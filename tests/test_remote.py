@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -139,6 +140,42 @@ def tiny(lab) -> Path:
     from edgekd.remote.doctor import tiny_onnx
 
     return tiny_onnx(lab.root / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def digits_onnx(lab) -> Path:
+    """A linear digits classifier (1x1x16x16 -> 10 logits), ridge regression on the train split,
+    written with onnx.helper: about 0.9 top-1 on the validation split."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edgekd.data import load_data
+    from edgekd.quantize.calib import dataset_arrays
+
+    x, y = dataset_arrays(load_data("digits", resolution=16).train)
+    a = np.c_[x.reshape(len(x), -1), np.ones(len(x))]
+    w = np.linalg.solve(a.T @ a + 0.01 * np.eye(a.shape[1]), a.T @ np.eye(10)[y]).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["input"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["xw"]),
+         helper.make_node("Add", ["xw", "b"], ["logits"])], "digits_linear",
+        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 1, 16, 16])],
+        [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 10])],
+        initializer=[numpy_helper.from_array(w[:-1], "w"), numpy_helper.from_array(w[-1], "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    path = lab.root / "digits_linear.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def _measure(path: Path, **settings) -> Path:
+    """The same target with other measure: settings. Verify wants enough samples for a finite
+    p90 bound; the gate a wide instability threshold, since microsecond models jitter on a
+    shared machine and these tests are about where things are measured, not how steady it is."""
+    d = yaml.safe_load(path.read_text())
+    d["measure"].update(settings)
+    path.write_text(yaml.safe_dump(d))
+    return path
 
 
 # ---------------------------------------------------------------------- no sshd needed
@@ -337,3 +374,164 @@ def test_profile_two_devices_in_parallel(lab, tmp_path, capsys):
     code = profile_cli([str(ta)], "convnet", out=str(runs[0].out), as_json=True, grid=str(grid))
     s = json.loads(capsys.readouterr().out)
     assert code == 2 and "already exists" in s["targets"][0]["error"]
+
+
+# ---------------------------------------------------------------------- verify and gate on the device
+
+
+def test_verify_runs_on_the_device_and_reuses_the_copies(lab, digits_onnx, run_cli):
+    from edgekd import load_target, verify_artifact
+
+    t = _measure(lab.target("va", lab.port_a, device="verify-dev"), min_iters=100)
+    args = ("-v", "verify", digits_onnx, "--target", t, "--data", "digits", "--budget-ms", "1000",
+            "--min-accuracy", "0.5", "--json")
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["verdict"] == "pass" and {c["name"] for c in d["checks"]} == {"latency", "accuracy"}
+    assert d["latency"]["environment"]["host"] == "verify-dev"  # the device measured it
+    assert d["remote"]["host"] == "127.0.0.1" and d["remote"]["port"] == lab.port_a
+    assert d["artifact"] == str(digits_onnx)
+    assert d["latency"]["n"] >= 10 and d["latency"]["p50"] > 0
+    # the device saw the same validation arrays: the same accuracy as this machine's runtime gets
+    here = verify_artifact(digits_onnx, load_target(t).model_copy(update={"remote": None}), "digits")
+    assert d["n_val"] == here.n_val == 359 and d["accuracy"] == here.accuracy > 0.8
+
+    wd = lab.root / "wd-va"
+    copies = {p.name: p for p in (wd / "files").glob("*/*") if p.suffix in (".onnx", ".npz")}
+    assert set(copies) == {"digits_linear.onnx", "val.npz"}
+    assert copies["digits_linear.onnx"].read_bytes() == digits_onnx.read_bytes()
+    with np.load(copies["val.npz"]) as z:
+        assert z["x_val"].shape == (359, 1, 16, 16) and z["y_val"].shape == (359,)
+    mtimes = {k: p.stat().st_mtime_ns for k, p in copies.items()}
+    assert not list((wd / "runs").iterdir())  # the run folder is gone, the copies stay
+
+    samples = lab.root / "va-samples.json"
+    r2 = run_cli(*args, "--samples", samples)
+    assert r2.returncode == 0, r2.stderr
+    assert "digits_linear.onnx already on" in r2.stderr and "val.npz already on" in r2.stderr
+    assert {k: p.stat().st_mtime_ns for k, p in copies.items()} == mtimes
+    d2 = json.loads(r2.stdout)
+    assert d2["accuracy"] == d["accuracy"]
+    assert len(json.loads(samples.read_text())["samples_ms"]) == d2["latency"]["n"]  # the device's samples
+
+
+def test_remote_verify_missed_budget_exits_1_and_missing_runtime_4(lab, digits_onnx, run_cli):
+    t = _measure(lab.target("vb", lab.port_b, device="slow-dev"), min_iters=100)
+    r = run_cli("verify", digits_onnx, "--target", t, "--data", "digits", "--budget-ms", "0.0001")
+    assert r.returncode == 1, r.stderr
+    assert "p90" in r.stderr and "budget 0.0001 ms" in r.stderr
+    assert "slow-dev" in r.stderr and f"127.0.0.1:{lab.port_b}" in r.stderr
+    r = run_cli("verify", digits_onnx, "--target", lab.target("vtrt", lab.port_b, runtime="tensorrt"),
+                "--data", "digits")
+    assert r.returncode == 4 and "tensorrt" in r.stderr and f"127.0.0.1:{lab.port_b}" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_side_files_of_models(tmp_path, digits_onnx):
+    import onnx
+
+    from edgekd.errors import BadInputError
+    from edgekd.remote.ops import side_files
+
+    onnx.save(onnx.load(str(digits_onnx)), str(tmp_path / "ext.onnx"), save_as_external_data=True,
+              location="ext.weights", size_threshold=0)
+    assert side_files(tmp_path / "ext.onnx") == [tmp_path / "ext.weights"]
+    assert side_files(digits_onnx) == [] and side_files(tmp_path / "m.xml") == [tmp_path / "m.bin"]
+    (tmp_path / "sub").mkdir()
+    onnx.save(onnx.load(str(digits_onnx)), str(tmp_path / "deep.onnx"), save_as_external_data=True,
+              location="sub/w.data", size_threshold=0)
+    with pytest.raises(BadInputError, match="sub/w.data"):
+        side_files(tmp_path / "deep.onnx")
+
+
+def test_onnx_external_data_goes_along(lab, digits_onnx, tmp_path):
+    import onnx
+
+    from edgekd import bench, load_target
+
+    model = tmp_path / "ext.onnx"
+    onnx.save(onnx.load(str(digits_onnx)), str(model), save_as_external_data=True, location="ext.weights",
+              size_threshold=0)
+    r = bench(str(model), load_target(lab.target("x", lab.port_a, device="ext-dev")))
+    assert r.environment["host"] == "ext-dev" and r.stats.n >= 10  # the device found its weights
+    (copy,) = (lab.root / "wd-x" / "files").glob("*/ext.onnx")
+    assert (copy.parent / "ext.weights").read_bytes() == (tmp_path / "ext.weights").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def compress_like(lab) -> Path:
+    """A compress-shaped output: student.pt, cpu/model.onnx exported from it, manifest.json."""
+    import torch
+
+    from edgekd.export import export_onnx
+    from edgekd.manifest import now, write_manifest
+    from edgekd.models import build_model
+    from edgekd.models.checkpoint import save_checkpoint
+
+    root = lab.root / "run"
+    spec = "convnet:width=8,depth=2,res=16"
+    torch.manual_seed(0)
+    model = build_model(spec, num_classes=10, in_channels=1).eval()
+    save_checkpoint(root / "student.pt", model, spec=spec, num_classes=10, in_channels=1, input_shape=(1, 16, 16))
+    art = export_onnx(model, torch.zeros(1, 1, 16, 16), root / "cpu" / "model.onnx")
+    write_manifest(root, [(root / "student.pt", "torch student"), (art, "export artifact")], config={},
+                   target={}, data_fingerprint=None, created=now())
+    return root
+
+
+def test_remote_verify_parity_on_the_device_and_manifest_refusals(lab, compress_like, run_cli, tmp_path,
+                                                                  monkeypatch):
+    from edgekd import load_target, verify_artifact
+    from edgekd.errors import BadInputError
+    from edgekd.manifest import find_manifest
+
+    t = _measure(lab.target("vm", lab.port_a, device="parity-dev"), min_iters=100)
+    art = compress_like / "cpu" / "model.onnx"
+    r = run_cli("verify", art, "--target", t, "--data", "digits", "--reference", compress_like / "student.pt",
+                "--max-drop", "0.01", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert {c["name"] for c in d["checks"]} == {"accuracy_drop", "parity"} and d["verdict"] == "pass"
+    assert d["parity"]["passed"] and d["parity"]["max_abs_diff"] < 1e-3
+    assert abs(d["accuracy"] - d["reference_accuracy"]) < 0.01
+    assert d["manifest"] == str(compress_like / "manifest.json")
+    assert d["latency"]["environment"]["host"] == "parity-dev"
+
+    # a changed artifact is refused here (exit 2) before anything is copied ...
+    bad_root = tmp_path / "run"
+    shutil.copytree(compress_like, bad_root)
+    bad = bad_root / "cpu" / "model.onnx"
+    raw = bytearray(bad.read_bytes())
+    raw[-1] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    r = run_cli("verify", bad, "--target", t, "--data", "digits", "--budget-ms", "100")
+    assert r.returncode == 2 and str(bad) in r.stderr and "manifest.json" in r.stderr
+    wd = lab.root / "wd-vm" / "files"
+    assert not [p for p in wd.glob("*/model.onnx") if p.read_bytes() == bytes(raw)]
+    # ... and the device checks the copy it runs against the manifest again
+    monkeypatch.setattr("edgekd.manifest.check_against_manifest", lambda a, extra=(): find_manifest(a))
+    with pytest.raises(BadInputError, match="manifest.json") as err:
+        verify_artifact(bad, load_target(t), "digits", budget_ms=100)
+    assert f"127.0.0.1:{lab.port_a}" in str(err.value)
+
+
+def test_gate_measures_on_the_device(lab, digits_onnx, run_cli, tmp_path):
+    t = _measure(lab.target("ga", lab.port_b, device="gate-dev"), unstable_iqr=100.0)
+    junit, summary = tmp_path / "gate.xml", tmp_path / "summary.md"
+    r = run_cli("gate", digits_onnx, "--target", t, "--budget-ms", "1000", "--min-iters", "60", "--json",
+                "--junit", junit, "--github", env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(r.stdout)["results"][0]
+    assert res["status"] == "PASS" and res["rounds"] == 1 and res["decision"]["n"] >= 60
+    assert res["environment"]["host"] == "gate-dev" and res["environment"]["remote"]["port"] == lab.port_b
+    text = junit.read_text()
+    assert "host gate-dev" in text and f"via ssh {lab.user}@127.0.0.1:{lab.port_b}" in text
+    assert "(device gate-dev)" in summary.read_text()
+
+    r = run_cli("gate", digits_onnx, "--target", t, "--budget-ms", "0.00001", "--min-iters", "60",
+                "--max-rounds", "2", "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    res = json.loads(r.stdout)["results"][0]
+    assert res["status"] == "FAIL" and res["round_verdicts"] == ["FAIL", "FAIL"]
+    assert res["decision"]["ci"][0] > 0.00001 and res["environment"]["host"] == "gate-dev"

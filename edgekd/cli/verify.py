@@ -21,15 +21,18 @@ from .common import emit_json, json_option, resolve_target
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="The torch student (student.pt) for the parity check and --max-drop.")
 @click.option("--threads", type=int, default=None, help="Override the target's thread count.")
+@click.option("--samples", "samples_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the raw per-inference latency samples (ms) to this JSON file.")
 @json_option
 def verify_cmd(artifact, target_name, data, resolution, budget_ms, metric, min_accuracy, max_drop, reference,
-               threads, as_json):
+               threads, samples_path, as_json):
     """Verify ARTIFACT on a target: top-1 accuracy through the target's runtime on the validation
     set, parity against the torch student (--reference), and latency measured per LATENCY.md.
 
     Exit 0 when every requirement holds, 1 when one fails (the numbers are printed), 3 when
     the latency interval straddles the budget, 2 when ARTIFACT no longer matches the
-    manifest.json beside it.
+    manifest.json beside it. A target with remote: is verified on its device (README, "Remote
+    targets"): the artifact, the validation arrays and --reference are copied there.
     """
     from ..errors import InconclusiveError, VerdictError
     from ..verify import verify_artifact
@@ -37,15 +40,20 @@ def verify_cmd(artifact, target_name, data, resolution, budget_ms, metric, min_a
     target = resolve_target(target_name, threads=threads)
     rep = verify_artifact(artifact, target, data, budget_ms=budget_ms, min_accuracy=min_accuracy,
                           max_drop=max_drop, reference=reference, metric=metric, resolution=resolution)
+    if samples_path and rep.samples_ms is not None:
+        from ..util_io import atomic_write_json
+
+        atomic_write_json(samples_path, {"target": rep.target, "artifact_sha256": rep.artifact_sha256,
+                                         "samples_ms": [float(v) for v in rep.samples_ms]})
     if as_json:
         emit_json(rep.to_dict())
     else:
         _print(rep)
     bad = "; ".join(f"{c.name}: {c.detail}" for c in rep.failures())
     if rep.verdict == "fail":
-        raise VerdictError(f"{rep.artifact} does not meet its requirements on {rep.target}: {bad}")
+        raise VerdictError(f"{rep.artifact} does not meet its requirements on {rep.target}{rep.where}: {bad}")
     if rep.verdict == "inconclusive":
-        raise InconclusiveError(f"{rep.artifact} on {rep.target}: {bad}",
+        raise InconclusiveError(f"{rep.artifact} on {rep.target}{rep.where}: {bad}",
                                 hint="re-run on a quieter machine or with a longer measurement")
 
 
@@ -69,4 +77,8 @@ def _print(rep) -> None:
               f"n {s.n}" + (" [yellow]unstable[/]" if s.unstable else ""))
     if rep.manifest:
         con.print(f"sha256 matches {rep.manifest}")
+    if rep.remote:
+        env = rep.latency.environment
+        con.print(f"measured on the device{rep.where}: {env.get('runtime')} {env.get('runtime_version')}, "
+                  f"{env.get('arch') or rep.remote.get('arch')}")
     con.print(f"verdict: {rep.verdict.upper()}")

@@ -122,19 +122,73 @@ def remote_target_yaml(target: TargetSpec, settings: MeasureSettings | None = No
     return yaml.safe_dump(d, sort_keys=False)
 
 
-def push_model(ssh: SSHTarget, path: "str | Path") -> str:
-    """Copy a model file (an OpenVINO .xml with its .bin) to the device; return the remote path."""
+def side_files(path: "str | Path") -> list[Path]:
+    """The files a model loads beside itself: an OpenVINO .xml's .bin, an ONNX file's external data.
+
+    External data must sit in the model's own folder (as `edgekd export` writes it); a location
+    in a sub-folder or outside is refused, since the device keeps one folder per model. An ONNX
+    file that does not parse has none here: whatever loads it says what is wrong with it.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".xml":
+        return [p.with_suffix(".bin")]
+    if suffix != ".onnx" or not p.is_file():
+        return []
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception:  # noqa: BLE001 - onnx raises several unrelated types for bad files
+        return []
+    names: dict[str, None] = {}
+    graphs = [model.graph]
+    while graphs:
+        g = graphs.pop()
+        tensors = list(g.initializer)
+        for node in g.node:
+            for a in node.attribute:
+                tensors += ([a.t] if a.HasField("t") else []) + list(a.tensors)
+                graphs += ([a.g] if a.HasField("g") else []) + list(a.graphs)
+        for t in tensors:
+            if uses_external_data(t):
+                names[ExternalDataInfo(t).location] = None
+    out = []
+    for loc in names:
+        if Path(loc).name != loc:
+            raise BadInputError(f"{p.name} keeps external data at '{loc}', not in its own folder",
+                                hint="save it with the data file beside the model "
+                                     "(onnx.save(..., location='NAME.data'))")
+        out.append(p.parent / loc)
+    return out
+
+
+def push_group(ssh: SSHTarget, path: "str | Path") -> dict[Path, str]:
+    """Copy a model file and its side files to one device folder; {local path: remote path}.
+
+    A lone file is keyed by its own sha256; a model with side files by the hash of all of them,
+    so they share a folder and the model finds its data there."""
     from ..backends.base import sha256_file
 
     p = Path(path)
     if not p.is_file():
         raise BadInputError(f"model file {p} does not exist", hint="check the path")
-    if p.suffix.lower() == ".xml" and p.with_suffix(".bin").is_file():
-        b = p.with_suffix(".bin")
-        key = hashlib.sha256(f"{sha256_file(p)}\n{sha256_file(b)}".encode()).hexdigest()
-        ssh.push(b, key=key, name=b.name)
-        return ssh.push(p, key=key, name=p.name)
-    return ssh.push(p)
+    sides = side_files(p)
+    for s in sides:
+        if not s.is_file():
+            raise BadInputError(f"{s.name}, which {p.name} loads, is missing beside it", hint="restore it")
+    if not sides:
+        return {p: ssh.push(p)}
+    key = hashlib.sha256("\n".join(sha256_file(f) for f in [p, *sides]).encode()).hexdigest()
+    out = {s: ssh.push(s, key=key, name=s.name) for s in sides}
+    return {p: ssh.push(p, key=key, name=p.name), **out}
+
+
+def push_model(ssh: SSHTarget, path: "str | Path") -> str:
+    """Copy a model file (with its side files: an OpenVINO .bin, ONNX external data) to the
+    device; return the model's remote path."""
+    return push_group(ssh, path)[Path(path)]
 
 
 def _looks_like_file(ref: str) -> bool:
@@ -169,7 +223,8 @@ class RemoteRun:
 def run_edgekd(target: "str | TargetSpec", args: Sequence[Any], *, settings: MeasureSettings | None = None,
                env: Mapping[str, str] | None = None, collect: str | None = None, stdout_to_stderr: bool = False,
                stderr_lines: Callable[[str], None] | None = None, timeout_s: float | None = None,
-               what: str = "", allow_fail: bool = False, inputs: Mapping[str, str] | None = None) -> RemoteRun:
+               what: str = "", allow_fail: bool = False, inputs: Mapping[str, str] | None = None,
+               links: Mapping[str, str] | None = None) -> RemoteRun:
     """Run ``edgekd ARGS`` on TARGET's device and return what it printed.
 
     In ARGS, ``Upload(path)`` is a local file copied to the device first (content-addressed,
@@ -177,7 +232,9 @@ def run_edgekd(target: "str | TargetSpec", args: Sequence[Any], *, settings: Mea
     (with ``settings`` as its measure: section when given), and ``Remote(path)`` a path already on
     the device. ``collect`` is a remote file (relative to a fresh run directory) whose bytes come
     back in ``RemoteRun.file``, also when the command fails; ``inputs`` maps names in that run
-    directory to remote files copied there first. A non-zero remote exit raises the
+    directory to remote files copied there first, ``links`` likewise for files the command only
+    reads (hard-linked when the file system allows, else copied; names may hold sub-folders, so
+    a model keeps its place beside a manifest.json). A non-zero remote exit raises the
     same EdgeKDError class as it would here, with the device named (unless ``allow_fail``).
     """
     spec = load_target(target)
@@ -197,6 +254,12 @@ def run_edgekd(target: "str | TargetSpec", args: Sequence[Any], *, settings: Mea
     line = f"mkdir -p {rquote(run_dir)} && cd {rquote(run_dir)} && "
     for name, src in (inputs or {}).items():
         line += f"cp -f {rquote(src)} {rquote(rjoin(run_dir, name))} && "
+    for name, src in (links or {}).items():
+        if name.startswith("/") or ".." in name.split("/"):
+            raise BadInputError(f"run-folder name '{name}' must be a relative path inside the run folder")
+        dst = rjoin(run_dir, name)
+        line += (f"mkdir -p {rquote(dst.rsplit('/', 1)[0])} && "
+                 f"{{ ln -f {rquote(src)} {rquote(dst)} 2>/dev/null || cp -f {rquote(src)} {rquote(dst)}; }} && ")
     line += ssh.edgekd_line(argv, env)
     if stdout_to_stderr:
         line += " >&2"
