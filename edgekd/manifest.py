@@ -6,13 +6,12 @@ target, the versions of edgekd, torch and the runtimes, the data fingerprint and
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import BadInputError
-from .util_io import atomic_write_json
+from .util_io import atomic_write_json, read_versioned_json
 
 SCHEMA = "edgekd.manifest/v1"
 NAME = "manifest.json"
@@ -72,16 +71,8 @@ def find_manifest(artifact: "str | Path", levels: int = 2) -> Path | None:
 
 
 def read_manifest(path: "str | Path") -> dict:
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"manifest {p} is unreadable or not JSON ({exc})",
-                            hint="restore it, or re-run `edgekd compress --force`") from exc
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise BadInputError(f"{p} is not an edgekd manifest (expected schema {SCHEMA!r})",
-                            hint="restore it, or re-run `edgekd compress --force`")
-    return doc
+    return read_versioned_json(path, SCHEMA, what="manifest",
+                               hint="restore it, or re-run `edgekd compress --force`")
 
 
 def check_against_manifest(artifact: "str | Path", extra_paths: Iterable[Path] = ()) -> Path | None:

@@ -47,3 +47,39 @@ def atomic_write_text(path: "str | os.PathLike", text: str) -> Path:
 
 def atomic_write_json(path: "str | os.PathLike", obj: Any, indent: int = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=str) + "\n")
+
+
+def read_versioned_json(path: "str | os.PathLike", schema: "str | tuple[str, ...]", *, what: str,
+                        hint: str) -> dict:
+    """Read a JSON object whose ``"schema"`` is ``schema`` (or one of them).
+
+    Every failure is one BadInputError naming the file and what it should be (``what``, e.g.
+    "manifest"), with ``hint`` as the fix: a missing file, an unreadable one, bad JSON (with
+    line and column), a top level that is not an object, or another schema (found and expected).
+    """
+    from .errors import BadInputError
+
+    p = Path(path)
+    expected = (schema,) if isinstance(schema, str) else tuple(schema)
+    want = " or ".join(repr(s) for s in expected)
+    if not p.exists():
+        raise BadInputError(f"{what} {p} does not exist", hint=hint)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BadInputError(f"{what} {p} is unreadable ({reason})", hint=hint) from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{what} {p} is not valid JSON: {exc.msg} at line {exc.lineno} "
+                            f"column {exc.colno}", hint=hint) from None
+    if not isinstance(doc, dict):
+        raise BadInputError(f"{p} is not an edgekd {what}: its top level is a JSON "
+                            f"{type(doc).__name__}, expected an object with schema {want}",
+                            hint=hint)
+    got = doc.get("schema")
+    if got not in expected:
+        found = "no schema" if got is None else f"schema {got!r}"
+        raise BadInputError(f"{p} is not an edgekd {what}: {found}, expected {want}", hint=hint)
+    return doc
