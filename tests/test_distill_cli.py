@@ -42,6 +42,15 @@ def test_bad_training_setting(run_cli, tmp_path):
     assert r.returncode == 2 and "batch_size" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("cmd", ["train", "distill"])
+def test_grad_clip_must_be_positive(run_cli, tmp_path, cmd):
+    who = (["--model", "convnet:width=4,res=8"] if cmd == "train" else
+           ["--teacher", "x.pt", "--student", "convnet:width=4,res=8"])
+    r = run_cli(cmd, *who, *TINY, "--grad-clip", "0", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "grad_clip=0.0" in r.stderr and "greater than 0" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
 def test_finished_run_is_refused(run_cli, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
@@ -82,14 +91,19 @@ def test_distill_then_refuse_then_resume(run_cli, teacher_dir, tmp_path):
     args = ("distill", "--teacher", teacher_dir / "model.pt", "--student",
             "convnet:width=4,res=8", *TINY, "--epochs", "1", "--loss", "kd",
             "--loss-opt", "T=4", "--labelled-fraction", "0.5", "--out", out)
-    r = run_cli(*args, "--json")
+    r = run_cli(*args, "--grad-clip", "0.5", "--json")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["loss"] == "kd" and summary["cache"] in ("hit", "miss")
+    assert summary["config"]["grad_clip"] == 0.5
+    epoch = json.loads((out / "train.jsonl").read_text().splitlines()[0])
+    assert epoch["clipped_steps"] >= 0 and epoch["grad_norm_max"] > 0
+    r = run_cli(*args, "--resume")  # without --grad-clip: not the saved run's settings
+    assert r.returncode == 2 and "grad_clip=None" in r.stderr and "grad_clip=0.5" in r.stderr
     assert (out / "student.pt").exists() and (out / "student.onnx").exists()
     r = run_cli(*args)
     assert r.returncode == 2 and "already holds a finished run" in r.stderr
-    r = run_cli(*args, "--resume", "--json")
+    r = run_cli(*args, "--grad-clip", "0.5", "--resume", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["val_acc"] == summary["val_acc"]
     r = run_cli(*args, "--force", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["cache"] == "hit"

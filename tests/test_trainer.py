@@ -119,27 +119,35 @@ def same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("stop_at", [8, 12])  # mid-epoch, and the last batch of epoch 2
-def test_sigterm_then_resume_is_bit_identical(tmp_path, stop_at):
+@pytest.mark.parametrize("stop_at, clip", [
+    (8, None), (12, None),  # mid-epoch, and the last batch of epoch 2
+    (8, 0.5),               # with gradient clipping (its per-epoch counters resume too)
+])
+def test_sigterm_then_resume_is_bit_identical(tmp_path, stop_at, clip):
     bundle, teacher = make_bundle(), Teacher()
     ref_student, ref_crit = make_student(), Criterion()
-    ref = fit(ref_student, ref_crit, bundle, cfg(), tmp_path / "a", teacher=teacher,
-              progress=False)
+    ref = fit(ref_student, ref_crit, bundle, cfg(grad_clip=clip), tmp_path / "a",
+              teacher=teacher, progress=False)
 
     crit = Criterion(stop_at=stop_at)
     with pytest.raises(WorkInterrupted) as info:
-        fit(make_student(), crit, bundle, cfg(), tmp_path / "b", teacher=teacher, progress=False)
+        fit(make_student(), crit, bundle, cfg(grad_clip=clip), tmp_path / "b", teacher=teacher,
+            progress=False)
     assert info.value.exit_code == 130
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
     state = load_state(tmp_path / "b" / "checkpoints" / "last.pt")
     assert state["step"] == stop_at
 
     student2, crit2 = make_student(seed=99), Criterion()  # different init: resume overwrites
-    res = fit(student2, crit2, bundle, cfg(), tmp_path / "b", teacher=teacher, resume=True,
-              progress=False)
+    res = fit(student2, crit2, bundle, cfg(grad_clip=clip), tmp_path / "b", teacher=teacher,
+              resume=True, progress=False)
     assert same(weights(student2), weights(ref_student))
     assert same(weights(crit2), weights(ref_crit))
     assert res.best_acc == ref.best_acc and res.last_acc == ref.last_acc
+    if clip is not None:
+        assert [h["clipped_steps"] for h in res.history] == [h["clipped_steps"]
+                                                            for h in ref.history]
+        assert sum(h["clipped_steps"] for h in ref.history) > 0
     lines = (tmp_path / "b" / "train.jsonl").read_text().splitlines()
     assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
     assert [json.loads(l)["val_acc"] for l in lines] == [h["val_acc"] for h in ref.history]
@@ -171,7 +179,60 @@ def test_resume_with_other_settings_is_refused(tmp_path):
             resume=True, progress=False)
 
 
+def test_resume_checks_grad_clip_and_accepts_runs_from_before_it(tmp_path):
+    bundle = make_bundle()
+    fit(make_student(), Criterion(kd=False), bundle, cfg(epochs=1, grad_clip=1.0), tmp_path / "a",
+        progress=False)
+    with pytest.raises(BadInputError, match="grad_clip=2.0, but the saved run used grad_clip=1.0"):
+        fit(make_student(), Criterion(kd=False), bundle, cfg(epochs=1, grad_clip=2.0),
+            tmp_path / "a", resume=True, progress=False)
+    # a state written before grad_clip existed has no such key: it trained without clipping
+    fit(make_student(), Criterion(kd=False), bundle, cfg(epochs=1), tmp_path / "b",
+        progress=False)
+    last = tmp_path / "b" / "checkpoints" / "last.pt"
+    state = load_state(last)
+    del state["config"]["grad_clip"]
+    torch.save(state, last)
+    with pytest.raises(BadInputError, match="predates that setting .*grad_clip=None"):
+        fit(make_student(), Criterion(kd=False), bundle, cfg(epochs=1, grad_clip=1.0),
+            tmp_path / "b", resume=True, progress=False)
+    res = fit(make_student(), Criterion(kd=False), bundle, cfg(epochs=1), tmp_path / "b",
+              resume=True, progress=False)
+    assert [h["epoch"] for h in res.history] == [1]  # finished: nothing more to do
+
+
+class Scaled(Criterion):
+    """CE times a huge factor: one unclipped SGD step throws the weights far away."""
+
+    def forward(self, zs, zt, y, epoch):
+        loss, parts = super().forward(zs, zt, y, epoch)
+        return loss * 1e6, parts
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_grad_clip_bounds_one_step(tmp_path, clip):
+    bundle = make_bundle(n_train=16)  # one batch of 16: exactly one optimizer step
+    student = make_student()
+    before = torch.cat([p.detach().flatten().clone() for p in student.parameters()])
+    res = fit(student, Scaled(kd=False), bundle, cfg(epochs=1, augment="none", weight_decay=0.0,
+                                                     grad_clip=clip), tmp_path, progress=False)
+    after = torch.cat([p.detach().flatten() for p in student.parameters()])
+    moved = float((after - before).norm())
+    if clip is None:
+        assert moved > 1e3  # the unclipped step explodes
+        assert "clipped_steps" not in res.history[0]
+    else:  # SGD's first step is lr * grad, and the clipped grad has norm `clip`
+        assert moved == pytest.approx(0.05 * clip, rel=1e-3)
+        assert res.history[0]["clipped_steps"] == 1 and res.history[0]["grad_norm_max"] > 1e3
+    assert load_state(res.paths["last"])["config"]["grad_clip"] == clip
+
+
 def test_config_validation():
+    assert TrainConfig.make().grad_clip is None  # off unless asked for
+    assert TrainConfig.make(grad_clip=5).grad_clip == 5.0
+    for bad in (0, -1.0):
+        with pytest.raises(BadInputError, match="grad_clip"):
+            TrainConfig.make(grad_clip=bad)
     with pytest.raises(BadInputError, match="optimizer"):
         TrainConfig.make(optimizer="lion")
     with pytest.raises(BadInputError, match="warmup"):

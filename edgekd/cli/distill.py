@@ -184,6 +184,9 @@ def _train_options(f):
         click.option("--augment", type=click.Choice(["none", "padcrop"]), default=None,
                      help="Random augmentation [default: none; 'none' enables the teacher-logit "
                      "cache]."),
+        click.option("--grad-clip", type=float, default=None, metavar="NORM",
+                     help="Clip the global gradient norm to NORM (> 0) after each backward "
+                     "pass; steadies large-scale losses such as dist [default: no clipping]."),
         click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
                      help="Training device [default: cpu]."),
         click.option("--no-cache", is_flag=True,
@@ -207,7 +210,7 @@ def _train_kw(kw: dict) -> dict:
             "optimizer": kw["optimizer"], "schedule": kw["schedule"],
             "warmup_epochs": kw["warmup_epochs"], "weight_decay": kw["weight_decay"],
             "seed": kw["seed"], "augment": kw["augment"], "device": kw["device"],
-            "use_cache": False if kw["no_cache"] else None}
+            "use_cache": False if kw["no_cache"] else None, "grad_clip": kw["grad_clip"]}
 
 
 @click.command("distill")

@@ -9,6 +9,8 @@ What it guarantees:
   extras, optimizer, schedule position, RNG states of torch/numpy/python, sampler position),
   written atomically; ``resume=True`` continues bit-exactly on CPU, even from the middle of an
   epoch;
+- ``grad_clip`` rescales the gradients of all trained parameters together (one global L2 norm)
+  after backward and, under DDP, after they are averaged, so every rank clips alike;
 - SIGINT/SIGTERM finish the current batch, save ``last`` and raise WorkInterrupted (exit 130);
 - under torchrun (RANK/WORLD_SIZE set) it runs data-parallel: a DistributedSampler shards each
   epoch, gradients are averaged across ranks, validation is all-reduced and only rank 0 writes.
@@ -85,6 +87,8 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(1, ge=1, description="validate every N epochs (and at the last)")
     device: Device = Device.cpu
     use_cache: bool = Field(True, description="cache teacher logits when the view is fixed")
+    grad_clip: Optional[float] = Field(None, gt=0, description="clip the global gradient norm "
+                                       "to this value after backward (None = no clipping)")
 
     @model_validator(mode="before")
     @classmethod
@@ -153,6 +157,40 @@ def _make_optimizer(config: TrainConfig, params: list):
     if config.optimizer is Optimizer.sgd:
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=False)
     return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _clip_grads(params: list, max_norm: float, epoch: int, batch: int) -> float:
+    """Clip the global gradient norm of ``params`` to ``max_norm``; the norm before clipping."""
+    import torch
+
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if not math.isfinite(norm):
+        raise BadInputError(f"the gradient norm became {norm} at epoch {epoch + 1} batch "
+                            f"{batch + 1}; clipping cannot repair it", hint="lower --lr")
+    return norm
+
+
+# Settings that may differ on --resume (they do not change what is computed).
+_RESUME_FREE = ("device", "eval_every", "use_cache")
+
+
+def _check_resume_config(saved: dict, now: dict, path: Path) -> None:
+    """Refuse to resume with other settings. A setting missing from ``saved`` was added to
+    TrainConfig after that run was written; such a run trained with the setting's default."""
+    for k, v in now.items():
+        if k in _RESUME_FREE:
+            continue
+        if k not in saved:
+            was = TrainConfig.model_fields[k].default
+            if v != was:
+                raise BadInputError(
+                    f"--resume with {k}={v!r}, but the run in {path} predates that setting "
+                    f"and trained with {k}={was!r}", hint=f"resume without changing {k}, or "
+                    "start again with --force")
+        elif saved[k] != v:
+            raise BadInputError(f"--resume with {k}={v!r}, but the saved run used "
+                                f"{k}={saved[k]!r}", hint="resume with the same settings "
+                                "or start again with --force")
 
 
 def _batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
@@ -359,12 +397,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
     seed_everything(config.seed + 7919 * rank)  # dropout & co.; replaced by the state on resume
     if resume and paths["last"].exists():
         state = load_state(paths["last"])
-        old = state.get("config", {})
-        for k, v in cfg_dump.items():
-            if k not in ("device", "eval_every", "use_cache") and old.get(k) != v:
-                raise BadInputError(f"--resume with {k}={v!r}, but the saved run used "
-                                    f"{k}={old.get(k)!r}", hint="resume with the same settings "
-                                    "or start again with --force")
+        _check_resume_config(state.get("config", {}), cfg_dump, paths["last"])
         if state.get("world", 1) != world:
             raise BadInputError(f"the saved run used {state.get('world')} processes, this one "
                                 f"{world}", hint="resume with the same number of processes")
@@ -437,6 +470,10 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
                 loss.backward()
                 if world > 1:
                     average_grads(params, world)
+                if config.grad_clip is not None:
+                    norm = _clip_grads(params, config.grad_clip, e, b)
+                    acc["grad_norm_max"] = max(acc.get("grad_norm_max", 0.0), norm)
+                    acc["clipped"] = acc.get("clipped", 0) + int(norm > config.grad_clip)
                 opt.step()
                 st["step"] += 1
                 n = int(y.shape[0])
@@ -489,6 +526,9 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
                    "train_time_s": round(acc["time"], 4),
                    "train_cpu_s": round(acc.get("cpu", 0.0), 4), "val_time_s": round(val_time, 4),
                    "samples": int(acc["n"]), "cache": cache_mode, "world": world}
+            if config.grad_clip is not None:  # how often the clip acted, and the largest norm
+                rec["clipped_steps"] = int(acc.get("clipped", 0))
+                rec["grad_norm_max"] = round(float(acc.get("grad_norm_max", 0.0)), 4)
             st["history"].append(rec)
             improved = math.isfinite(val_acc) and val_acc > st["best_acc"]
             if improved:
