@@ -10,6 +10,8 @@
    Measured on one thread as process CPU time (robust on a shared machine) and wall time.
 
     python tools/bench_distill.py [--seeds 3] [--epochs 8] [--teacher-epochs 8]
+    python tools/bench_distill.py --losses dist --seed-list 1 --grad-clip 5 --no-baseline \
+        --no-timing        # one loss, chosen seeds, gradient clipping; skip the rest
 
 Everything is measured in this run; nothing is read from earlier runs.
 """
@@ -59,7 +61,20 @@ def main(argv=None) -> int:
     ap.add_argument("--teacher-epochs", type=int, default=8)
     ap.add_argument("--timing-epochs", type=int, default=4)
     ap.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("--losses", default=",".join(LOSSES),
+                    help=f"comma-separated distillation losses [default: {','.join(LOSSES)}]")
+    ap.add_argument("--seed-list", default=None,
+                    help="comma-separated seeds to run (overrides --seeds), e.g. 1 or 0,2")
+    ap.add_argument("--grad-clip", type=float, default=None,
+                    help="clip the global gradient norm of the distillation runs (default: off)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the 20%%-label ce baseline")
+    ap.add_argument("--no-timing", action="store_true", help="skip the epoch-time comparison")
     args = ap.parse_args(argv)
+    losses = tuple(x.strip() for x in args.losses.split(",") if x.strip())
+    seeds = (list(range(args.seeds)) if args.seed_list is None
+             else [int(x) for x in args.seed_list.split(",") if x.strip()])
+    if not losses or not seeds:
+        ap.error("--losses and --seed-list need at least one entry")
 
     import torch
 
@@ -72,7 +87,8 @@ def main(argv=None) -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="edgekd-bench-distill-"))
     os.environ.setdefault("EDGEKD_CACHE_DIR", str(work / "cache"))
     t_start = time.perf_counter()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; work dir {work}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; work dir {work}; "
+          f"losses {','.join(losses)}, seeds {seeds}, grad clip {args.grad_clip}")
 
     full = load_data("digits", resolution=16, seed=0)
     shape = tuple(full.input_shape)
@@ -98,36 +114,50 @@ def main(argv=None) -> int:
           f"{'meets' if s_macs * 10 <= t_macs else 'MISSES'} <= 1/10), {s_params:,} params")
 
     # ---- accuracy with 20% labels
-    scores: dict[str, list[float]] = {"ce (20% labels)": []}
-    scores.update({k: [] for k in LOSSES})
-    for seed in range(args.seeds):
+    scores: dict[str, list[float]] = {} if args.no_baseline else {"ce (20% labels)": []}
+    scores.update({k: [] for k in losses})
+    clip = "" if args.grad_clip is None else f"-clip{args.grad_clip:g}"
+    for seed in seeds:
         part = load_data("digits", resolution=16, seed=seed, labelled_fraction=0.2)
         n_lab, n_all = len(part.labelled_indices), len(part.train)
-        # the baseline sees only its labelled images: give it as many optimizer steps
-        base_epochs = max(1, round(args.epochs * n_all / n_lab))
-        cfg_b = TrainConfig.make(epochs=base_epochs, batch_size=64, seed=seed, augment="padcrop")
-        _, r = _train(STUDENT, "ce", part, cfg_b, work / f"ce-{seed}")
-        scores["ce (20% labels)"].append(r.best_acc)
-        cfg_d = TrainConfig.make(epochs=args.epochs, batch_size=64, seed=seed, augment="none")
-        for loss in LOSSES:
-            _, r = _train(STUDENT, loss, part, cfg_d, work / f"{loss}-{seed}", teacher=teacher)
+        if not args.no_baseline:
+            # the baseline sees only its labelled images: give it as many optimizer steps
+            base_epochs = max(1, round(args.epochs * n_all / n_lab))
+            cfg_b = TrainConfig.make(epochs=base_epochs, batch_size=64, seed=seed,
+                                     augment="padcrop")
+            _, r = _train(STUDENT, "ce", part, cfg_b, work / f"ce-{seed}")
+            scores["ce (20% labels)"].append(r.best_acc)
+        cfg_d = TrainConfig.make(epochs=args.epochs, batch_size=64, seed=seed, augment="none",
+                                 grad_clip=args.grad_clip)
+        for loss in losses:
+            _, r = _train(STUDENT, loss, part, cfg_d, work / f"{loss}{clip}-{seed}",
+                          teacher=teacher)
             scores[loss].append(r.best_acc)
+            if args.grad_clip is not None:
+                print(f"  {loss} seed {seed}: clipped " + ", ".join(
+                    f"{h['clipped_steps']}" for h in r.history) + " steps per epoch; max "
+                    f"grad norm {max(h['grad_norm_max'] for h in r.history):.1f}", flush=True)
         print(f"seed {seed}: {n_lab}/{n_all} labelled; " + ", ".join(
             f"{k.split()[0]} {v[-1]:.4f}" for k, v in scores.items()), flush=True)
 
-    base = statistics.mean(scores["ce (20% labels)"])
+    base = statistics.mean(scores["ce (20% labels)"]) if not args.no_baseline else None
     print(f"\n{'student ' + STUDENT + ', 20% labels':<44}{'val acc mean':>13}{'± std':>9}"
           f"{'vs ce':>9}  per seed")
     for name, vals in scores.items():
         mean = statistics.mean(vals)
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        delta = "" if name.startswith("ce") else f"{100 * (mean - base):+.2f}pt"
+        delta = "" if name.startswith("ce") or base is None else f"{100 * (mean - base):+.2f}pt"
         print(f"{name:<44}{mean:>13.4f}{std:>9.4f}{delta:>9}  "
               + " ".join(f"{v:.4f}" for v in vals))
     for loss in ("kd", "dkd"):
+        if base is None or loss not in scores:
+            continue
         gain = 100 * (statistics.mean(scores[loss]) - base)
         print(f"{loss} beats the 20%-label baseline by {gain:+.2f} points: "
               f"{'meets' if gain >= 2 else 'MISSES'} >= 2")
+    if args.no_timing:
+        print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+        return 0
 
     # ---- epoch time: same student, same images (all labels), same batch size
     e = args.timing_epochs
