@@ -149,21 +149,12 @@ def _line_of(text: str, loc: tuple) -> int | None:
 
 def load_budgets(path: "str | os.PathLike") -> BudgetsFile:
     """Read and validate budgets.yaml; BadInputError naming file:line and the field on any problem."""
+    from .util_io import read_yaml_mapping
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInputError(f"cannot read budgets file {p}: {exc.strerror}", hint="check the --budgets path") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise BadInputError(f"{p}{where}: not valid YAML ({getattr(exc, 'problem', None) or 'syntax error'})",
-                            hint="fix the YAML syntax") from exc
-    if not isinstance(data, dict):
-        raise BadInputError(f"{p}: must be a mapping with a 'budgets' list",
-                            hint="see the budgets.yaml example in the README")
+    data, text = read_yaml_mapping(p, what="budgets file", read_hint="check the --budgets path",
+                                   shape="a mapping with a 'budgets' list",
+                                   shape_hint="see the budgets.yaml example in the README")
     try:
         return BudgetsFile.model_validate({**data, "source": str(p)})
     except ValidationError as exc:

@@ -6,7 +6,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import BadInputError
@@ -144,21 +143,10 @@ def targets_dirs() -> list[Path]:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInputError(f"cannot read target file {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise BadInputError(f"target file {path} is not valid YAML{where}",
-                            hint="fix the YAML syntax") from exc
-    if not isinstance(data, dict):
-        raise BadInputError(f"target file {path} must hold a mapping of fields",
-                            hint="see targets/ort-cpu.yaml for an example")
-    return data
+    from .util_io import read_yaml_mapping
+
+    return read_yaml_mapping(path, what="target file", read_hint="check the target path",
+                             shape_hint="see targets/ort-cpu.yaml for an example")[0]
 
 
 def _validation_message(exc: ValidationError) -> str:

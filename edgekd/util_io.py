@@ -49,6 +49,17 @@ def atomic_write_json(path: "str | os.PathLike", obj: Any, indent: int = 2) -> P
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=str) + "\n")
 
 
+def _read_text(p: Path, message: str, hint: str) -> str:
+    """The file's text; BadInputError ``message (reason)`` when it cannot be read as UTF-8."""
+    from .errors import BadInputError
+
+    try:
+        return p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BadInputError(f"{message} ({reason})", hint=hint) from None
+
+
 def read_versioned_json(path: "str | os.PathLike", schema: "str | tuple[str, ...]", *, what: str,
                         hint: str) -> dict:
     """Read a JSON object whose ``"schema"`` is ``schema`` (or one of them).
@@ -64,15 +75,11 @@ def read_versioned_json(path: "str | os.PathLike", schema: "str | tuple[str, ...
     want = " or ".join(repr(s) for s in expected)
     if not p.exists():
         raise BadInputError(f"{what} {p} does not exist", hint=hint)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise BadInputError(f"{what} {p} is unreadable ({reason})", hint=hint) from None
+    text = _read_text(p, f"{what} {p} is unreadable", hint)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadInputError(f"{what} {p} is not valid JSON: {exc.msg} at line {exc.lineno} "
+        raise BadInputError(f"{what} {p} is truncated or not valid JSON: {exc.msg} at line {exc.lineno} "
                             f"column {exc.colno}", hint=hint) from None
     if not isinstance(doc, dict):
         raise BadInputError(f"{p} is not an edgekd {what}: its top level is a JSON "
@@ -83,3 +90,28 @@ def read_versioned_json(path: "str | os.PathLike", schema: "str | tuple[str, ...
         found = "no schema" if got is None else f"schema {got!r}"
         raise BadInputError(f"{p} is not an edgekd {what}: {found}, expected {want}", hint=hint)
     return doc
+
+
+def read_yaml_mapping(path: "str | os.PathLike", *, what: str, read_hint: str,
+                      shape: str = "a mapping of fields", shape_hint: str = "") -> "tuple[dict, str]":
+    """(data, text) of a YAML file whose top level must be a mapping (``yaml.safe_load``).
+
+    One BadInputError naming the file for each failure: unreadable, bad YAML (with the line),
+    or a top level that is not a mapping (``shape`` says what it should hold)."""
+    import yaml
+
+    from .errors import BadInputError
+
+    p = Path(path)
+    text = _read_text(p, f"cannot read {what} {p}", read_hint)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise BadInputError(f"{p}{where}: {what} is not valid YAML "
+                            f"({getattr(exc, 'problem', None) or 'syntax error'})",
+                            hint="fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise BadInputError(f"{p}: {what} must be {shape}", hint=shape_hint or None)
+    return data, text

@@ -6,7 +6,6 @@ entries; if it is not there and the file is a full profile, the block-sum predic
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,16 +19,10 @@ PROFILE_SCHEMA = "edgekd.profile/v1"
 
 
 def read_profile(path: "str | Path") -> dict:
+    from ..util_io import read_versioned_json
+
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BadInputError(f"cannot read profile {p}: {exc.strerror}", hint="check the --profile path") from exc
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"profile {p} is not valid JSON (line {exc.lineno})") from exc
-    if not isinstance(data, dict) or data.get("schema") != PROFILE_SCHEMA:
-        raise BadInputError(f"{p} is not an edgekd profile (schema must be {PROFILE_SCHEMA!r})",
-                            hint="write one with `edgekd profile`")
+    data = read_versioned_json(p, PROFILE_SCHEMA, what="profile", hint="write one with `edgekd profile`")
     data["_path"] = str(p)
     return data
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -158,17 +157,10 @@ class BaselineStore:
 
     @classmethod
     def load(cls, path: "str | Path") -> "BaselineStore":
+        from ..util_io import read_versioned_json
+
         p = Path(path)
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise BadInputError(f"cannot read baseline {p}: {exc.strerror}", hint="check the --baseline path") from exc
-        except json.JSONDecodeError as exc:
-            raise BadInputError(f"baseline {p} is not valid JSON (line {exc.lineno})",
-                                hint="write it with --save-baseline") from exc
-        if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA:
-            raise BadInputError(f"{p} is not an edgekd gate baseline (schema must be {BASELINE_SCHEMA!r})",
-                                hint="write it with --save-baseline")
+        data = read_versioned_json(p, BASELINE_SCHEMA, what="gate baseline", hint="write it with --save-baseline")
         entries = data.get("entries") or []
         for i, e in enumerate(entries):
             if not isinstance(e, dict) or not e.get("model") or not e.get("target") or not (

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..errors import BadInputError, EdgeKDError
-from ..util_io import atomic_write_json
+from ..util_io import atomic_write_json, read_versioned_json
 from .environment import compare, describe_mismatch
 from .pieces import (MAX_COPIES, _overhead_module, cold_copies, l2_bytes,  # noqa: F401 (re-exported)
                      measure_block, measure_module, measure_onnx, measure_pair)
@@ -244,18 +244,9 @@ def save_profile(profile: Profile, path: "str | Path", *, refit: bool = True) ->
 def load_profile(path: "str | Path") -> Profile:
     """Read a profile; BadInputError for a missing, truncated, corrupt or foreign file."""
     p = Path(path)
-    if not p.is_file():
-        raise BadInputError(f"profile {p} does not exist",
-                            hint="make one with `edgekd profile --target T --family F --out FILE`")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"profile {p} is truncated or not valid JSON ({exc})",
-                            hint="re-run the profile into a new file (or restore it)") from exc
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise BadInputError(f"{p} is not an edgekd profile (schema {got!r}, expected {SCHEMA!r})",
-                            hint="pass a file written by `edgekd profile`")
+    data = read_versioned_json(p, SCHEMA, what="profile",
+                               hint="write one with `edgekd profile --target T --family F --out FILE`; "
+                                    "--resume recovers what a truncated one held")
     try:
         return Profile.from_dict(data, path=p)
     except (KeyError, TypeError, ValueError) as exc:
