@@ -236,3 +236,69 @@ def test_pruned_checkpoint_loads_as_a_teacher(tmp_path):
     x = torch.randn(3, 1, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(teacher(x), model(x))
+
+
+def test_recalibrate_bn_reestimates_statistics_on_data():
+    from edgekd.data.base import ArrayDataset
+    from edgekd.prune import recalibrate_bn
+
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4, momentum=0.3)
+    model = nn.Sequential(conv, bn).eval()
+    bn.running_mean.fill_(5.0)  # stale statistics, as after pruning
+    bn.running_var.fill_(100.0)
+    x = torch.randn(300, 1, 8, 8) * 2 + 1
+    ds = ArrayDataset(x, torch.zeros(300), classes=["a"])
+    out = recalibrate_bn(model, ds, samples=1000, batch_size=100)  # 3 equal batches
+    assert out is model and not model.training and bn.momentum == 0.3
+    with torch.no_grad():
+        feats = conv(x)
+    torch.testing.assert_close(bn.running_mean, feats.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    # each batch's unbiased variance, averaged: close to the whole set's
+    torch.testing.assert_close(bn.running_var, feats.var(dim=(0, 2, 3)), rtol=0.05, atol=0.05)
+
+
+def test_budget_mode_recalibrates_each_pruned_candidate(bundle, monkeypatch):
+    import edgekd.prune as P
+
+    seen = []
+    real = P.recalibrate_bn
+    monkeypatch.setattr(P, "recalibrate_bn", lambda m, ds, n: seen.append(n) or real(m, ds, n))
+    model = _model("resnet:width=32,blocks=1,res=16")
+    budget = 0.6 * _fake_latency(model).p90
+    res = prune_to_budget(model, None, bundle, "ort-cpu", budget, finetune_epochs=0, round_to=1,
+                          latency_fn=_fake_latency, recalibrate=64)
+    assert seen == [64] * (len(res.steps) - 1) and res.met
+    seen.clear()
+    prune_to_budget(model, None, bundle, "ort-cpu", budget, finetune_epochs=0, round_to=1,
+                    latency_fn=_fake_latency, recalibrate=0)
+    assert seen == []
+
+
+def test_budget_pass_on_the_short_protocol_is_confirmed_with_the_targets(bundle, monkeypatch):
+    import edgekd.prune as P
+
+    def measure(model, shape, target, settings=None):
+        v = _fake_latency(model)
+        if settings is not None:  # the target's own protocol: 30% slower than the short one here
+            return types.SimpleNamespace(**{k: getattr(v, k) * 1.3 for k in ("p50", "p90", "p99", "mean")})
+        return v
+
+    monkeypatch.setattr(P, "measure_model", measure)
+    model = _model("resnet:width=32,blocks=1,res=16")
+    full = _fake_latency(model).p90
+    budget = 0.6 * full
+    res = prune_to_budget(model, None, bundle, "ort-cpu", budget, finetune_epochs=0, round_to=1)
+    short_pass = next(s for s in res.steps if _fake_latency_at(model, s["ratio"]) <= budget)
+    assert short_pass.get("protocol") == "target" and short_pass["p90"] > budget  # rejected
+    assert res.met and res.ratio > short_pass["ratio"]
+    assert res.steps[-1]["protocol"] == "target" and res.after["p90"] == res.steps[-1]["p90"] <= budget
+    assert all("protocol" not in s for s in res.steps if s["ratio"] < short_pass["ratio"])
+
+
+def _fake_latency_at(model, ratio):
+    import copy
+
+    if ratio == 0:
+        return _fake_latency(model).p90
+    return _fake_latency(prune_model(copy.deepcopy(model), _x(), ratio=ratio, round_to=1)).p90

@@ -170,6 +170,7 @@ def _prune(model, teacher, bundle, tspec, *, ratio, budget_ms, metric, importanc
     pruned = P.prune_model(model, torch.zeros(1, *shape), ratio=ratio, importance=importance,
                            global_pruning=global_pruning, round_to=r2, keep=keep,
                            taylor_batch=taylor)
+    P.recalibrate_bn(pruned, bundle.train)
     acc_pruned = P.evaluate(pruned, bundle.val)
     acc_ft = None
     if epochs > 0:
