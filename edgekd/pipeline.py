@@ -4,9 +4,11 @@
 
 ``select`` takes the student from the target's latency profile (profiles/<target>-<family>.json
 when it applies here; otherwise it profiles a short grid into the output directory first).
-``prune`` is not available yet and says so. ``export`` writes the ONNX hub file and the target's
-artifact (parity-checked); ``quantize`` starts from that ONNX file (int8 via the target's -int8
-twin, kept only when it is faster). Every stage's result goes into OUT/state.json, written
+``prune`` (--prune auto) measures the distilled student on the target unless the selection
+already found that no candidate fits; if it misses the budget, torch-pruning shrinks it until it
+fits and distillation fine-tunes it (pruned.pt, which export uses). ``export`` writes the ONNX
+hub file and the target's artifact (parity-checked); ``quantize`` starts from that ONNX file
+(int8 via the target's -int8 twin, kept only when it is faster). Every stage's result goes into OUT/state.json, written
 atomically when the stage starts and when it finishes; ``resume=True`` skips finished stages,
 and distillation resumes inside the trainer from its last checkpoint.
 """
@@ -16,20 +18,21 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import BadInputError, EdgeKDError, VerdictError
+from .compress_plan import DEFAULT_FAMILY, Plan, find_profile, make_plan, profile_dirs  # noqa: F401
+from .errors import BadInputError, VerdictError
 from .manifest import now
 from .util_io import atomic_write_json
 
 STATE = "state.json"
 STATE_SCHEMA = "edgekd.compress-state/v1"
 STAGES = ("select", "distill", "prune", "export", "quantize", "verify", "report")
-DEFAULT_FAMILY = "convnet"
+PRUNE_MARGIN = 0.05  # pruning aims this far under the budget: verify wants the p90 interval within it
 
 
 class CompressConfig(BaseModel):
@@ -58,6 +61,12 @@ class CompressConfig(BaseModel):
     min_accuracy: Optional[float] = Field(None, ge=0, le=1)
     max_drop: Optional[float] = Field(None, ge=0, le=1)
     profile_min_time_s: float = Field(0.3, ge=0, description="timing per candidate when profiling")
+    prune_epochs: Optional[int] = Field(None, ge=0, description="KD fine-tuning epochs after pruning "
+                                        "(None: max(2, epochs // 2))")
+
+    @property
+    def finetune_epochs(self) -> int:
+        return self.prune_epochs if self.prune_epochs is not None else max(2, self.epochs // 2)
 
     @classmethod
     def make(cls, **kw: Any) -> "CompressConfig":
@@ -71,29 +80,6 @@ class CompressConfig(BaseModel):
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
-
-
-@dataclass
-class Plan:
-    config: CompressConfig
-    target: Any
-    final_target: Any
-    int8_target: Any
-    resolution: Optional[int]
-    family: str
-    profile: Optional[Path]
-    profile_note: str
-    steps: list[tuple[str, str]] = field(default_factory=list)
-
-    def text(self) -> str:
-        lines = [f"plan for {self.config.teacher} -> {self.config.target} at {self.config.budget_ms:g} ms "
-                 f"({self.config.metric}):"]
-        lines += [f"  {i}. {name:<9} {what}" for i, (name, what) in enumerate(self.steps, start=1)]
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {"steps": [{"stage": n, "what": w} for n, w in self.steps], "family": self.family,
-                "profile": str(self.profile) if self.profile else None, "resolution": self.resolution}
 
 
 @dataclass
@@ -111,119 +97,6 @@ class CompressResult:
                 "stages": {k: {"status": v.get("status"), "wall_s": v.get("wall_s")} for k, v in st.items()},
                 "verify": {k: v for k, v in (st.get("verify", {}).get("result") or {}).items()
                            if k != "samples_ms"}}
-
-
-# --------------------------------------------------------------------------- planning
-
-def profile_dirs() -> list[Path]:
-    here = Path(__file__).resolve().parent
-    out = []
-    for d in (Path.cwd() / "profiles", here.parent / "profiles"):
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
-
-
-def find_profile(target, family: str) -> tuple[Optional[Path], str]:
-    """profiles/<target>-<family>.json when it exists and was measured in this environment."""
-    from .latency.profile import check_fingerprint, current_fingerprint, load_profile
-
-    for d in profile_dirs():
-        p = d / f"{target.name}-{family}.json"
-        if not p.is_file():
-            continue
-        try:
-            prof = load_profile(p)
-        except BadInputError as exc:
-            return None, f"{p} is unusable ({exc.one_line()})"
-        why = check_fingerprint(prof, current_fingerprint(target))
-        if why:
-            return None, why
-        return p, f"profile {p}"
-    return None, f"no profile {target.name}-{family}.json here"
-
-
-def _teacher_resolution(cfg: CompressConfig) -> Optional[int]:
-    p = Path(cfg.teacher)
-    if not p.is_file() or p.suffix.lower() not in (".pt", ".pth"):
-        return None
-    from .models.checkpoint import read_checkpoint
-
-    try:
-        shape = read_checkpoint(p).get("input_shape")
-    except EdgeKDError:
-        return None
-    return int(shape[-1]) if shape and len(shape) == 3 else None
-
-
-def make_plan(cfg: CompressConfig) -> Plan:
-    """What compress() will do, checked against this machine (no file is written)."""
-    from .backends import require_backend
-    from .models import family_names, parse_spec
-    from .targets import Precision, load_target
-
-    target = load_target(cfg.target)
-    require_backend(target)
-    tp = Path(cfg.teacher).expanduser()
-    if not cfg.teacher.startswith("py:") and not tp.is_file() and ("/" in cfg.teacher or tp.suffix in (
-            ".pt", ".pth", ".ts", ".pt2", ".onnx")):
-        raise BadInputError(f"teacher file '{cfg.teacher}' does not exist", hint="check the path")
-    resolution = cfg.resolution or (parse_spec(cfg.student).res if cfg.student != "auto" else None) \
-        or _teacher_resolution(cfg)
-    int8_target, final = None, target
-    if cfg.quantize == "int8":
-        name = target.name if target.is_int8 else f"{target.name}-int8"
-        try:
-            int8_target = load_target(name)
-        except BadInputError as exc:
-            raise BadInputError(f"--quantize int8 needs the int8 twin of target '{target.name}' ({name})",
-                                hint="add targets/<name>-int8.yaml or use --quantize off") from exc
-        require_backend(int8_target)
-    elif cfg.quantize == "fp16" and target.precision != Precision.fp16:
-        raise BadInputError(f"--quantize fp16: target '{target.name}' runs {target.precision.value}",
-                            hint="pick a target whose precision is fp16 (e.g. tensorrt-fp16) or --quantize off")
-    family, prof, note = cfg.family, None, ""
-    steps = []
-    if cfg.student != "auto":
-        steps.append(("select", f"student {parse_spec(cfg.student).spec} (given)"))
-        family = parse_spec(cfg.student).family
-    else:
-        fams = family_names() if cfg.family == "auto" else [cfg.family]
-        if cfg.family != "auto" and cfg.family not in family_names():
-            raise BadInputError(f"--family {cfg.family} is not a student family",
-                                hint=f"use one of: {', '.join(family_names())}")
-        for fam in fams:
-            p, why = find_profile(target, fam)
-            if p is not None:
-                family, prof, note = fam, p, why
-                break
-            note = why if cfg.family != "auto" else f"no usable profile for {target.name} here"
-        if prof is None:
-            family = DEFAULT_FAMILY if cfg.family == "auto" else cfg.family
-            steps.append(("select", f"profile the '{cfg.grid}' grid of {family} at the data's resolution "
-                                    f"on {target.name} ({note}), then pick the largest student predicted "
-                                    f"under the budget and measure it"))
-        else:
-            steps.append(("select", f"largest {family} student predicted under the budget in {prof}, "
-                                    f"measured on {target.name}"))
-    steps.append(("distill", f"{cfg.loss} from {cfg.teacher} on {cfg.data}, {cfg.epochs} epochs"))
-    steps.append(("prune", "off" if cfg.prune == "off" else
-                  "skipped: not available yet (the selection records whether the budget needs it)"))
-    steps.append(("export", f"ONNX + {target.runtime.value} artifact for {target.name}, parity-checked"))
-    if int8_target is not None:
-        steps.append(("quantize", f"int8 for {int8_target.name}, kept only if faster than fp32"))
-        final = int8_target
-    else:
-        steps.append(("quantize", "off" if cfg.quantize == "off" else f"fp16: built by the {target.name} backend"))
-    req = [f"{cfg.metric} <= {cfg.budget_ms:g} ms"]
-    if cfg.min_accuracy is not None:
-        req.append(f"accuracy >= {cfg.min_accuracy:.4f}")
-    if cfg.max_drop is not None:
-        req.append(f"drop <= {cfg.max_drop:g} vs torch student")
-    steps.append(("verify", f"on {final.name if int8_target else target.name}: " + ", ".join(req)))
-    steps.append(("report", "manifest.json, report.json, report.md, report.html"))
-    return Plan(config=cfg, target=target, final_target=final, int8_target=int8_target,
-                resolution=resolution, family=family, profile=prof, profile_note=note, steps=steps)
 
 
 # --------------------------------------------------------------------------- state
@@ -289,6 +162,7 @@ class _Context:
                  echo: Callable[[str], None]):
         self.out, self.cfg, self.plan, self.state, self.show, self.echo = out, cfg, plan, state, show, echo
         self._bundle = self._teacher = None
+        self.latency_fn: Optional[Callable] = None  # module -> stats; replaces measuring (tests)
 
     def result(self, stage: str) -> dict:
         return (self.state["stages"].get(stage) or {}).get("result") or {}
@@ -372,8 +246,8 @@ def _stage_select(ctx: _Context) -> dict:
     except (BadInputError, VerdictError) as exc:
         if cfg.prune == "off":
             raise
-        # The budget needs more than selection can give: pruning would be next, and it is not
-        # available yet. Go on with the fastest candidate; verify will report the miss.
+        # The budget needs more than selection can give: go on with the fastest candidate and
+        # let the prune stage shrink it after distillation (verify reports what is left).
         fast = min((m for m in profile.models if m.spec in at_res), key=lambda m: m.latency.metric(cfg.metric))
         sel = select_student(_only(profile, at_res), fast.latency.metric(cfg.metric) * 10, metric=cfg.metric)
         sel = _force_choice(sel, fast.spec, cfg.budget_ms)
@@ -440,10 +314,30 @@ def _stage_distill(ctx: _Context) -> dict:
 
 
 def _stage_prune(ctx: _Context) -> dict:
-    if ctx.cfg.prune == "off":
+    """Prune the distilled student when it misses the budget on the (fp32) target; starts from
+    student.pt every time, so a killed run re-runs this stage from scratch."""
+    from .prune import prune_if_needed
+
+    cfg = ctx.cfg
+    if cfg.prune == "off":
         return {"status": "skipped", "reason": "off (--prune off)"}
-    needs = ctx.result("select").get("needs_pruning")
-    return {"status": "skipped", "reason": "not available yet", "budget_needs_pruning": needs}
+    sel = ctx.result("select")
+    r = prune_if_needed(ctx.out / "student.pt", ctx.out / "pruned.pt", ctx.teacher, ctx.bundle, ctx.plan.target,
+                        cfg.budget_ms, metric=cfg.metric, work_dir=ctx.out / "prune",
+                        known_miss=f"no candidate meets the budget ({sel.get('note')})"
+                        if sel.get("needs_pruning") else None,
+                        latency_fn=ctx.latency_fn, echo=ctx.echo if ctx.show else None,
+                        min_accuracy=cfg.min_accuracy, finetune_epochs=cfg.finetune_epochs, margin=PRUNE_MARGIN,
+                        train_kw={"batch_size": cfg.batch_size, "seed": cfg.seed})
+    if r.get("checkpoint"):
+        r["checkpoint"] = _rel(ctx.out, r["checkpoint"])
+    return r
+
+
+def deployed_checkpoint(ctx: _Context) -> Path:
+    """pruned.pt when the prune stage pruned the student, else student.pt."""
+    ck = ctx.result("prune").get("checkpoint")
+    return ctx.out / ck if ck else ctx.out / "student.pt"
 
 
 def _stage_export(ctx: _Context) -> dict:
@@ -453,13 +347,15 @@ def _stage_export(ctx: _Context) -> dict:
     from .models.checkpoint import load_checkpoint
 
     target = ctx.plan.target
-    module, meta = load_checkpoint(ctx.out / "student.pt")
+    ckpt = deployed_checkpoint(ctx)
+    module, meta = load_checkpoint(ckpt)
     x, _ = ctx.val_arrays()
     sample = torch.from_numpy(x[:1]).repeat(target.batch, 1, 1, 1)
     art, parity = export_for_target(module, sample, target, ctx.out / target.name,
                                     parity_samples=torch.from_numpy(x[:64]),
                                     metadata={"edgekd.spec": str(meta["spec"])})
     return {"artifact": _rel(ctx.out, art.path), "extra": [_rel(ctx.out, p) for p in art.extra_paths],
+            "checkpoint": _rel(ctx.out, ckpt),
             "onnx": _rel(ctx.out, ctx.out / target.name / "model.onnx"), "format": art.format,
             "target": target.name, "sha256": art.sha256, "parity": parity.to_dict()}
 
@@ -500,7 +396,7 @@ def _stage_verify(ctx: _Context) -> dict:
     cfg = ctx.cfg
     art, target = final_artifact(ctx)
     rep = verify_artifact(art, target, ctx.bundle, budget_ms=cfg.budget_ms, min_accuracy=cfg.min_accuracy,
-                          max_drop=cfg.max_drop, reference=ctx.out / "student.pt", metric=cfg.metric,
+                          max_drop=cfg.max_drop, reference=deployed_checkpoint(ctx), metric=cfg.metric,
                           check_manifest=False)
     d = rep.to_dict(include_samples=True)
     d["artifact"] = _rel(ctx.out, art)
@@ -512,6 +408,8 @@ def _stage_report(ctx: _Context) -> dict:
     from .report import write_reports
 
     files = [(ctx.out / "student.pt", "torch student")]
+    if deployed_checkpoint(ctx).name != "student.pt":
+        files.append((deployed_checkpoint(ctx), "pruned torch student"))
     for stage in ("export", "quantize"):
         r = ctx.result(stage)
         if r.get("artifact"):
@@ -539,11 +437,12 @@ def _rel(root: Path, p) -> str:
 
 def compress(config: "CompressConfig | dict", out: "str | Path", *, resume: bool = False, force: bool = False,
              show: bool = True, echo: Callable[[str], None] = print, context: Optional[dict] = None,
-             plan: Optional[Plan] = None) -> CompressResult:
+             plan: Optional[Plan] = None, latency_fn: Optional[Callable] = None) -> CompressResult:
     """Run (or continue) the chain into ``out``; see the module docstring.
 
     Returns a CompressResult whose ``verdict`` is verify's (pass / fail / inconclusive); the
     caller decides the exit code. ``context`` (JSON-able) is stored in the state and the report.
+    ``latency_fn(module) -> stats`` replaces the prune stage's ONNX measurements (tests).
     """
     cfg = config if isinstance(config, CompressConfig) else CompressConfig.make(**dict(config))
     plan = plan or make_plan(cfg)
@@ -553,6 +452,7 @@ def compress(config: "CompressConfig | dict", out: "str | Path", *, resume: bool
     if context:
         state.setdefault("context", {}).update(context)
     ctx = _Context(out, cfg, plan, state, show, echo)
+    ctx.latency_fn = latency_fn
     for name in STAGES:
         rec = state["stages"].get(name) or {}
         if rec.get("status") == "done":
@@ -578,7 +478,8 @@ def compress(config: "CompressConfig | dict", out: "str | Path", *, resume: bool
 
 def _summary(name: str, r: dict) -> str:
     if name == "select":
-        return f": {r['spec']}" + (" (the budget needs pruning, not available yet)" if r.get("needs_pruning") else "")
+        return f": {r['spec']}" + (" (no candidate meets the budget: the prune stage will shrink it)"
+                                   if r.get("needs_pruning") else "")
     if name == "distill":
         return f": student {r['student_accuracy']:.4f}, teacher {r['teacher_accuracy']:.4f}"
     if name in ("prune", "quantize") and r.get("reason"):

@@ -44,7 +44,10 @@ def _finish(result, as_json: bool) -> None:
               help="Grid to profile when no profile applies: small, default or a file of specs.")
 @click.option("--loss", default="kd", show_default=True, help="Distillation loss (see KD_METHODS.md).")
 @click.option("--prune", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
-              help="Prune when the budget needs it (not available yet: recorded as skipped).")
+              help="auto: when the distilled student misses the budget on the target, prune it with "
+                   "torch-pruning until it fits, then fine-tune it by KD; off: never prune.")
+@click.option("--prune-epochs", type=int, default=None,
+              help="KD fine-tuning epochs after pruning [default: max(2, epochs // 2)].")
 @click.option("--quantize", type=click.Choice(["int8", "fp16", "off"]), default="off", show_default=True,
               help="int8: through the target's -int8 twin, kept only when faster.")
 @click.option("--epochs", type=int, default=None, help="Distillation epochs [default: 10].")
@@ -62,10 +65,10 @@ def _finish(result, as_json: bool) -> None:
                    "OpenVINO) at a quarter of its measured latency.")
 @json_option
 def compress_cmd(teacher, teacher_weights, trust_pickle, data, resolution, target, budget_ms, metric, student,
-                 family, grid, loss, prune, quantize, epochs, min_accuracy, max_drop, seed, out, resume, force,
+                 family, grid, loss, prune, prune_epochs, quantize, epochs, min_accuracy, max_drop, seed, out, resume, force,
                  dry_run, demo, as_json):
-    """Select a student from the target's latency profile, distill it from the teacher, (prune),
-    quantize if asked, export it for the target and verify accuracy and latency there.
+    """Select a student from the target's latency profile, distill it from the teacher, prune it
+    if it still misses the budget, quantize if asked, export it for the target and verify accuracy and latency there.
 
     Prints the plan first (--dry-run: only the plan). Each stage's result is saved in
     OUT/state.json; after an interruption, --resume continues from the last finished stage.
@@ -103,8 +106,8 @@ def compress_cmd(teacher, teacher_weights, trust_pickle, data, resolution, targe
     cfg = CompressConfig.make(teacher=teacher, teacher_weights=teacher_weights, trust_pickle=trust_pickle,
                               data=data, resolution=resolution, target=target, budget_ms=budget_ms,
                               metric=metric, student=student, family=family, grid=grid, loss=loss, prune=prune,
-                              quantize=quantize, epochs=epochs, min_accuracy=min_accuracy, max_drop=max_drop,
-                              seed=seed)
+                              prune_epochs=prune_epochs, quantize=quantize, epochs=epochs,
+                              min_accuracy=min_accuracy, max_drop=max_drop, seed=seed)
     plan = make_plan(cfg)
     if as_json and dry_run:
         emit_json({"plan": plan.to_dict()})

@@ -64,5 +64,6 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             extra = f" ({r.get('status')}: {r.get('reason')})" if r.get("reason") else f" ({r.get('status')})"
         lines.append(f"| {name} | {_cell(str(s.get('status')) + extra)} | {_f(s.get('wall_s'), '.1f')} |")
     if doc.get("needs_pruning"):
-        lines += ["", f"Note: the budget needs pruning, which is not available yet ({doc.get('selection_note')})."]
+        lines += ["", f"Note: no profiled candidate meets the budget ({doc.get('selection_note')}); the fastest "
+                      "was distilled, then pruned (see the prune stage)."]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,154 @@
+"""What ``edgekd compress`` will do, checked against this machine before anything is written.
+
+    make_plan(config) -> Plan       the steps, the targets, the resolution and the profile to use
+    find_profile(target, family)    profiles/<target>-<family>.json when it applies here
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from .errors import BadInputError, EdgeKDError
+
+if TYPE_CHECKING:
+    from .pipeline import CompressConfig
+
+DEFAULT_FAMILY = "convnet"
+
+
+@dataclass
+class Plan:
+    config: CompressConfig
+    target: Any
+    final_target: Any
+    int8_target: Any
+    resolution: Optional[int]
+    family: str
+    profile: Optional[Path]
+    profile_note: str
+    steps: list[tuple[str, str]] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"plan for {self.config.teacher} -> {self.config.target} at {self.config.budget_ms:g} ms "
+                 f"({self.config.metric}):"]
+        lines += [f"  {i}. {name:<9} {what}" for i, (name, what) in enumerate(self.steps, start=1)]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"steps": [{"stage": n, "what": w} for n, w in self.steps], "family": self.family,
+                "profile": str(self.profile) if self.profile else None, "resolution": self.resolution}
+
+
+# --------------------------------------------------------------------------- planning
+
+def profile_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    out = []
+    for d in (Path.cwd() / "profiles", here.parent / "profiles"):
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def find_profile(target, family: str) -> tuple[Optional[Path], str]:
+    """profiles/<target>-<family>.json when it exists and was measured in this environment."""
+    from .latency.profile import check_fingerprint, current_fingerprint, load_profile
+
+    for d in profile_dirs():
+        p = d / f"{target.name}-{family}.json"
+        if not p.is_file():
+            continue
+        try:
+            prof = load_profile(p)
+        except BadInputError as exc:
+            return None, f"{p} is unusable ({exc.one_line()})"
+        why = check_fingerprint(prof, current_fingerprint(target))
+        if why:
+            return None, why
+        return p, f"profile {p}"
+    return None, f"no profile {target.name}-{family}.json here"
+
+
+def _teacher_resolution(cfg: CompressConfig) -> Optional[int]:
+    p = Path(cfg.teacher)
+    if not p.is_file() or p.suffix.lower() not in (".pt", ".pth"):
+        return None
+    from .models.checkpoint import read_checkpoint
+
+    try:
+        shape = read_checkpoint(p).get("input_shape")
+    except EdgeKDError:
+        return None
+    return int(shape[-1]) if shape and len(shape) == 3 else None
+
+
+def make_plan(cfg: CompressConfig) -> Plan:
+    """What compress() will do, checked against this machine (no file is written)."""
+    from .backends import require_backend
+    from .models import family_names, parse_spec
+    from .targets import Precision, load_target
+
+    target = load_target(cfg.target)
+    require_backend(target)
+    tp = Path(cfg.teacher).expanduser()
+    if not cfg.teacher.startswith("py:") and not tp.is_file() and ("/" in cfg.teacher or tp.suffix in (
+            ".pt", ".pth", ".ts", ".pt2", ".onnx")):
+        raise BadInputError(f"teacher file '{cfg.teacher}' does not exist", hint="check the path")
+    resolution = cfg.resolution or (parse_spec(cfg.student).res if cfg.student != "auto" else None) \
+        or _teacher_resolution(cfg)
+    int8_target, final = None, target
+    if cfg.quantize == "int8":
+        name = target.name if target.is_int8 else f"{target.name}-int8"
+        try:
+            int8_target = load_target(name)
+        except BadInputError as exc:
+            raise BadInputError(f"--quantize int8 needs the int8 twin of target '{target.name}' ({name})",
+                                hint="add targets/<name>-int8.yaml or use --quantize off") from exc
+        require_backend(int8_target)
+    elif cfg.quantize == "fp16" and target.precision != Precision.fp16:
+        raise BadInputError(f"--quantize fp16: target '{target.name}' runs {target.precision.value}",
+                            hint="pick a target whose precision is fp16 (e.g. tensorrt-fp16) or --quantize off")
+    family, prof, note = cfg.family, None, ""
+    steps = []
+    if cfg.student != "auto":
+        steps.append(("select", f"student {parse_spec(cfg.student).spec} (given)"))
+        family = parse_spec(cfg.student).family
+    else:
+        fams = family_names() if cfg.family == "auto" else [cfg.family]
+        if cfg.family != "auto" and cfg.family not in family_names():
+            raise BadInputError(f"--family {cfg.family} is not a student family",
+                                hint=f"use one of: {', '.join(family_names())}")
+        for fam in fams:
+            p, why = find_profile(target, fam)
+            if p is not None:
+                family, prof, note = fam, p, why
+                break
+            note = why if cfg.family != "auto" else f"no usable profile for {target.name} here"
+        if prof is None:
+            family = DEFAULT_FAMILY if cfg.family == "auto" else cfg.family
+            steps.append(("select", f"profile the '{cfg.grid}' grid of {family} at the data's resolution "
+                                    f"on {target.name} ({note}), then pick the largest student predicted "
+                                    f"under the budget and measure it"))
+        else:
+            steps.append(("select", f"largest {family} student predicted under the budget in {prof}, "
+                                    f"measured on {target.name}"))
+    steps.append(("distill", f"{cfg.loss} from {cfg.teacher} on {cfg.data}, {cfg.epochs} epochs"))
+    steps.append(("prune", "off" if cfg.prune == "off" else
+                  f"if the distilled student misses the budget: prune with torch-pruning to the budget, "
+                  f"then fine-tune {cfg.finetune_epochs} epochs by KD from the teacher"))
+    steps.append(("export", f"ONNX + {target.runtime.value} artifact for {target.name}, parity-checked"))
+    if int8_target is not None:
+        steps.append(("quantize", f"int8 for {int8_target.name}, kept only if faster than fp32"))
+        final = int8_target
+    else:
+        steps.append(("quantize", "off" if cfg.quantize == "off" else f"fp16: built by the {target.name} backend"))
+    req = [f"{cfg.metric} <= {cfg.budget_ms:g} ms"]
+    if cfg.min_accuracy is not None:
+        req.append(f"accuracy >= {cfg.min_accuracy:.4f}")
+    if cfg.max_drop is not None:
+        req.append(f"drop <= {cfg.max_drop:g} vs torch student")
+    steps.append(("verify", f"on {final.name if int8_target else target.name}: " + ", ".join(req)))
+    steps.append(("report", "manifest.json, report.json, report.md, report.html"))
+    return Plan(config=cfg, target=target, final_target=final, int8_target=int8_target,
+                resolution=resolution, family=family, profile=prof, profile_note=note, steps=steps)
