@@ -263,10 +263,10 @@ def quick_settings():
 
 
 def measure_model(model, sample_shape, target, settings=None):
-    """LatencyStats of ``model`` on ``target``: export to ONNX in a temp dir, build, time."""
-    from .backends.resolve import open_model
+    """LatencyStats of ``model`` on ``target``: export to ONNX in a temp dir, then time it as
+    ``edgekd bench`` does (on the device itself for a target with ``remote:``)."""
     from .export import export_onnx
-    from .latency.measure import make_inputs, measure_session
+    from .latency.measure import bench
     from .targets import load_target
 
     import torch
@@ -276,9 +276,8 @@ def measure_model(model, sample_shape, target, settings=None):
         sample = torch.zeros(1, *tuple(sample_shape))
         path = export_onnx(copy.deepcopy(model).eval(), sample, Path(tmp) / "model.onnx",
                            opset=17)
-        opened = open_model(path, target, work_dir=Path(tmp), sample_shape=tuple(sample_shape))
-        inputs = make_inputs(opened.session, opened.input_shape)
-        return measure_session(opened.session, inputs, settings or quick_settings()).stats
+        return bench(path, target, work_dir=Path(tmp), settings=settings or quick_settings(),
+                     sample_shape=tuple(sample_shape)).stats
 
 
 def cost(model, sample_shape) -> dict:
@@ -534,7 +533,8 @@ def prune_if_needed(src: "str | os.PathLike", dest: "str | os.PathLike", teacher
 
     def on_step(row):
         if echo:
-            echo(f"  prune ratio {row['ratio']:.2f}: {metric} {row[metric]:.4f} ms, "
+            how = " (target's protocol)" if row.get("protocol") else ""
+            echo(f"  prune ratio {row['ratio']:.2f}: {metric} {row[metric]:.4f} ms{how}, "
                  f"accuracy {row['acc']:.4f}, params {row['params']:,}")
 
     r = prune_checkpoint(src, dest, teacher, bundle, target, budget_ms, metric=metric,
