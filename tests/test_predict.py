@@ -170,3 +170,14 @@ def test_context_needs_every_adjacent_pair():
     del prof.pairs["C -> A"]
     with pytest.raises(BadInputError, match="block pair 'C -> A'"):
         predict_blocks(prof, ["B", "C", "A"], "p50")
+
+
+def test_fit_line_weighs_relative_error():
+    # the 1-ms model runs 5% slow; the 30-us models sit on the line: a fit on absolute residuals
+    # would move them by 7-13%, the relative fit keeps every point within 3%
+    x = np.array([0.03, 0.05, 0.5, 1.0])
+    y = x + 0.01
+    y[3] = 1.06
+    a, b, _ = fit_line(x, y)
+    rel = (a * x + b) / y - 1
+    assert np.max(np.abs(rel)) < 0.03

@@ -76,7 +76,8 @@ class Calibration:
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
-    """Least-squares (a, b, rms residual) for y ~= a*x + b.
+    """Least-squares (a, b, rms residual) for y ~= a*x + b, on relative residuals
+    ((a*x + b - y) / y: the error that is judged, so a 30-us model counts as much as a 1-ms one).
 
     With fewer than two distinct x, the scale is fixed at 1 and only the offset is fitted.
     A fit that would make the scale non-positive also falls back to scale 1.
@@ -86,8 +87,9 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, floa
         raise ValueError("no calibration points")
     a, b = 1.0, float(np.mean(ys - xs))
     if xs.size >= 2 and float(np.ptp(xs)) > 0:
-        A = np.stack([xs, np.ones_like(xs)], axis=1)
-        (fa, fb), *_ = np.linalg.lstsq(A, ys, rcond=None)
+        w = 1.0 / np.where(ys > 0, ys, 1.0)
+        A = np.stack([xs * w, w], axis=1)
+        (fa, fb), *_ = np.linalg.lstsq(A, ys * w, rcond=None)
         if fa > 0:
             a, b = float(fa), float(fb)
     rms = float(np.sqrt(np.mean((a * xs + b - ys) ** 2)))
