@@ -214,8 +214,7 @@ def _stage_select(ctx: _Context) -> dict:
         extra = ()
     else:
         fam = ctx.plan.family
-        grid = [s for s in read_grid(cfg.grid, fam, in_channels=b.in_channels, num_classes=b.num_classes)
-                if parse_spec(s).res == res]
+        grid = _at_resolution(read_grid(cfg.grid, fam, in_channels=b.in_channels, num_classes=b.num_classes), res)
         if not grid:
             raise BadInputError(f"the '{cfg.grid}' grid of {fam} has no candidate at {res}px",
                                 hint="pass --resolution matching the grid or --student SPEC")
@@ -257,6 +256,24 @@ def _stage_select(ctx: _Context) -> dict:
                             hint="pass --student SPEC at the data's resolution")
     return {"spec": sel.chosen.spec, "source": "profile", "profile": str(prof_path),
             "selection": sel.to_dict(), "needs_pruning": needs, "note": note}
+
+
+def _at_resolution(specs, res: int) -> list[str]:
+    """The grid's candidates moved to the data's resolution (each distinct spec once): every
+    point of the grid is then one the data can feed, and selection has all of them to choose from."""
+    from .models import parse_spec
+    from .models.spec import StudentConfig
+
+    out: list[str] = []
+    for s in specs:
+        c = parse_spec(s)
+        try:
+            moved = parse_spec(StudentConfig(c.family, c.config.model_copy(update={"res": res})).spec).spec
+        except BadInputError:
+            continue
+        if moved not in out:
+            out.append(moved)
+    return out
 
 
 def _only(profile, specs):

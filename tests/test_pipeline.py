@@ -327,3 +327,11 @@ def test_bad_prune_epochs_is_bad_input():
 
     with pytest.raises(BadInputError, match="prune_epochs=-1"):
         CompressConfig.make(teacher="t.pt", data="digits", target="ort-cpu", budget_ms=1, prune_epochs=-1)
+
+
+def test_grid_points_move_to_the_data_resolution():
+    from edgekd.pipeline import _at_resolution
+
+    got = _at_resolution(["convnet:width=8,depth=2,res=32", "convnet:width=8,depth=2,res=16",
+                          "convnet:width=16,depth=4,res=32"], 16)
+    assert got == ["convnet:width=8,depth=2,res=16", "convnet:width=16,depth=4,res=16"]
