@@ -171,7 +171,7 @@ MOBILENETV2 = Family(
     description="MobileNetV2 inverted residuals; knobs width, depth, res, expansion, stem_stride",
     grids={
         "small": _product(width=[0.25, 0.5, 1.0], res=[16, 32]),
-        "default": _product(width=[0.25, 0.35, 0.5, 0.75, 1.0], depth=[0.5, 1.0],
+        "default": _product(width=[0.25, 0.35, 0.42, 0.5, 0.625, 0.75, 0.875, 1.0], depth=[0.5, 1.0],
                             res=[16, 32]),
     })
 
