@@ -237,3 +237,29 @@ def test_cli_profiles_several_targets_in_one_command(run_cli, tmp_path):
     for name in ("ort-cpu", "openvino-cpu"):
         prof = _json.loads((tmp_path / f"p-{name}.json").read_text())
         assert prof["schema"] == "edgekd.profile/v1" and prof["target"]["name"] == name
+
+
+def test_resume_recovers_the_whole_entries_of_a_truncated_profile(fake, tmp_path):
+    out = tmp_path / "p.json"
+    grid = grid_file(tmp_path, TINY)
+    P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out)
+    whole = json.loads(out.read_text())
+    text = out.read_text()
+    # cut the file inside the 6th entry, as an interrupted copy would
+    starts = [i for i in range(len(text)) if text.startswith('\n    {\n      "kind"', i)]
+    out.write_text(text[:starts[5] + 40])
+    with pytest.raises(BadInputError, match="truncated"):
+        P.load_profile(out)
+    kept, n = P.salvage_profile(out)
+    assert n == 5 and kept.family == "convnet" and kept.fingerprint == whole["fingerprint"]
+    events = []
+    fake.calls.clear()
+    run = P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out, resume=True, on_event=events.append)
+    assert [e.done for e in events if e.kind == "salvaged"] == [5]
+    key = lambda e: e.get("spec") or e["key"]  # noqa: E731
+    first5 = [key(e) for e in whole["entries"][:5]]
+    assert not set(run.measured) & set(first5)  # what was whole is not measured again
+    after = json.loads(out.read_text())
+    assert sorted(key(e) for e in after["entries"]) == sorted(key(e) for e in whole["entries"])
+    assert P.load_profile(out).complete
+    assert P.salvage_profile(tmp_path / "none.json") is None

@@ -77,6 +77,8 @@ def _plain_progress(as_json: bool):
     def on_event(ev):
         if ev.kind == "measured" and not as_json:
             click.echo(f"[{ev.done}/{ev.total}] {ev.what} {ev.name}: p50 {ev.latency_ms:.4f} ms", err=True)
+        elif ev.kind == "salvaged":
+            click.echo(f"edgekd: {ev.what}", err=True)
     return on_event
 
 
@@ -100,6 +102,8 @@ def _with_progress_bar(target, family, kwargs):
                 bar.update(task, now=f"{ev.what} {ev.name}")
             elif ev.kind == "measured":
                 bar.update(task, completed=ev.done, now="")
+            elif ev.kind == "salvaged":
+                console.print(f"edgekd: {ev.what}")
 
         return profile_family(target, family, on_event=on_event, **kwargs)
 

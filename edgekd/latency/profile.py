@@ -254,6 +254,44 @@ def load_profile(path: "str | Path") -> Profile:
                             hint="re-run `edgekd profile` into a new file") from exc
 
 
+def salvage_profile(path: "str | Path") -> "tuple[Profile, int] | None":
+    """What a truncated profile still holds: its header and every entry written whole before the
+    cut, with the number of entries kept (None when not even the header can be read).
+
+    The profiler writes atomically, so a file is only cut short by something else (a copy
+    interrupted, a full disk); ``profile_family(resume=True)`` then measures what was lost."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    mark = text.find('"entries": [')
+    if mark < 0:
+        return None
+    try:
+        head = json.loads(text[:mark] + '"entries": []}')
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(head, dict) or head.get("schema") != SCHEMA:
+        return None
+    decoder, pos, entries = json.JSONDecoder(), mark + len('"entries": ['), []
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        try:
+            entry, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            break
+        if not isinstance(entry, dict):
+            break
+        entries.append(entry)
+    try:
+        prof = Profile.from_dict({**head, "entries": entries}, path=p)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return prof, len(entries)
+
+
 def current_fingerprint(target) -> dict:
     """This machine's fingerprint for ``target`` (no session needed)."""
     from ..backends import get_backend
@@ -316,7 +354,8 @@ def read_grid(grid: str, family: str, *, in_channels: int = 1, num_classes: int 
 
 @dataclass
 class ProfileEvent:
-    """Progress of a profile run: kind is 'planned', 'start', 'measured' or 'done'."""
+    """Progress of a profile run: kind is 'planned', 'start', 'measured' or 'done' (and
+    'salvaged', with the warning in ``what``, when --resume finds a file cut short)."""
 
     kind: str
     what: str = ""  # 'overhead', 'block', 'pair', 'model'
@@ -373,7 +412,15 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
         raise BadInputError(f"profile {out} already exists",
                             hint="pass --resume to complete it, or choose another --out")
     if out.exists():
-        prof = load_profile(out)
+        try:
+            prof = load_profile(out)
+        except BadInputError:
+            kept = salvage_profile(out)
+            if kept is None:
+                raise
+            prof = kept[0]
+            emit(ProfileEvent("salvaged", what=f"warning: {out} was cut short; kept its {kept[1]} whole "
+                                               f"entries, measuring what was lost", name=str(out), done=kept[1]))
         for what, have, want in (("target", prof.target_name, target.name), ("family", prof.family, family),
                                  ("in_channels", prof.in_channels, in_channels),
                                  ("num_classes", prof.num_classes, num_classes)):
