@@ -141,10 +141,13 @@ def cold_fraction(profile: "Profile", block_keys: Sequence[str]) -> float:
     return min(max((footprint_bytes(profile, block_keys) - 0.5 * l2) / l2, 0.0), 1.0)
 
 
-def _missing(profile: "Profile", keys: Sequence[str], what: str) -> None:
-    raise BadInputError(f"profile {profile.label} has no measurement for {what} '{keys[0]}' "
-                        f"({len(keys)} missing)",
-                        hint="re-run `edgekd profile --resume` with a grid that contains this candidate")
+def _require(profile: "Profile", keys: Sequence[str], stored: Mapping, what: str) -> None:
+    """BadInputError naming the first of ``keys`` the profile has no ``what`` measurement for."""
+    missing = [k for k in keys if k not in stored]
+    if missing:
+        raise BadInputError(f"profile {profile.label} has no measurement for {what} '{missing[0]}' "
+                            f"({len(missing)} missing)",
+                            hint="re-run `edgekd profile --resume` with a grid that contains this candidate")
 
 
 def _cold_shift(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
@@ -163,9 +166,7 @@ def _cold_shift(profile: "Profile", block_keys: Sequence[str], metric: str) -> f
 def block_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
     """Sum of the blocks' costs measured alone, for a model made of them (method ``alone``)."""
     block_keys = list(block_keys)
-    missing = [k for k in block_keys if k not in profile.blocks]
-    if missing:
-        _missing(profile, missing, "block")
+    _require(profile, block_keys, profile.blocks, "block")
     hot = sum(net_block_ms(profile, k, metric) for k in block_keys)
     return float(hot + _cold_shift(profile, block_keys, metric))
 
@@ -176,13 +177,9 @@ def context_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str) -
     from .profile import model_pairs
 
     block_keys = list(block_keys)
-    missing = [k for k in block_keys if k not in profile.blocks]
-    if missing:
-        _missing(profile, missing, "block")
+    _require(profile, block_keys, profile.blocks, "block")
     pairs = model_pairs(block_keys)
-    gone = [k for k in pairs if k not in profile.pairs]
-    if gone:
-        _missing(profile, gone, "block pair")
+    _require(profile, pairs, profile.pairs, "block pair")
     total = net_block_ms(profile, block_keys[0], metric) if block_keys else 0.0
     for prev, pk in zip(block_keys, pairs):
         # may be negative: the pair drops the layout change after ``prev`` that ``prev`` alone paid

@@ -119,21 +119,24 @@ def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str]
 
         have = {c.spec for c in out}
         seen = {tuple(m.blocks) for m in profile.models}
-        method = get_calibration(profile, metric).method
+        cal = get_calibration(profile, metric)
         # derived variants only inside the calibrated range (no extrapolation of the fit)
-        xs = [feature_ms(profile, m.blocks, method) for m in profile.models if has_feature(profile, m.blocks, method)]
+        xs = [feature_ms(profile, m.blocks, cal.method) for m in profile.models
+              if has_feature(profile, m.blocks, cal.method)]
         lo, hi = (min(xs), max(xs)) if xs else (0.0, 0.0)
         for s, is_extra in [(x, True) for x in extra_specs] + [(x, False) for x in
                                                                 (derived_specs(profile) if derive else [])]:
             spec = parse_spec(s).spec
             sigs = block_signatures(spec, profile.in_channels, num_classes=profile.num_classes)
             keys = tuple(g["key"] for g in sigs)
-            if spec in have or (not is_extra and (keys in seen or not has_feature(profile, keys, method)
-                                                  or not lo <= feature_ms(profile, keys, method) <= hi)):
+            if spec in have or (not is_extra and (keys in seen or not has_feature(profile, keys, cal.method))):
+                continue
+            x = feature_ms(profile, keys, cal.method)  # an extra spec with unmeasured blocks: BadInputError
+            if not is_extra and not lo <= x <= hi:
                 continue
             out.append(Candidate(spec=spec, params=sum(int(g["params"]) for g in sigs),
                                  macs=sum(int(g["macs"]) for g in sigs), derived=True,
-                                 predicted_ms=predict_blocks(profile, keys, metric)))
+                                 predicted_ms=cal.apply(x)))
             have.add(spec)
             seen.add(keys)
     if not out:
