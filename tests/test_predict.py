@@ -152,7 +152,9 @@ def test_context_method_telescopes_to_the_whole_model_and_is_chosen():
     prof, (o, c, i, u) = boundary_profile()
     cal, val = fit_profile(prof)
     assert cal["p50"]["method"] == "context"
-    assert cal["p50"]["loo"]["context"] < cal["p50"]["loo"]["alone"]
+    loo = cal["p50"]["loo"]
+    assert min(v for k, v in loo.items() if k.startswith("context")) < min(
+        v for k, v in loo.items() if k.startswith("alone"))
     assert cal["p50"]["a"] == pytest.approx(1.0) and cal["p50"]["b"] == pytest.approx(o)
     assert val["method"] == "context" and val["fraction_within_10pct"] == 1.0
     assert val["max_rel_error"] == pytest.approx(0.0, abs=1e-9)
@@ -181,3 +183,59 @@ def test_fit_line_weighs_relative_error():
     a, b, _ = fit_line(x, y)
     rel = (a * x + b) / y - 1
     assert np.max(np.abs(rel)) < 0.03
+
+
+def test_context_never_counts_a_block_above_its_cost_alone():
+    # a pair that pays more than both blocks alone (e.g. their weights together spill L2): the
+    # second block counts at its cost alone, not pair - first
+    from edgekd.latency.predict import context_sum_ms
+    from edgekd.latency.profile import PairEntry, pair_key
+
+    prof = Profile(target={"name": "t"}, family="fam", protocol={"l2_bytes": 1 << 30})
+    prof.overhead = const(0.01)
+    prof.blocks["A"] = BlockEntry(key="A", signature={"params": 1}, latency=const(0.11))
+    prof.blocks["B"] = BlockEntry(key="B", signature={"params": 1}, latency=const(0.21))
+    prof.pairs[pair_key("A", "B")] = PairEntry(first="A", second="B", latency=const(0.51))
+    assert context_sum_ms(prof, ["A", "B"], "p50") == pytest.approx(0.10 + 0.20)
+    prof.pairs[pair_key("A", "B")] = PairEntry(first="A", second="B", latency=const(0.26))
+    assert context_sum_ms(prof, ["A", "B"], "p50") == pytest.approx(0.10 + 0.15)
+
+
+def cache_profile(cache):
+    """Models of S-blocks (hot 1 ms, cold 2 ms, 100 weight bytes) whose whole latency follows the
+    cold fraction of ``cache`` exactly; L2 = 1000 bytes."""
+    from edgekd.latency.predict import cold_fraction
+
+    prof = Profile(target={"name": "t", "precision": "fp32"}, family="fam", grid=[],
+                   protocol={"l2_bytes": 1000})
+    prof.overhead = const(0.0)
+    prof.blocks["S"] = BlockEntry(key="S", signature={"params": 25}, latency=const(1.0), latency_cold=const(2.0))
+    for n in (1, 3, 5, 6, 8, 10, 12, 14, 16):
+        keys = ["S"] * n
+        y = n * (1.0 + cold_fraction(prof, keys, cache)) + 0.05
+        prof.models.append(ModelEntry(family="fam", spec=f"fam:n={n}", params=25 * n, macs=n,
+                                      blocks=keys, latency=const(y)))
+        prof.grid.append(f"fam:n={n}")
+    return prof
+
+
+@pytest.mark.parametrize("cache", [(0.25, 1.0), (0.5, 1.5)])
+def test_cache_model_is_chosen_per_profile_and_stored(cache):
+    from edgekd.latency.predict import CACHE_MODELS, get_calibration
+
+    assert cache in CACHE_MODELS
+    prof = cache_profile(cache)
+    cal, val = fit_profile(prof)
+    assert tuple(cal["p50"]["cache"]) == cache and tuple(cal["p90"]["cache"]) == cache
+    assert cal["p50"]["a"] == pytest.approx(1.0) and cal["p50"]["b"] == pytest.approx(0.05)
+    assert val["max_rel_error"] == pytest.approx(0.0, abs=1e-9) and val["cache"] == list(cache)
+    # every other cache model misses some held-out model
+    other = next(c for c in CACHE_MODELS if c != cache)
+    prof.calibration, prof.validation = {"p50": Calibration(metric="p50", a=1.0, b=0.05, specs=(),
+                                                            cache=other).to_dict()}, val
+    assert any(abs(predict(prof, m.spec, "p50") / m.latency.metric("p50") - 1) > 0.02 for m in prof.models)
+    # a calibration stored before the cache model was part of it is refitted, not trusted
+    stored = dict(prof.calibration["p50"])
+    del stored["cache"]
+    prof.calibration = {"p50": stored}
+    assert get_calibration(prof, "p50").cache == cache

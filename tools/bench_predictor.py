@@ -4,7 +4,8 @@
 For each profile (default: profiles/*.json), the held-out candidates (measured whole but not
 used to calibrate) are predicted from their blocks and compared with their measured p50 (and
 p90): the fraction within +-10% (our target: >= 90%; nn-Meter reports 99% on mobile CPUs) and
-the 95th percentile of the relative error. The predictor is refitted from the stored
+the 95th percentile of the relative error. `method` and `cache` are the reading the profile's
+calibration chose (edgekd/latency/predict.py). The predictor is refitted from the stored
 measurements, so this also checks the current predictor code against old profiles.
 
     python tools/bench_predictor.py [PROFILE ...] [--rows]
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
     if not paths:
         print("no profiles found (profiles/*.json)")
         return 2
-    print(f"{'profile':38s} {'models':>6s} {'blocks':>6s} {'pairs':>5s} {'method':>7s} {'held':>5s} "
+    print(f"{'profile':38s} {'models':>6s} {'blocks':>6s} {'pairs':>5s} {'method':>7s} {'cache':>8s} {'held':>5s} "
           f"{'p50 ±10%':>9s} {'p50 p95err':>10s} {'p90 ±10%':>9s} {'p90 p95err':>10s}  vs target / nn-Meter")
     worst = 1.0
     for p in paths:
@@ -48,7 +49,8 @@ def main(argv=None) -> int:
         worst = min(worst, f50)
         gap = f"{(f50 - TARGET) * 100:+.0f} pts / {(f50 - NN_METER) * 100:+.0f} pts"
         print(f"{p.name:38s} {len(prof.models):6d} {len(prof.blocks):6d} {len(prof.pairs):5d} "
-              f"{val.get('method', 'alone'):>7s} {m50['n_heldout']:5d} "
+              f"{val.get('method', 'alone'):>7s} {'-'.join(f'{v:g}' for v in val.get('cache', ())):>8s} "
+              f"{m50['n_heldout']:5d} "
               f"{f50:9.0%} {m50['p95_rel_error']:10.1%} {m90.get('fraction_within_10pct', float('nan')):9.0%} "
               f"{m90.get('p95_rel_error', float('nan')):10.1%}  {gap}")
         if args.rows:

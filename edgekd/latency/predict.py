@@ -8,23 +8,32 @@ calibration set).
 A block's cost is read in one of two ways (the "method"):
 
 - ``alone``: the block measured on its own, less the per-inference overhead.
-- ``context``: the first block alone, then each next block as ``pair(prev, block) - alone(prev)``
-  where the pair is the two blocks measured together. A runtime that changes the memory layout
-  at a model's inputs and outputs, or fuses across blocks (OpenVINO's CPU plugin does both),
-  pays those costs once per model, but once per block when blocks run alone; the pair
-  difference removes them, and the sum telescopes to what a whole model pays.
-
-Each profile's calibration takes the method whose leave-one-out error on the calibration set is
-lower (``alone`` for profiles without pair entries), and stores which.
+- ``context``: the first block alone, then each next block as the smaller of its cost alone
+  and ``pair(prev, block) - alone(prev)``, where the pair is the two blocks measured together.
+  A runtime that changes the memory layout at a model's inputs and outputs, or fuses across
+  blocks (OpenVINO's CPU plugin does both), pays those costs once per model, but once per block
+  when blocks run alone; the pair difference removes them. A block inside a model never pays
+  more than alone; a pair whose weights spill out of L2 pays weight traffic that the cold
+  correction below adds again, so the smaller of the two readings is kept.
 
 A block's cost depends on where its weights are when it runs. Measured alone, its weights stay
 in the core's L2 cache between runs ("hot", less the runtime's per-inference overhead measured
 on a trivial model); measured as several copies with their own weights, run back to back, its
 weights come from beyond L2 ("cold", per copy). In a whole model the weights of all blocks
-share L2: a model whose footprint (weights + activations) fits in half of L2 runs its blocks
-hot, one above 1.5 x L2 runs them cold, and in between the cost is interpolated linearly. The other whole-model
-measurements are held out and give the validation stored in the profile: the fraction within
-+-10% of the measured value and the 95th percentile of the relative error.
+share L2 with each other and with the runtime's code and state: a model whose footprint
+(weights + activations) is small runs its blocks hot; one well beyond L2 runs them cold (a
+model's weights are read in the same order every inference, so once they overflow the cache
+each block evicts the next one's); in between the cold extra is interpolated linearly. Where
+the runtime starts and stops paying (the "cache model": footprint / L2 at which blocks start to
+run cold, and at which they all do) depends on how it lays weights out and what else it keeps
+in cache, so it is chosen per profile too, from CACHE_MODELS.
+
+The reading (method and cache model) is chosen once per profile, by the lower leave-one-out
+error of the median (p50) fit on the calibration set, and every metric is fitted with it: the
+cost structure of a model does not change with the percentile, and p90s are too noisy to choose
+by. The other whole-model measurements are held out and give the validation stored in the
+profile: the fraction within +-10% of the measured value and the 95th percentile of the
+relative error.
 
 Pure arithmetic on a Profile; nothing here measures or imports a runtime.
 """
@@ -49,6 +58,12 @@ FEATURE = "p50"
 WITHIN = 0.10  # the validation tolerance: +-10%
 
 
+# (hot below, all cold from): footprint / L2. The first is the default of profiles calibrated
+# before the cache model was chosen per profile.
+CACHE_MODELS = ((0.5, 1.5), (0.25, 1.0), (0.5, 1.0), (0.25, 1.5))
+Cache = tuple  # (hot_below, cold_above)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """latency_metric ~= a * sum(block cost, by median) + b, fitted on ``specs``."""
@@ -59,20 +74,31 @@ class Calibration:
     specs: tuple[str, ...]
     residual_ms: float = 0.0  # RMS residual on the calibration set
     method: str = "alone"
-    loo: Mapping[str, float] = field(default_factory=dict)  # method -> leave-one-out mean |rel. error|
+    # reading -> leave-one-out mean |rel. error| of the p50 fit ("context 0.25-1.0": method, cache)
+    loo: Mapping[str, float] = field(default_factory=dict)
+    cache: Cache = CACHE_MODELS[0]
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "a": self.a, "b": self.b, "specs": list(self.specs),
-                "residual_ms": self.residual_ms, "method": self.method, "loo": dict(self.loo)}
+                "residual_ms": self.residual_ms, "method": self.method, "cache": list(self.cache),
+                "loo": dict(self.loo)}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Calibration":
         return cls(metric=str(d["metric"]), a=float(d["a"]), b=float(d["b"]),
                    specs=tuple(d.get("specs", ())), residual_ms=float(d.get("residual_ms", 0.0)),
-                   method=str(d.get("method", "alone")), loo=dict(d.get("loo") or {}))
+                   method=str(d.get("method", "alone")), loo=dict(d.get("loo") or {}),
+                   cache=tuple(float(v) for v in d.get("cache", CACHE_MODELS[0])))
 
     def apply(self, block_sum_ms: float) -> float:
         return self.a * block_sum_ms + self.b
+
+    def feature(self, profile: "Profile", block_keys: Sequence[str]) -> float:
+        """The block-cost sum this calibration applies to."""
+        return feature_ms(profile, block_keys, self.method, self.cache)
+
+    def has_feature(self, profile: "Profile", block_keys: Sequence[str]) -> bool:
+        return has_feature(profile, block_keys, self.method)
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float]:
@@ -135,10 +161,13 @@ def footprint_bytes(profile: "Profile", block_keys: Sequence[str]) -> float:
     return float(per * weights + 2 * 4 * act)
 
 
-def cold_fraction(profile: "Profile", block_keys: Sequence[str]) -> float:
-    """0 when the model's footprint fits in half of L2, 1 from 1.5 x L2, linear in between."""
+def cold_fraction(profile: "Profile", block_keys: Sequence[str], cache: Cache = CACHE_MODELS[0]) -> float:
+    """0 while the model's footprint is at most cache[0] x L2, 1 from cache[1] x L2 up, linear
+    in between."""
+    hot_below, cold_above = cache
     l2 = float((profile.protocol or {}).get("l2_bytes") or DEFAULT_L2_BYTES)
-    return min(max((footprint_bytes(profile, block_keys) - 0.5 * l2) / l2, 0.0), 1.0)
+    frac = (footprint_bytes(profile, block_keys) / l2 - hot_below) / (cold_above - hot_below)
+    return min(max(frac, 0.0), 1.0)
 
 
 def _require(profile: "Profile", keys: Sequence[str], stored: Mapping, what: str) -> None:
@@ -150,9 +179,9 @@ def _require(profile: "Profile", keys: Sequence[str], stored: Mapping, what: str
                             hint="re-run `edgekd profile --resume` with a grid that contains this candidate")
 
 
-def _cold_shift(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
+def _cold_shift(profile: "Profile", block_keys: Sequence[str], metric: str, cache: Cache) -> float:
     """What the blocks add when their weights come from beyond L2 (cold_fraction of the way)."""
-    f = cold_fraction(profile, block_keys)
+    f = cold_fraction(profile, block_keys, cache)
     if f == 0.0:
         return 0.0
     total = 0.0
@@ -163,17 +192,19 @@ def _cold_shift(profile: "Profile", block_keys: Sequence[str], metric: str) -> f
     return total
 
 
-def block_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
+def block_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str,
+                 cache: Cache = CACHE_MODELS[0]) -> float:
     """Sum of the blocks' costs measured alone, for a model made of them (method ``alone``)."""
     block_keys = list(block_keys)
     _require(profile, block_keys, profile.blocks, "block")
     hot = sum(net_block_ms(profile, k, metric) for k in block_keys)
-    return float(hot + _cold_shift(profile, block_keys, metric))
+    return float(hot + _cold_shift(profile, block_keys, metric, cache))
 
 
-def context_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str) -> float:
+def context_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str,
+                   cache: Cache = CACHE_MODELS[0]) -> float:
     """The blocks' costs in context (method ``context``): the first alone, each next one as
-    pair(prev, it) - alone(prev)."""
+    min(alone, pair(prev, it) - alone(prev))."""
     from .profile import model_pairs
 
     block_keys = list(block_keys)
@@ -181,10 +212,11 @@ def context_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str) -
     pairs = model_pairs(block_keys)
     _require(profile, pairs, profile.pairs, "block pair")
     total = net_block_ms(profile, block_keys[0], metric) if block_keys else 0.0
-    for prev, pk in zip(block_keys, pairs):
+    for prev, key, pk in zip(block_keys, block_keys[1:], pairs):
         # may be negative: the pair drops the layout change after ``prev`` that ``prev`` alone paid
-        total += profile.pairs[pk].latency.metric(metric) - profile.blocks[prev].latency.metric(metric)
-    return float(total + _cold_shift(profile, block_keys, metric))
+        in_pair = profile.pairs[pk].latency.metric(metric) - profile.blocks[prev].latency.metric(metric)
+        total += min(in_pair, net_block_ms(profile, key, metric))
+    return float(total + _cold_shift(profile, block_keys, metric, cache))
 
 
 def has_feature(profile: "Profile", block_keys: Sequence[str], method: str) -> bool:
@@ -195,12 +227,13 @@ def has_feature(profile: "Profile", block_keys: Sequence[str], method: str) -> b
     return method == "alone" or all(k in profile.pairs for k in model_pairs(block_keys))
 
 
-def feature_ms(profile: "Profile", block_keys: Sequence[str], method: str = "alone") -> float:
-    """The block-cost sum a calibration of ``method`` applies to (by medians: FEATURE)."""
+def feature_ms(profile: "Profile", block_keys: Sequence[str], method: str = "alone",
+               cache: Cache = CACHE_MODELS[0]) -> float:
+    """The block-cost sum a calibration of ``method`` and ``cache`` applies to (by medians: FEATURE)."""
     if method == "context":
-        return context_sum_ms(profile, block_keys, FEATURE)
+        return context_sum_ms(profile, block_keys, FEATURE, cache)
     if method == "alone":
-        return block_sum_ms(profile, block_keys, FEATURE)
+        return block_sum_ms(profile, block_keys, FEATURE, cache)
     raise BadInputError(f"unknown predictor method '{method}'", hint=f"use one of {', '.join(METHODS)}")
 
 
@@ -216,42 +249,66 @@ def loo_error(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.mean(errs))
 
 
-def calibrate(profile: "Profile", metric: str) -> Calibration | None:
-    """Fit a, b for ``metric`` on the profile's calibration set (None: no whole-model entries),
-    with the method of lower leave-one-out error among those the profile can give."""
-    models = profile.models_by_capacity()
-    usable = [m for m in models if all(k in profile.blocks for k in m.blocks)]
-    if not usable:
+def reading_label(method: str, cache: Cache) -> str:
+    return f"{method} {cache[0]:g}-{cache[1]:g}"
+
+
+def _calibration_set(profile: "Profile") -> list:
+    usable = [m for m in profile.models_by_capacity() if all(k in profile.blocks for k in m.blocks)]
+    return [usable[i] for i in calibration_indices(len(usable))]
+
+
+def choose_reading(profile: "Profile") -> tuple[str, Cache, dict] | None:
+    """(method, cache model, {reading: leave-one-out error}) of the lowest leave-one-out error of
+    the p50 fit on the calibration set, among the readings the profile can give (None: no
+    whole-model entries). Ties keep the earlier of METHODS x CACHE_MODELS."""
+    cal = _calibration_set(profile)
+    if not cal:
         return None
-    idx = calibration_indices(len(usable))
-    cal = [usable[i] for i in idx]
-    y = [m.latency.metric(metric) for m in cal]
-    fits: dict[str, tuple[list[float], float]] = {}
+    y = [m.latency.metric(FEATURE) for m in cal]
+    errors: dict[str, float] = {}
+    best: tuple[float, str, Cache] | None = None
     for method in METHODS:
-        if all(has_feature(profile, m.blocks, method) for m in cal):
-            x = [feature_ms(profile, m.blocks, method) for m in cal]
-            fits[method] = (x, loo_error(x, y))
-    method = min(fits, key=lambda k: (fits[k][1], METHODS.index(k)))
-    x = fits[method][0]
-    a, b, rms = fit_line(x, y)
+        if not all(has_feature(profile, m.blocks, method) for m in cal):
+            continue
+        for cache in CACHE_MODELS:
+            err = loo_error([feature_ms(profile, m.blocks, method, cache) for m in cal], y)
+            errors[reading_label(method, cache)] = err
+            if best is None or err < best[0]:
+                best = (err, method, cache)
+    assert best is not None  # "alone" is always available for usable models
+    return best[1], best[2], errors
+
+
+def calibrate(profile: "Profile", metric: str, reading: tuple | None = None) -> Calibration | None:
+    """Fit a, b for ``metric`` on the profile's calibration set (None: no whole-model entries),
+    with ``reading`` ((method, cache, errors) from choose_reading; chosen here when None)."""
+    reading = reading or choose_reading(profile)
+    if reading is None:
+        return None
+    method, cache, errors = reading
+    cal = _calibration_set(profile)
+    x = [feature_ms(profile, m.blocks, method, cache) for m in cal]
+    a, b, rms = fit_line(x, [m.latency.metric(metric) for m in cal])
     return Calibration(metric=metric, a=a, b=b, specs=tuple(m.spec for m in cal), residual_ms=rms,
-                       method=method, loo={k: v[1] for k, v in fits.items()})
+                       method=method, loo=dict(errors), cache=tuple(cache))
 
 
 def validate(profile: "Profile", calibration: Calibration) -> dict:
     """Prediction error on the held-out whole-model entries (those not in the calibration set)."""
     rows = []
     for m in profile.models_by_capacity():
-        if m.spec in calibration.specs or not has_feature(profile, m.blocks, calibration.method):
+        if m.spec in calibration.specs or not calibration.has_feature(profile, m.blocks):
             continue
         measured = m.latency.metric(calibration.metric)
-        pred = calibration.apply(feature_ms(profile, m.blocks, calibration.method))
+        pred = calibration.apply(calibration.feature(profile, m.blocks))
         rows.append({"spec": m.spec, "measured_ms": measured, "predicted_ms": pred,
                      "rel_error": (pred - measured) / measured if measured > 0 else math.inf})
     errs = np.abs([r["rel_error"] for r in rows], dtype=np.float64) if rows else np.zeros(0)
     return {
         "metric": calibration.metric,
         "method": calibration.method,
+        "cache": list(calibration.cache),
         "n_heldout": len(rows),
         "fraction_within_10pct": float(np.mean(errs <= WITHIN)) if rows else None,
         "p95_rel_error": float(np.percentile(errs, 95)) if rows else None,
@@ -268,8 +325,9 @@ def fit_profile(profile: "Profile") -> tuple[dict, dict]:
     """
     calibration: dict = {}
     by_metric: dict = {}
+    reading = choose_reading(profile)
     for metric in METRICS:
-        cal = calibrate(profile, metric)
+        cal = calibrate(profile, metric, reading)
         if cal is None:
             continue
         calibration[metric] = cal.to_dict()
@@ -293,7 +351,7 @@ def epsilon(profile: "Profile", metric: str, default: float = WITHIN) -> float:
 
 def get_calibration(profile: "Profile", metric: str) -> Calibration:
     d = (profile.calibration or {}).get(metric)
-    if d is None:
+    if d is None or "cache" not in d:  # none stored, or stored before the cache model was chosen
         cal = calibrate(profile, metric)
         if cal is None:
             raise BadInputError(f"profile {profile.label} has no whole-model measurements to calibrate "
@@ -308,7 +366,7 @@ def predict_blocks(profile: "Profile", block_keys: Sequence[str], metric: str = 
     if metric not in METRICS:
         raise BadInputError(f"unknown latency metric '{metric}'", hint=f"use one of {', '.join(METRICS)}")
     cal = get_calibration(profile, metric)
-    return cal.apply(feature_ms(profile, block_keys, cal.method))
+    return cal.apply(cal.feature(profile, block_keys))
 
 
 def predict(profile: "Profile", spec: str, metric: str = "p90") -> float:

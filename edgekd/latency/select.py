@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import BadInputError, VerdictError
-from .predict import METRICS, epsilon, feature_ms, get_calibration, has_feature, predict_blocks
+from .predict import METRICS, epsilon, get_calibration, predict_blocks
 from .profile import Profile
 
 
@@ -121,17 +121,16 @@ def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str]
         seen = {tuple(m.blocks) for m in profile.models}
         cal = get_calibration(profile, metric)
         # derived variants only inside the calibrated range (no extrapolation of the fit)
-        xs = [feature_ms(profile, m.blocks, cal.method) for m in profile.models
-              if has_feature(profile, m.blocks, cal.method)]
+        xs = [cal.feature(profile, m.blocks) for m in profile.models if cal.has_feature(profile, m.blocks)]
         lo, hi = (min(xs), max(xs)) if xs else (0.0, 0.0)
         for s, is_extra in [(x, True) for x in extra_specs] + [(x, False) for x in
                                                                 (derived_specs(profile) if derive else [])]:
             spec = parse_spec(s).spec
             sigs = block_signatures(spec, profile.in_channels, num_classes=profile.num_classes)
             keys = tuple(g["key"] for g in sigs)
-            if spec in have or (not is_extra and (keys in seen or not has_feature(profile, keys, cal.method))):
+            if spec in have or (not is_extra and (keys in seen or not cal.has_feature(profile, keys))):
                 continue
-            x = feature_ms(profile, keys, cal.method)  # an extra spec with unmeasured blocks: BadInputError
+            x = cal.feature(profile, keys)  # an extra spec with unmeasured blocks: BadInputError
             if not is_extra and not lo <= x <= hi:
                 continue
             out.append(Candidate(spec=spec, params=sum(int(g["params"]) for g in sigs),
