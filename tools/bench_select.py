@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Does selection under a budget hold up when measured?
 
-For a profile, 10 budgets spread geometrically across its range (from the smallest candidate's
-predicted p90 x (1 + eps) to the largest's); for each, select + verify (measure the pick on the
+For a profile, 10 budgets spread geometrically across its range: from the fastest candidate's
+predicted p90 x (1 + eps) to that of the candidate with the most capacity (params, then MACs),
+above which every budget selects that same candidate; for each, select + verify (measure the pick on the
 profile's target, step down while it misses) and check the verified student's measured p90:
 <= budget in every case, and >= 0.8 x budget in at least 9 of 10. Prints the table and the
 counts. Run it on the machine the profile was measured on.
@@ -48,15 +49,15 @@ def main(argv=None) -> int:
             print(f"# warning: {warn}")
         eps = epsilon(prof, args.metric)
         cands = candidates(prof, args.metric, derive=not args.grid_only)
+        top = max(cands, key=lambda c: (c.params, c.macs))  # the most capacity any candidate has
         lo = min(c.predicted_ms for c in cands) * (1 + eps) * 1.02
-        hi = max(c.predicted_ms for c in cands) * (1 + eps)
+        hi = top.predicted_ms * (1 + eps)
         budgets = np.geomspace(lo, hi, args.budgets)
         measure = make_measure(prof, args.metric, target=target)
         print(f"\n{path.name}: {len(cands)} candidates, eps {eps:.1%}, budgets {lo:.3f}..{hi:.3f} ms ({args.metric})")
         print(f"{'budget ms':>9s}  {'selected':60s} {'pred ms':>8s} {'meas ms':>8s} {'meas/budget':>11s} "
               f"{'tries':>5s}  verdict")
         under = tight = capped = 0
-        top = max((c.params, c.macs) for c in cands)  # the most capacity any candidate has
         for b in budgets:
             try:
                 sel = select_student(prof, float(b), metric=args.metric, derive=not args.grid_only,
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
             under += ok_under
             tight += ok_under and ok_tight
             verdict = "ok" if ok_under and ok_tight else ("loose (<0.8)" if ok_under else "OVER")
-            if ok_under and not ok_tight and (c.params, c.macs) >= top:
+            if ok_under and not ok_tight and (c.params, c.macs) >= (top.params, top.macs):
                 verdict += ", nothing larger exists"
                 capped += 1
             print(f"{b:9.3f}  {c.spec[:60]:60s} {c.predicted_ms:8.4f} {c.verified_ms:8.4f} {ratio:11.2f} "
