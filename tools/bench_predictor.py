@@ -8,7 +8,12 @@ the 95th percentile of the relative error. `method` and `cache` are the reading 
 calibration chose (edgekd/latency/predict.py). The predictor is refitted from the stored
 measurements, so this also checks the current predictor code against old profiles.
 
-    python tools/bench_predictor.py [PROFILE ...] [--rows]
+With --against OTHER (a second profile of the same target and family, measured at another
+time), it also prints how often the two measurements of the same whole model agree within
++-10% of each other: the machine's own repeatability, a ceiling for any predictor judged
+against one of them.
+
+    python tools/bench_predictor.py [PROFILE ...] [--rows] [--against OTHER]
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("profiles", nargs="*", help="profile files (default: profiles/*.json)")
     ap.add_argument("--rows", action="store_true", help="also print every held-out candidate")
+    ap.add_argument("--against", default=None,
+                    help="another profile of the same target and family: print measurement repeatability")
     args = ap.parse_args(argv)
 
     from edgekd.latency.predict import fit_profile
@@ -57,9 +64,32 @@ def main(argv=None) -> int:
             for r in val["heldout"]:
                 print(f"    {r['spec']:60s} measured {r['measured_ms']:8.4f}  predicted {r['predicted_ms']:8.4f}  "
                       f"{r['rel_error']:+.1%}")
+    if args.against:
+        _repeatability(paths, Path(args.against))
     print(f"# target >= {TARGET:.0%} of held-out within ±10% of measured p50; nn-Meter reports {NN_METER:.0%} "
           f"on mobile CPUs. Worst profile here: {worst:.0%}")
     return 0
+
+
+def _repeatability(paths, other_path: Path) -> None:
+    """Whole models measured in both profiles: the fraction whose p50s agree within +-10%."""
+    import numpy as np
+
+    from edgekd.latency.profile import load_profile
+
+    other = load_profile(other_path)
+    for p in paths:
+        prof = load_profile(p)
+        if (prof.target_name, prof.family) != (other.target_name, other.family):
+            continue
+        ratios = [o.latency.metric("p50") / m.latency.metric("p50") - 1
+                  for m in prof.models if (o := other.model(m.spec)) is not None]
+        if not ratios:
+            continue
+        r = np.abs(ratios)
+        print(f"# repeatability {p.name} vs {other_path.name}: {len(r)} models measured in both, "
+              f"{np.mean(r <= 0.10):.0%} agree within ±10% (p95 difference {np.percentile(r, 95):.1%}, "
+              f"max {r.max():.1%})")
 
 
 if __name__ == "__main__":

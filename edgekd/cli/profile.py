@@ -64,7 +64,7 @@ def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes
         "models": len(prof.models), "blocks": len(prof.blocks), "overhead_ms": prof.overhead_ms,
         "measured": run.measured, "skipped": run.skipped, "elapsed_s": round(run.elapsed_s, 2),
         "calibration": prof.calibration,
-        "validation": {k: v.get(k) for k in ("metric", "n_heldout", "fraction_within_10pct",
+        "validation": {k: v.get(k) for k in ("metric", "method", "cache", "n_heldout", "fraction_within_10pct",
                                              "p95_rel_error", "max_rel_error")},
     }
     if as_json:
@@ -118,8 +118,10 @@ def _print_summary(prof, run) -> None:
     cal = (prof.calibration or {}).get("p50")
     if cal:
         sign = "+" if cal["b"] >= 0 else "-"
+        cache = "-".join(f"{x:g}" for x in cal.get("cache", ()))
         c.print(f"predictor p50 ≈ {cal['a']:.3f}·Σblocks {sign} {abs(cal['b']):.4f} ms "
-                f"(calibrated on {len(cal['specs'])} models)")
+                f"(blocks read {cal.get('method', 'alone')}, cold from {cache} x L2; "
+                f"calibrated on {len(cal['specs'])} models)")
     if v.get("n_heldout"):
         c.print(f"held-out validation: {v['fraction_within_10pct']:.0%} of {v['n_heldout']} within ±10% "
                 f"of measured p50, p95 relative error {v['p95_rel_error']:.1%}")
