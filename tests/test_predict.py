@@ -1,4 +1,6 @@
 """The latency predictor's arithmetic on a synthetic profile (exact values)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -234,8 +236,20 @@ def test_cache_model_is_chosen_per_profile_and_stored(cache):
     prof.calibration, prof.validation = {"p50": Calibration(metric="p50", a=1.0, b=0.05, specs=(),
                                                             cache=other).to_dict()}, val
     assert any(abs(predict(prof, m.spec, "p50") / m.latency.metric("p50") - 1) > 0.02 for m in prof.models)
-    # a calibration stored before the cache model was part of it is refitted, not trusted
-    stored = dict(prof.calibration["p50"])
-    del stored["cache"]
-    prof.calibration = {"p50": stored}
-    assert get_calibration(prof, "p50").cache == cache
+    assert get_calibration(prof, "p50").cache == other
+
+
+def test_a_calibration_stored_without_a_cache_model_is_refitted_on_load(tmp_path):
+    from edgekd.latency.predict import get_calibration
+    from edgekd.latency.profile import load_profile, save_profile
+
+    prof = cache_profile((0.25, 1.0))
+    path = save_profile(prof, tmp_path / "p.json")
+    data = json.loads(path.read_text())
+    for c in data["calibration"].values():
+        del c["cache"]
+        c["a"] = 7.0  # what an older version might have stored
+    path.write_text(json.dumps(data))
+    loaded = load_profile(path)
+    assert get_calibration(loaded, "p50").cache == (0.25, 1.0)
+    assert get_calibration(loaded, "p50").a == pytest.approx(1.0)

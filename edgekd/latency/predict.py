@@ -351,7 +351,7 @@ def epsilon(profile: "Profile", metric: str, default: float = WITHIN) -> float:
 
 def get_calibration(profile: "Profile", metric: str) -> Calibration:
     d = (profile.calibration or {}).get(metric)
-    if d is None or "cache" not in d:  # none stored, or stored before the cache model was chosen
+    if d is None:
         cal = calibrate(profile, metric)
         if cal is None:
             raise BadInputError(f"profile {profile.label} has no whole-model measurements to calibrate "

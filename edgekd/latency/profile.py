@@ -248,10 +248,13 @@ def load_profile(path: "str | Path") -> Profile:
                                hint="write one with `edgekd profile --target T --family F --out FILE`; "
                                     "--resume recovers what a truncated one held")
     try:
-        return Profile.from_dict(data, path=p)
+        prof = Profile.from_dict(data, path=p)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInputError(f"profile {p} is damaged: {type(exc).__name__}: {exc}",
                             hint="re-run `edgekd profile` into a new file") from exc
+    if any("cache" not in c for c in (prof.calibration or {}).values()):
+        prof.refit()  # calibrated before the cache model was chosen per profile: fit it now, once
+    return prof
 
 
 def salvage_profile(path: "str | Path") -> "tuple[Profile, int] | None":
