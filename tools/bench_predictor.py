@@ -87,7 +87,7 @@ def _repeatability(paths, other_path: Path) -> None:
         if not ratios:
             continue
         r = np.abs(ratios)
-        print(f"# repeatability {p.name} vs {other_path.name}: {len(r)} models measured in both, "
+        print(f"# repeatability {p.name} vs {other_path}: {len(r)} models measured in both, "
               f"{np.mean(r <= 0.10):.0%} agree within ±10% (p95 difference {np.percentile(r, 95):.1%}, "
               f"max {r.max():.1%})")
 
