@@ -33,7 +33,7 @@ def main(argv=None) -> int:
                     help="another profile of the same target and family: print measurement repeatability")
     args = ap.parse_args(argv)
 
-    from edgekd.latency.predict import fit_profile
+    from edgekd.latency.predict import cache_label, fit_profile
     from edgekd.latency.profile import load_profile
 
     root = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         worst = min(worst, f50)
         gap = f"{(f50 - TARGET) * 100:+.0f} pts / {(f50 - NN_METER) * 100:+.0f} pts"
         print(f"{p.name:38s} {len(prof.models):6d} {len(prof.blocks):6d} {len(prof.pairs):5d} "
-              f"{val.get('method', 'alone'):>7s} {'-'.join(f'{v:g}' for v in val.get('cache', ())):>8s} "
+              f"{val.get('method', 'alone'):>7s} {cache_label(val.get('cache', ())):>8s} "
               f"{m50['n_heldout']:5d} "
               f"{f50:9.0%} {m50['p95_rel_error']:10.1%} {m90.get('fraction_within_10pct', float('nan')):9.0%} "
               f"{m90.get('p95_rel_error', float('nan')):10.1%}  {gap}")

@@ -118,7 +118,9 @@ def _print_summary(prof, run) -> None:
     cal = (prof.calibration or {}).get("p50")
     if cal:
         sign = "+" if cal["b"] >= 0 else "-"
-        cache = "-".join(f"{x:g}" for x in cal.get("cache", ()))
+        from ..latency.predict import cache_label
+
+        cache = cache_label(cal.get("cache", ()))
         c.print(f"predictor p50 ≈ {cal['a']:.3f}·Σblocks {sign} {abs(cal['b']):.4f} ms "
                 f"(blocks read {cal.get('method', 'alone')}, cold from {cache} x L2; "
                 f"calibrated on {len(cal['specs'])} models)")

@@ -249,8 +249,14 @@ def loo_error(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.mean(errs))
 
 
+def cache_label(cache: Sequence[float]) -> str:
+    """A cache model as text, e.g. 0.25-1: footprint / L2 where blocks start to run cold, and
+    where they all do."""
+    return "-".join(f"{float(v):g}" for v in cache)
+
+
 def reading_label(method: str, cache: Cache) -> str:
-    return f"{method} {cache[0]:g}-{cache[1]:g}"
+    return f"{method} {cache_label(cache)}"
 
 
 def _calibration_set(profile: "Profile") -> list:
