@@ -44,6 +44,10 @@ class MeasureSettings(BaseModel):
     max_iters: int = Field(100_000, ge=10, description="stop sampling after this many")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence of the p90 interval")
     unstable_iqr: float = Field(0.10, gt=0.0, description="IQR/median above which a run is unstable")
+    sessions: int = Field(1, ge=1, le=64, description=(
+        "load the model this many times and split the samples evenly between the loads (each "
+        "warmed up); a runtime places a loaded model's buffers anew on every load, which can move "
+        "the median by several percent from one load to the next"))
 
 
 class RemoteSpec(BaseModel):
@@ -155,6 +159,16 @@ def _validation_message(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "(top)"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+def measure_settings(base: MeasureSettings, overrides: dict, *, what: str = "option") -> MeasureSettings:
+    """``base`` with ``overrides`` (e.g. from command-line options), validated: a value out of
+    range is a BadInputError naming it, not a traceback."""
+    try:
+        return MeasureSettings.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise BadInputError(f"invalid measurement {what}: {_validation_message(exc)}",
+                            hint="see `edgekd bench --help` for what each one means") from exc
 
 
 def target_from_dict(data: dict, *, name: str | None = None, source: str | None = None) -> TargetSpec:

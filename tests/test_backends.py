@@ -139,3 +139,21 @@ def test_openvino_session_rebinds_new_inputs(tmp_path, onnx_file):
     with pytest.raises(BadInputError, match="expects shape"):
         op.session.run(np.zeros((1, 3, 12, 12), np.float32))
     np.testing.assert_allclose(op.session.run(x1)[0], ref(x1), atol=1e-5)  # recovers after an error
+
+
+@pytest.mark.parametrize("target", ["ort-cpu", pytest.param("openvino-cpu", marks=pytest.mark.openvino)])
+def test_bench_over_several_loads_reloads_the_built_artifact(tmp_path, onnx_file, target, monkeypatch):
+    """sessions: 3 loads the artifact three times (even without a work_dir, where the artifact
+    lives in a temporary folder) and pools what each load measured."""
+    from edgekd.latency.measure import bench
+    from edgekd.targets import MeasureSettings
+
+    spec = load_target(target)
+    backend = require_backend(spec)
+    loads = []
+    real_load = type(backend).load
+    monkeypatch.setattr(type(backend), "load", lambda self, art, t: loads.append(art.path) or real_load(self, art, t))
+    settings = MeasureSettings(warmup_s=0.0, warmup_iters=10, min_iters=30, min_time_s=0.0, sessions=3)
+    r = bench(onnx_file, spec, settings=settings, sample_shape=(1, 12, 12))
+    assert len(loads) == 3 and len(set(loads)) == 1  # one artifact, loaded three times
+    assert r.stats.n == 30 and r.stats.warmup == 30

@@ -50,6 +50,15 @@ def test_bench_json_has_the_contract_fields(run_cli, onnx_path):
     assert len(d["model_sha256"]) == 64
 
 
+def test_bench_over_several_loads_and_out_of_range_options(run_cli, onnx_path):
+    res = run_cli("bench", onnx_path, "--target", "ort-cpu", "--json", "--min-iters", "60",
+                  "--min-time", "0", "--warmup", "0", "--sessions", "3")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["latency_ms"]["n"] == 60  # 20 from each of the 3 loads
+    _one_line_error(run_cli("bench", onnx_path, "--sessions", "0"), 2, "sessions", "greater than or equal to 1")
+    _one_line_error(run_cli("bench", onnx_path, "--min-iters", "3"), 2, "min_iters")
+
+
 def test_bench_spec_on_torch_eager(run_cli):
     res = run_cli("bench", SPEC, "-t", "torch-cpu", "--json", "--min-iters", "20", "--min-time", "0",
                   "--warmup", "0")

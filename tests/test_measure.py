@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from edgekd.latency.measure import make_inputs, measure_session
+from edgekd.latency.measure import make_inputs, measure_loads, measure_session
 from edgekd.latency.stats import LatencyStats, quantile_ci, quantile_ci_ranks
 from edgekd.targets import MeasureSettings
 
@@ -32,6 +32,11 @@ class FakeSession:
         self.seen.append(id(x))
         self.clock.ns += int(ms * 1e6)
         return [x]
+
+    closed = False
+
+    def close(self):
+        self.closed = True
 
 
 def test_protocol_first_inference_apart_time_based_warmup_and_minimums():
@@ -139,3 +144,31 @@ def test_atomic_write_leaves_usual_file_mode(tmp_path):
     os.umask(mask)
     assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask
     assert [f.name for f in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind
+
+
+def test_loads_split_the_samples_and_pool_them():
+    clock = VirtualClock()
+    # three loads of one model, each placed differently: 1.0, 1.2 and 1.1 ms per run
+    loads = iter([FakeSession(clock, 9.0, lambda i: 1.2), FakeSession(clock, 9.0, lambda i: 1.1)])
+    first = FakeSession(clock, 5.0, lambda i: 1.0)
+    made = []
+
+    def reload():
+        made.append(next(loads))
+        return made[-1]
+
+    settings = MeasureSettings(warmup_s=0.0, warmup_iters=10, min_iters=90, min_time_s=0.0, sessions=3)
+    m = measure_loads(first, reload, np.zeros(1, np.float32), settings, clock=clock)
+    assert len(made) == 2 and all(s.closed for s in made) and not first.closed  # the caller's stays open
+    assert first.calls == made[0].calls == made[1].calls == 1 + 10 + 30  # first run, warm-up, a third each
+    assert m.stats.n == 90 and m.first_inference_ms == pytest.approx(5.0)
+    assert m.stats.p50 == pytest.approx(1.1) and m.stats.min == pytest.approx(1.0)
+    assert m.stats.max == pytest.approx(1.2) and m.warmup_iters == 30
+
+
+def test_one_load_or_no_reloader_is_plain_measure_session():
+    clock = VirtualClock()
+    s = FakeSession(clock, 5.0, lambda i: 1.0)
+    settings = MeasureSettings(warmup_s=0.0, min_iters=50, min_time_s=0.0, sessions=3)
+    m = measure_loads(s, None, np.zeros(1, np.float32), settings, clock=clock)
+    assert m.stats.n == 50 and s.calls == 1 + 10 + 50

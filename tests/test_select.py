@@ -111,3 +111,14 @@ def test_verify_steps_up_when_the_measurement_leaves_room():
     sel = select_student(with_eps(synthetic(), 0.10), 1.3, verify=True, measure={"fam:i=3": 0.8}.__getitem__,
                          max_up=0)
     assert [a.spec for a in sel.attempts] == ["fam:i=3"]
+
+
+def test_verify_measures_over_as_many_loads_as_the_profile_did():
+    from edgekd.latency.select import verify_settings
+
+    prof = synthetic()
+    ort = load_target("ort-cpu")
+    assert verify_settings(prof, ort).sessions == 1  # an old profile without the field: one load
+    prof.protocol = {"model": {"sessions": 3}, "block": {"sessions": 1}}
+    s = verify_settings(prof, ort)
+    assert s.sessions == 3 and s.min_time_s == ort.measure.min_time_s  # the rest is the target's

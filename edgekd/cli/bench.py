@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from ..targets import measure_settings
 from .common import emit_json, json_option, parse_shape, resolve_target
 
 
@@ -22,12 +23,15 @@ from .common import emit_json, json_option, parse_shape, resolve_target
               help="Minimum seconds of timing (target default: 1).")
 @click.option("--warmup", "warmup_s", type=float, default=None,
               help="Minimum warm-up seconds (target default: 1).")
+@click.option("--sessions", type=int, default=None,
+              help="Load the model this many times and split the samples between the loads "
+                   "(target default: 1); each load places the model's buffers anew.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Where to keep built artifacts (default: a temporary directory).")
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the raw per-inference samples (ms) to this JSON file.")
 @json_option
-def bench_cmd(model, target_name, shape, threads, min_iters, min_time_s, warmup_s, work_dir,
+def bench_cmd(model, target_name, shape, threads, min_iters, min_time_s, warmup_s, sessions, work_dir,
               samples_path, as_json):
     """Measure MODEL's latency on a target.
 
@@ -46,10 +50,8 @@ def bench_cmd(model, target_name, shape, threads, min_iters, min_time_s, warmup_
 
     target = resolve_target(target_name, threads=threads)
     overrides = {k: v for k, v in (("min_iters", min_iters), ("min_time_s", min_time_s),
-                                   ("warmup_s", warmup_s)) if v is not None}
-    settings = target.measure.model_copy(update=overrides) if overrides else target.measure
-    if overrides:
-        settings = type(settings).model_validate(settings.model_dump())  # re-validate ranges
+                                   ("warmup_s", warmup_s), ("sessions", sessions)) if v is not None}
+    settings = measure_settings(target.measure, overrides) if overrides else target.measure
     sample_shape = parse_shape(shape) if shape else None
 
     def run(wd):

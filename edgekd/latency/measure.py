@@ -6,6 +6,8 @@ of timing, each sample one `perf_counter_ns` around one `session.run`.
 """
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +127,53 @@ def measure_session(session, inputs, settings: MeasureSettings | None = None, *,
                        warmup_iters=warm_iters, warmup_s=warm_s)
 
 
+def close_session(session) -> None:
+    """Free a runtime session now (most runtimes free on GC; some hold device memory)."""
+    close = getattr(session, "close", None)
+    if close:
+        close()
+
+
+def measure_loads(session, reload: Callable[[], Any] | None, inputs, settings: MeasureSettings | None = None, *,
+                  environment: Mapping[str, Any] | None = None,
+                  on_progress: Callable[[int, int], None] | None = None,
+                  clock: Callable[[], int] = time.perf_counter_ns) -> Measurement:
+    """measure_session over ``settings.sessions`` loads of one model, samples pooled.
+
+    The first load is ``session``; each further one comes from ``reload()`` and is closed after.
+    min_iters, min_time_s and max_iters are split evenly between the loads, each load gets the
+    full warm-up, and the first inference reported is the first load's. A runtime places a
+    model's buffers anew on each load, and on a busy or small machine that alone can move the
+    median by 5-10% from one load to the next while the timings of one load agree within 1-3%;
+    pooling several loads measures the model, not one placement of it.
+    """
+    settings = settings or MeasureSettings()
+    k = settings.sessions
+    if k <= 1 or reload is None:
+        return measure_session(session, inputs, settings, environment=environment, on_progress=on_progress,
+                               clock=clock)
+    per = settings.model_copy(update={"sessions": 1, "min_iters": max(10, -(-settings.min_iters // k)),
+                                      "min_time_s": settings.min_time_s / k,
+                                      "max_iters": max(10, settings.max_iters // k)})
+    parts: list[Measurement] = []
+    for i in range(k):
+        s = session if i == 0 else reload()
+        try:
+            done = sum(p.samples_ms.size for p in parts)
+            progress = (lambda n, _total, done=done: on_progress(done + n, settings.min_iters)) if on_progress else None
+            parts.append(measure_session(s, inputs, per, environment=environment, on_progress=progress,
+                                         clock=clock))
+        finally:
+            if i:
+                close_session(s)
+    samples_ms = np.concatenate([p.samples_ms for p in parts])
+    warm = sum(p.warmup_iters for p in parts)
+    stats = LatencyStats.from_samples(samples_ms, warmup=warm, confidence=settings.confidence,
+                                      unstable_iqr=settings.unstable_iqr, environment=environment)
+    return Measurement(stats=stats, samples_ms=samples_ms, first_inference_ms=parts[0].first_inference_ms,
+                       warmup_iters=warm, warmup_s=sum(p.warmup_s for p in parts))
+
+
 def environment_fingerprint(target: TargetSpec, session, input_shape) -> dict:
     return fingerprint(runtime=getattr(session, "runtime_name", "") or target.runtime.value,
                        runtime_version=getattr(session, "runtime_version", ""),
@@ -144,24 +193,34 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
         from ..remote.ops import remote_bench
 
         return remote_bench(model_ref, spec, settings=settings, sample_shape=sample_shape, on_progress=on_progress)
-    opened = open_model(model_ref, spec, work_dir=Path(work_dir) if work_dir else None,
-                        sample_shape=sample_shape)
-    try:
-        shape = tuple(opened.input_shape)
-        inputs = make_inputs(opened.session, shape)
-        env = environment_fingerprint(spec, opened.session, shape)
-        m = measure_session(opened.session, inputs, settings or spec.measure, environment=env,
-                            on_progress=on_progress)
-    finally:
-        close = getattr(opened.session, "close", None)
-        if close:
-            close()
+    settings = settings or spec.measure
+    with contextlib.ExitStack() as stack:
+        if work_dir is None and settings.sessions > 1:  # the artifact must outlive the first load
+            work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekd-bench-"))
+        opened = open_model(model_ref, spec, work_dir=Path(work_dir) if work_dir else None,
+                            sample_shape=sample_shape)
+        try:
+            shape = tuple(opened.input_shape)
+            inputs = make_inputs(opened.session, shape)
+            env = environment_fingerprint(spec, opened.session, shape)
+            m = measure_loads(opened.session, reloader(opened, spec), inputs, settings, environment=env,
+                              on_progress=on_progress)
+        finally:
+            close_session(opened.session)
     art = opened.artifact
     return BenchResult(target=spec.name, model=str(model_ref), model_sha256=art.sha256,
                        artifact_format=art.format, stats=m.stats, samples_ms=m.samples_ms,
                        first_inference_ms=m.first_inference_ms, build_s=float(opened.build_s or 0.0),
                        load_s=float(getattr(opened, "first_load_s", 0.0) or 0.0), input_shape=shape,
                        environment=env)
+
+
+def reloader(opened, target: TargetSpec) -> Callable[[], Any]:
+    """A function that loads ``opened``'s artifact again, as a new session (measure_loads)."""
+    from ..backends import require_backend
+
+    backend = require_backend(target)
+    return lambda: backend.load(opened.artifact, target)
 
 
 # Name used by the public API.

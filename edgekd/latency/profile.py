@@ -30,6 +30,10 @@ GRID_NAMES = ("small", "default")
 # Blocks are many and short: they get a shorter protocol than whole models (stored in the file).
 BLOCK_WARMUP_S = 0.1
 BLOCK_MIN_TIME_S = 0.25
+# Whole models are what the predictor is fitted on and judged by: their samples are split over
+# this many loads (at least; MeasureSettings.sessions), so that one load's placement of the
+# model's buffers does not move the value by 5-10% (LATENCY.md: "several blocks or processes").
+MODEL_SESSIONS = 3
 
 
 def _now() -> str:
@@ -399,12 +403,13 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     require_backend(target)
     emit = on_event or (lambda ev: None)
 
-    model_settings = target.measure
-    if min_time_s is not None:
-        model_settings = MeasureSettings.model_validate({**model_settings.model_dump(), "min_time_s": min_time_s})
+    base = target.measure
+    model_settings = MeasureSettings.model_validate({
+        **base.model_dump(), "sessions": max(base.sessions, MODEL_SESSIONS),
+        **({"min_time_s": min_time_s} if min_time_s is not None else {})})
     block_time = block_min_time_s if block_min_time_s is not None else min(BLOCK_MIN_TIME_S, model_settings.min_time_s)
-    block_settings = MeasureSettings.model_validate({**model_settings.model_dump(), "min_time_s": block_time,
-                                                     "warmup_s": min(BLOCK_WARMUP_S, model_settings.warmup_s)})
+    block_settings = MeasureSettings.model_validate({**base.model_dump(), "min_time_s": block_time,
+                                                     "warmup_s": min(BLOCK_WARMUP_S, base.warmup_s)})
     protocol = {"model": model_settings.model_dump(), "block": block_settings.model_dump(),
                 "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, new adjacent pairs, then the model",
                 "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2, activations "

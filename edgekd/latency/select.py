@@ -255,11 +255,23 @@ def make_measure(profile: Profile, metric: str, *, target=None,
         target = load_target(target)
     require_backend(target)
 
+    settings = verify_settings(profile, target)
+
     def measure(spec: str) -> float:
         model = build_model(spec, num_classes=profile.num_classes, in_channels=profile.in_channels)
         shape = tuple(input_shape(spec, profile.in_channels))
         with tempfile.TemporaryDirectory(prefix="edgekd-select-", dir=work_dir) as tmp:
-            m, _ = measure_module(model, shape, target, target.measure, Path(tmp), "verify")
+            m, _ = measure_module(model, shape, target, settings, Path(tmp), "verify")
         return m.stats.metric(metric)
 
     return measure
+
+
+def verify_settings(profile: Profile, target) -> "MeasureSettings":
+    """How verify measures: the target's protocol, over as many loads as the profile's whole
+    models were measured with (a verified value is compared with those)."""
+    from ..targets import MeasureSettings
+
+    stored = ((profile.protocol or {}).get("model") or {}).get("sessions", 1)
+    base = target.measure
+    return MeasureSettings.model_validate({**base.model_dump(), "sessions": max(base.sessions, int(stored))})
