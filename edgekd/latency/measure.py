@@ -141,8 +141,10 @@ def measure_loads(session, reload: Callable[[], Any] | None, inputs, settings: M
     """measure_session over ``settings.sessions`` loads of one model, samples pooled.
 
     The first load is ``session``; each further one comes from ``reload()`` and is closed after.
-    min_iters, min_time_s and max_iters are split evenly between the loads, each load gets the
-    full warm-up, and the first inference reported is the first load's. A runtime places a
+    min_iters, min_time_s and max_iters are split evenly between the loads; the first load is
+    warmed up as the protocol says (which settles the machine: clocks, caches) and each further
+    one for at least warmup_iters and warmup_s / sessions (its own first runs: allocation,
+    kernel selection); the first inference reported is the first load's. A runtime places a
     model's buffers anew on each load, and on a busy or small machine that alone can move the
     median by 5-10% from one load to the next while the timings of one load agree within 1-3%;
     pooling several loads measures the model, not one placement of it.
@@ -155,14 +157,15 @@ def measure_loads(session, reload: Callable[[], Any] | None, inputs, settings: M
     per = settings.model_copy(update={"sessions": 1, "min_iters": max(10, -(-settings.min_iters // k)),
                                       "min_time_s": settings.min_time_s / k,
                                       "max_iters": max(10, settings.max_iters // k)})
+    later = per.model_copy(update={"warmup_s": settings.warmup_s / k})
     parts: list[Measurement] = []
     for i in range(k):
         s = session if i == 0 else reload()
         try:
             done = sum(p.samples_ms.size for p in parts)
             progress = (lambda n, _total, done=done: on_progress(done + n, settings.min_iters)) if on_progress else None
-            parts.append(measure_session(s, inputs, per, environment=environment, on_progress=progress,
-                                         clock=clock))
+            parts.append(measure_session(s, inputs, later if i else per, environment=environment,
+                                         on_progress=progress, clock=clock))
         finally:
             if i:
                 close_session(s)

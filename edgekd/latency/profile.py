@@ -34,6 +34,9 @@ BLOCK_MIN_TIME_S = 0.25
 # this many loads (at least; MeasureSettings.sessions), so that one load's placement of the
 # model's buffers does not move the value by 5-10% (LATENCY.md: "several blocks or processes").
 MODEL_SESSIONS = 3
+# Blocks and pairs too (a context reading subtracts one from another, which adds their noise),
+# over fewer loads: they are many, and a profile must stay within minutes.
+BLOCK_SESSIONS = 2
 
 
 def _now() -> str:
@@ -409,7 +412,8 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
         **({"min_time_s": min_time_s} if min_time_s is not None else {})})
     block_time = block_min_time_s if block_min_time_s is not None else min(BLOCK_MIN_TIME_S, model_settings.min_time_s)
     block_settings = MeasureSettings.model_validate({**base.model_dump(), "min_time_s": block_time,
-                                                     "warmup_s": min(BLOCK_WARMUP_S, base.warmup_s)})
+                                                     "warmup_s": min(BLOCK_WARMUP_S, base.warmup_s),
+                                                     "sessions": max(base.sessions, BLOCK_SESSIONS)})
     protocol = {"model": model_settings.model_dump(), "block": block_settings.model_dump(),
                 "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, new adjacent pairs, then the model",
                 "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2, activations "
