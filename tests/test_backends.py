@@ -157,3 +157,29 @@ def test_bench_over_several_loads_reloads_the_built_artifact(tmp_path, onnx_file
     r = bench(onnx_file, spec, settings=settings, sample_shape=(1, 12, 12))
     assert len(loads) == 3 and len(set(loads)) == 1  # one artifact, loaded three times
     assert r.stats.n == 30 and r.stats.warmup == 30
+
+
+@pytest.mark.openvino
+def test_signals_after_several_openvino_loads_do_not_crash(tmp_path, onnx_file):
+    """Regression: with a Core per session, three loads then a signal to the process was a
+    segmentation fault (a trainer stopping on SIGTERM after a verify over 3 loads). In a child
+    process, so that a crash fails this test instead of ending the run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import os, signal
+        from edgekd.latency.measure import bench
+        from edgekd.targets import MeasureSettings, load_target
+        s = MeasureSettings(warmup_s=0.0, min_iters=30, min_time_s=0.0, sessions=4)
+        r = bench({str(onnx_file)!r}, load_target("openvino-cpu"), settings=s, sample_shape=(1, 12, 12))
+        got = []
+        signal.signal(signal.SIGTERM, lambda *a: got.append(1))
+        for _ in range(5):
+            os.kill(os.getpid(), signal.SIGTERM)
+        print(r.stats.n, len(got))
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (res.returncode, res.stderr[-500:])
+    assert res.stdout.split() == ["40", "5"]  # 4 loads x 10 samples (the per-load floor), 5 signals

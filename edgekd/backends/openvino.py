@@ -28,6 +28,19 @@ def _ov():
     return openvino
 
 
+_CORE = None
+
+
+def _core():
+    """One openvino.Core per process, as OpenVINO advises. A Core per session crashed the process
+    on the next signal it received (SIGTERM, SIGINT) once three had been made and dropped — as a
+    measurement over several loads does (tests/test_backends.py)."""
+    global _CORE
+    if _CORE is None:
+        _CORE = _ov().Core()
+    return _CORE
+
+
 def compile_properties(target: TargetSpec) -> dict:
     """The compile-time properties a target implies (exposed for tests and benchmark_app parity)."""
     import openvino.properties as props
@@ -70,7 +83,7 @@ def save_ir(model, xml_path: Path) -> tuple[Path, Path]:
 class OVSession(Session):
     def __init__(self, xml: Path, target: TargetSpec):
         ov = _ov()
-        core = ov.Core()
+        core = _core()
         try:
             model = core.read_model(str(xml))
         except Exception as exc:  # noqa: BLE001 - openvino raises RuntimeError subclasses
