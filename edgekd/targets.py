@@ -45,9 +45,10 @@ class MeasureSettings(BaseModel):
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence of the p90 interval")
     unstable_iqr: float = Field(0.10, gt=0.0, description="IQR/median above which a run is unstable")
     sessions: int = Field(1, ge=1, le=64, description=(
-        "load the model this many times and split the samples evenly between the loads (each "
-        "warmed up); a runtime places a loaded model's buffers anew on every load, which can move "
-        "the median by several percent from one load to the next"))
+        "load the model this many times and split the samples evenly between the loads (the "
+        "first warmed up for warmup_s, each further one for warmup_s / sessions); a runtime places "
+        "a loaded model's buffers anew on every load, which can move the median by several "
+        "percent from one load to the next"))
 
 
 class RemoteSpec(BaseModel):

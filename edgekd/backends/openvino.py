@@ -33,7 +33,7 @@ _CORE = None
 
 def _core():
     """One openvino.Core per process, as OpenVINO advises. A Core per session crashed the process
-    on the next signal it received (SIGTERM, SIGINT) once three had been made and dropped — as a
+    on the next signal it received (SIGTERM, here) once three had been made and dropped — as a
     measurement over several loads does (tests/test_backends.py)."""
     global _CORE
     if _CORE is None:
