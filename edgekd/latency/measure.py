@@ -202,28 +202,31 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
             work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekd-bench-"))
         opened = open_model(model_ref, spec, work_dir=Path(work_dir) if work_dir else None,
                             sample_shape=sample_shape)
-        try:
-            shape = tuple(opened.input_shape)
-            inputs = make_inputs(opened.session, shape)
-            env = environment_fingerprint(spec, opened.session, shape)
-            m = measure_loads(opened.session, reloader(opened, spec), inputs, settings, environment=env,
-                              on_progress=on_progress)
-        finally:
-            close_session(opened.session)
+        m, env = measure_opened(opened, spec, settings, on_progress=on_progress)
     art = opened.artifact
     return BenchResult(target=spec.name, model=str(model_ref), model_sha256=art.sha256,
                        artifact_format=art.format, stats=m.stats, samples_ms=m.samples_ms,
                        first_inference_ms=m.first_inference_ms, build_s=float(opened.build_s or 0.0),
-                       load_s=float(getattr(opened, "first_load_s", 0.0) or 0.0), input_shape=shape,
+                       load_s=float(getattr(opened, "first_load_s", 0.0) or 0.0), input_shape=tuple(opened.input_shape),
                        environment=env)
 
 
-def reloader(opened, target: TargetSpec) -> Callable[[], Any]:
-    """A function that loads ``opened``'s artifact again, as a new session (measure_loads)."""
+def measure_opened(opened, target: TargetSpec, settings: MeasureSettings, *,
+                   on_progress: Callable[[int, int], None] | None = None) -> "tuple[Measurement, dict]":
+    """Measure a model open_model has loaded (its artifact reloaded for each further load of
+    ``settings.sessions``), then close its session: (Measurement, environment fingerprint)."""
     from ..backends import require_backend
 
     backend = require_backend(target)
-    return lambda: backend.load(opened.artifact, target)
+    try:
+        shape = tuple(opened.input_shape)
+        inputs = make_inputs(opened.session, shape)
+        env = environment_fingerprint(target, opened.session, shape)
+        m = measure_loads(opened.session, lambda: backend.load(opened.artifact, target), inputs, settings,
+                          environment=env, on_progress=on_progress)
+    finally:
+        close_session(opened.session)
+    return m, env
 
 
 # Name used by the public API.

@@ -31,17 +31,10 @@ def _export(module, sample_shape: tuple, target, work_dir: Path, name: str) -> P
 def measure_onnx(onnx_path: Path, sample_shape: tuple, target, settings, work_dir: Path):
     """Open an ONNX file on ``target`` and measure it: (Measurement, environment fingerprint)."""
     from ..backends.resolve import open_model
-    from .measure import close_session, environment_fingerprint, make_inputs, measure_loads, reloader
+    from .measure import measure_opened
 
     opened = open_model(onnx_path, target, work_dir=work_dir, sample_shape=tuple(sample_shape))
-    try:
-        shape = tuple(opened.input_shape)
-        inputs = make_inputs(opened.session, shape)
-        env = environment_fingerprint(target, opened.session, shape)
-        m = measure_loads(opened.session, reloader(opened, target), inputs, settings, environment=env)
-    finally:
-        close_session(opened.session)
-    return m, env
+    return measure_opened(opened, target, settings)
 
 
 def _overhead_module():
