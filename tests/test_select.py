@@ -122,3 +122,56 @@ def test_verify_measures_over_as_many_loads_as_the_profile_did():
     prof.protocol = {"model": {"sessions": 3}, "block": {"sessions": 1}}
     s = verify_settings(prof, ort)
     assert s.sessions == 3 and s.min_time_s == ort.measure.min_time_s  # the rest is the target's
+
+
+def mobilenet_profile():
+    """A mobilenetv2 profile of widths 0.25 and 0.5 at depths 0.5 and 1 (16 px): each block's net
+    latency 1 us + 1 ns per MAC, pairs the sum of their blocks, models the sum + 0.02 ms."""
+    from edgekd.latency.profile import BlockEntry, ModelEntry, PairEntry, Profile, model_pairs
+    from edgekd.models import block_signatures, parse_spec
+    from test_predict import const
+
+    prof = Profile(target={"name": "ort-cpu"}, family="mobilenetv2", grid=[])
+    prof.overhead = const(0.01)
+    net = {}
+    for w in (0.25, 0.5):
+        for d in (0.5, 1):
+            spec = parse_spec(f"mobilenetv2:width={w},depth={d},res=16").spec
+            sigs = block_signatures(spec, 1, num_classes=10)
+            for g in sigs:
+                net[g["key"]] = 0.001 + 1e-6 * g["macs"]
+                prof.blocks[g["key"]] = BlockEntry(key=g["key"], signature={}, latency=const(net[g["key"]] + 0.01))
+            keys = [g["key"] for g in sigs]
+            for pk, (a, b) in zip(model_pairs(keys), zip(keys, keys[1:])):
+                prof.pairs[pk] = PairEntry(first=a, second=b, latency=const(net[a] + net[b] + 0.01))
+            prof.models.append(ModelEntry(family="mobilenetv2", spec=spec, params=sum(g["params"] for g in sigs),
+                                          macs=sum(g["macs"] for g in sigs), blocks=tuple(keys),
+                                          latency=const(sum(net[k] for k in keys) + 0.02)))
+            prof.grid.append(spec)
+    prof.refit()
+    return prof
+
+
+def _stage_blocks(spec):
+    from edgekd.models import block_signatures
+
+    return sum(1 for g in block_signatures(spec, 1, num_classes=10) if g["key"].startswith("ir:"))
+
+
+def test_derived_depths_fill_in_between_a_widths_two_profiled_depths():
+    from edgekd.latency.select import candidates, derived_specs
+
+    prof = mobilenet_profile()
+    derived = derived_specs(prof)
+    for w in ("0.25", "0.5"):
+        d06 = next(s for s in derived if f"width={w}," in s and "depth=0.6," in s)
+        d067 = next(s for s in derived if f"width={w}," in s and "depth=0.67," in s)
+        # inverted residuals per stage 1,2,2,3,2,2,1 and 1,2,3,3,3,3,1, between 11 (0.5) and 17 (1)
+        assert (_stage_blocks(d06), _stage_blocks(d067)) == (13, 16)
+    cands = {c.spec: c for c in candidates(prof, "p50", derive=True)}
+    half, one, mid = (f"mobilenetv2:width=0.5,depth={d},res=16,expansion=6,stem_stride=1" for d in ("0.5", "1", "0.6"))
+    assert cands[mid].derived and not cands[half].derived
+    assert cands[half].predicted_ms < cands[mid].predicted_ms < cands[one].predicted_ms
+    assert cands[half].params < cands[mid].params < cands[one].params
+    # the same block list under two depths (0.75 runs as 0.67) is one candidate
+    assert not any("depth=0.75," in s for s in cands)

@@ -65,8 +65,11 @@ class Selection:
 
 # Knob values tried around each profiled candidate; a variant is kept only when every block it
 # runs is in the profile (repeated blocks of a stage share one key, so depth is free to vary).
+# mobilenetv2's stages have 1-4 blocks, so depths give distinct block counts only across
+# 1/3, 1/2, 2/3, 3/4 and 1: 0.6 is the one between 0.5 and 0.67 (per stage 1,2,2,3,2,2,1).
 DERIVE_KNOBS: dict[str, dict[str, tuple]] = {
-    "mobilenetv2": {"depth": (0.25, 0.34, 0.5, 0.67, 0.75, 0.84, 1.0, 1.25, 1.34, 1.5, 1.67, 1.75, 2.0)},
+    "mobilenetv2": {"depth": (0.25, 0.34, 0.5, 0.6, 0.67, 0.75, 0.84, 1.0, 1.25, 1.34, 1.5, 1.67, 1.75,
+                              2.0)},
     "resnet": {"blocks": tuple(f"{a}-{b}-{c}" for a in range(1, 5) for b in range(1, 5) for c in range(1, 5))},
     "convnet": {"depth": tuple(range(1, 11))},
 }

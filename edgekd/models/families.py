@@ -171,8 +171,14 @@ MOBILENETV2 = Family(
     description="MobileNetV2 inverted residuals; knobs width, depth, res, expansion, stem_stride",
     grids={
         "small": _product(width=[0.25, 0.5, 1.0], res=[16, 32]),
-        "default": _product(width=[0.25, 0.35, 0.42, 0.5, 0.625, 0.75, 0.875, 1.0], depth=[0.5, 1.0],
-                            res=[16, 32]),
+        # Selection ranks candidates by parameters, and res adds none: a res=32 model is only
+        # picked where nothing with more parameters fits, i.e. at the top of the range. So the
+        # default grid spends its measurements on widths at 16 px, finest where one width step
+        # moves latency most (below 0.5, channels step by 8), and on res=32 at full width; the
+        # derived depths (0.6, 0.67) fill in between each width's two depths.
+        "default": _product(width=[0.25, 0.3, 0.35, 0.375, 0.4, 0.425, 0.45, 0.475, 0.5, 0.55, 0.6,
+                                   0.69, 0.75, 0.81, 0.875, 1.0], depth=[0.5, 1.0], res=[16])
+        + _product(width=[1.0], depth=[0.5, 1.0], res=[32]),
     })
 
 RESNET = Family(

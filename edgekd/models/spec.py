@@ -267,7 +267,7 @@ def family_grid(family: str, grid: str = "default", *, in_channels: int = 3,
                 num_classes: int = 10) -> list[str]:
     """Canonical candidate specs of ``family``, unique and ordered by capacity (params, then
     MACs, at ``in_channels``/``num_classes``), smallest first. ``grid`` is "small" (about 6
-    candidates) or "default" (about 20, for digits-size inputs, res 16..32)."""
+    candidates) or "default" (18 to 34, for digits-size inputs, res 16..32)."""
     from .plan import totals
 
     fam = get_family(family)
