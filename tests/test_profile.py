@@ -42,11 +42,13 @@ class FakeMeasure:
 
     def __init__(self):
         self.calls = []
+        self.sessions = []
 
     def __call__(self, module, shape, target, settings, work_dir, name):
         n = sum(p.numel() for p in module.parameters())
         ms = 0.01 + n * 1e-6
         self.calls.append((name, tuple(shape)))
+        self.sessions.append((name, settings.sessions))
         stats = LatencyStats.from_samples(np.full(20, ms))
         env = {"cpu": "cpu", "logical_cores": 2, "threads": 1, "runtime": "onnxruntime",
                "runtime_version": "1", "precision": "fp32", "batch": 1, "device": "cpu"}
@@ -107,6 +109,22 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     for spec, d in before.items():
         assert prof2.model(spec).to_dict() == d  # stored entries are untouched
     assert prof2.complete and prof2.validation["n_heldout"] == 1
+
+
+def test_calibration_models_are_measured_over_more_loads(fake, tmp_path):
+    specs = TINY + ["convnet:width=8,depth=3,res=8", "convnet:width=16,depth=3,res=8"]
+    out = tmp_path / "p.json"
+    P.profile_family("ort-cpu", "convnet", grid=str(grid_file(tmp_path, specs)), out=out)
+    prof = P.load_profile(out)
+    loads = [n for name, n in fake.sessions if name == "model"]
+    by_capacity = [m.spec for m in prof.models_by_capacity()]
+    order = [m.spec for m in prof.models]  # measured in this order
+    calibrated = set(prof.calibration["p50"]["specs"])
+    assert len(calibrated) == 3 and {by_capacity[0], by_capacity[-1]} <= calibrated  # 5 models: 3 calibrate
+    assert [n for s, n in zip(order, loads)] == [
+        P.CALIBRATION_SESSIONS if s in calibrated else P.MODEL_SESSIONS for s in order]
+    assert P.CALIBRATION_SESSIONS > P.MODEL_SESSIONS
+    assert json.loads(out.read_text())["protocol"]["calibration"]["sessions"] == P.CALIBRATION_SESSIONS
 
 
 def test_existing_profile_needs_resume_and_same_options(fake, tmp_path):

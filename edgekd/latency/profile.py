@@ -37,6 +37,11 @@ MODEL_SESSIONS = 3
 # Blocks and pairs too (a context reading subtracts one from another, which adds their noise),
 # over fewer loads: they are many, and a profile must stay within minutes.
 BLOCK_SESSIONS = 2
+# The few models the predictor is calibrated on (predict.calibration_indices, by capacity) carry
+# every prediction: their samples are spread over twice as many loads (same total time), which
+# halves the variance a load's placement adds. A grid extended by --resume may calibrate on
+# models measured before with fewer; the protocol says how each kind was measured.
+CALIBRATION_SESSIONS = 2 * MODEL_SESSIONS
 
 
 def _now() -> str:
@@ -414,7 +419,10 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     block_settings = MeasureSettings.model_validate({**base.model_dump(), "min_time_s": block_time,
                                                      "warmup_s": min(BLOCK_WARMUP_S, base.warmup_s),
                                                      "sessions": max(base.sessions, BLOCK_SESSIONS)})
-    protocol = {"model": model_settings.model_dump(), "block": block_settings.model_dump(),
+    cal_settings = MeasureSettings.model_validate({**model_settings.model_dump(),
+                                                   "sessions": max(model_settings.sessions, CALIBRATION_SESSIONS)})
+    protocol = {"model": model_settings.model_dump(), "calibration": cal_settings.model_dump(),
+                "block": block_settings.model_dump(),
                 "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, new adjacent pairs, then the model",
                 "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2, activations "
                                f"within L2/2 (max {MAX_COPIES}; fewer than 2: none)",
@@ -446,6 +454,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
 
     # Plan: the overhead, then per candidate its blocks not yet stored, then the candidate itself.
     sigs = {s: block_signatures(s, in_channels, num_classes=num_classes) for s in specs}
+    calibrating = calibration_specs(prof.grid, sigs, prof, in_channels, num_classes)
     plan: list[tuple[str, str, Any]] = []
     skipped: list[str] = []
     if prof.overhead is None:
@@ -506,7 +515,8 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 shape = tuple(input_shape(name, in_channels))
                 model = build_model(name, num_classes=num_classes, in_channels=in_channels)
                 macs, params = count_macs_params(model, shape)
-                m, env = measure_module(model, shape, target, model_settings, wd, "model")
+                m, env = measure_module(model, shape, target,
+                                        cal_settings if name in calibrating else model_settings, wd, "model")
                 prof.models.append(ModelEntry(family=family, spec=name, params=int(params), macs=int(macs),
                                               blocks=tuple(g["key"] for g in sigs[name]), latency=m.stats,
                                               input_shape=shape, first_inference_ms=m.first_inference_ms,
@@ -531,6 +541,23 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     elapsed = time.monotonic() - t0
     emit(ProfileEvent("done", done=len(plan), total=len(plan)))
     return ProfileRun(profile=prof, path=out, measured=measured, skipped=skipped, elapsed_s=elapsed)
+
+
+def calibration_specs(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> set[str]:
+    """The specs of ``grid`` the predictor will calibrate on: calibration_indices over the grid in
+    capacity order (params, MACs, spec; as Profile.models_by_capacity)."""
+    from ..models import block_signatures
+    from .predict import calibration_indices
+
+    def capacity(spec: str) -> tuple:
+        entry = prof.model(spec)
+        if entry is not None:
+            return entry.params, entry.macs, spec
+        g = sigs.get(spec) or block_signatures(spec, in_channels, num_classes=num_classes)
+        return sum(int(x["params"]) for x in g), sum(int(x["macs"]) for x in g), spec
+
+    ranked = sorted(grid, key=capacity)
+    return {ranked[i] for i in calibration_indices(len(ranked))}
 
 
 def _jsonable(sig: Mapping) -> dict:
