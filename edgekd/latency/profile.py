@@ -402,7 +402,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
 
     from ..backends import require_backend
     from ..models import block_signatures, build_block, build_model, count_macs_params, input_shape
-    from ..targets import MeasureSettings, load_target
+    from ..targets import load_target, measure_settings
 
     t0 = time.monotonic()
     target = load_target(target)
@@ -412,15 +412,12 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     emit = on_event or (lambda ev: None)
 
     base = target.measure
-    model_settings = MeasureSettings.model_validate({
-        **base.model_dump(), "sessions": max(base.sessions, MODEL_SESSIONS),
-        **({"min_time_s": min_time_s} if min_time_s is not None else {})})
+    model_settings = measure_settings(base, {"sessions": max(base.sessions, MODEL_SESSIONS),
+                                             **({"min_time_s": min_time_s} if min_time_s is not None else {})})
     block_time = block_min_time_s if block_min_time_s is not None else min(BLOCK_MIN_TIME_S, model_settings.min_time_s)
-    block_settings = MeasureSettings.model_validate({**base.model_dump(), "min_time_s": block_time,
-                                                     "warmup_s": min(BLOCK_WARMUP_S, base.warmup_s),
-                                                     "sessions": max(base.sessions, BLOCK_SESSIONS)})
-    cal_settings = MeasureSettings.model_validate({**model_settings.model_dump(),
-                                                   "sessions": max(model_settings.sessions, CALIBRATION_SESSIONS)})
+    block_settings = measure_settings(base, {"min_time_s": block_time, "warmup_s": min(BLOCK_WARMUP_S, base.warmup_s),
+                                             "sessions": max(base.sessions, BLOCK_SESSIONS)})
+    cal_settings = measure_settings(model_settings, {"sessions": max(model_settings.sessions, CALIBRATION_SESSIONS)})
     protocol = {"model": model_settings.model_dump(), "calibration": cal_settings.model_dump(),
                 "block": block_settings.model_dump(),
                 "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, new adjacent pairs, then the model",

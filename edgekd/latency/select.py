@@ -273,8 +273,7 @@ def make_measure(profile: Profile, metric: str, *, target=None,
 def verify_settings(profile: Profile, target) -> "MeasureSettings":
     """How verify measures: the target's protocol, over as many loads as the profile's whole
     models were measured with (a verified value is compared with those)."""
-    from ..targets import MeasureSettings
+    from ..targets import measure_settings
 
     stored = ((profile.protocol or {}).get("model") or {}).get("sessions", 1)
-    base = target.measure
-    return MeasureSettings.model_validate({**base.model_dump(), "sessions": max(base.sessions, int(stored))})
+    return measure_settings(target.measure, {"sessions": max(target.measure.sessions, int(stored))})
