@@ -174,3 +174,72 @@ def test_one_load_or_no_reloader_is_plain_measure_session():
     settings = MeasureSettings(warmup_s=0.0, min_iters=50, min_time_s=0.0, sessions=3)
     m = measure_loads(s, None, np.zeros(1, np.float32), settings, clock=clock)
     assert m.stats.n == 50 and s.calls == 1 + 10 + 50
+
+
+class DriftingSession(FakeSession):
+    """A run costs ``base_ms`` plus what the machine's drift adds at that moment (the same for
+    every session), and ``switch_ms`` more when another session ran just before (its data left
+    the caches)."""
+
+    last = None  # the session that ran last, shared by all
+
+    def __init__(self, clock, base_ms, drift_ms_per_s=0.0, switch_ms=0.0):
+        super().__init__(clock, base_ms, lambda i: base_ms)
+        self.base_ms, self.drift, self.switch_ms = base_ms, drift_ms_per_s, switch_ms
+
+    def run(self, x):
+        ms = self.base_ms + self.drift * self.clock.ns / 1e9
+        if DriftingSession.last is not None and DriftingSession.last is not self:
+            ms += self.switch_ms
+        DriftingSession.last = self
+        self.calls += 1
+        self.clock.ns += int(ms * 1e6)
+        return [x]
+
+
+def test_interleaved_difference_is_free_of_the_machines_drift():
+    from edgekd.latency.measure import measure_interleaved
+
+    settings = MeasureSettings(warmup_s=0.01, warmup_iters=10, min_iters=100, min_time_s=1.0)
+    x = np.zeros(1, np.float32)
+    # one after the other, a drift of 0.1 ms per second moves the difference by ~0.1 ms
+    clock = VirtualClock()
+    DriftingSession.last = None
+    a, b = DriftingSession(clock, 1.0, 0.1), DriftingSession(clock, 0.6, 0.1)
+    seq = measure_session(a, x, settings, clock=clock).stats.p50 - measure_session(b, x, settings, clock=clock).stats.p50
+    assert seq < 0.4 - 0.05  # b ran later, on a slower machine
+    # in alternating 5 ms slices both see the same drift; a slice's first run, slowed by the
+    # other session (switch_ms), is not among the samples
+    clock = VirtualClock()
+    DriftingSession.last = None
+    a, b = DriftingSession(clock, 1.0, 0.1, switch_ms=5.0), DriftingSession(clock, 0.6, 0.1, switch_ms=5.0)
+    ma, mb = measure_interleaved([a, b], [x, x], settings, clock=clock)
+    assert ma.stats.p50 - mb.stats.p50 == pytest.approx(0.4, abs=0.01)
+    assert ma.stats.max < 5.0 and mb.stats.max < 5.0
+    assert ma.stats.n >= 100 and mb.stats.n >= 100
+    total_s = (ma.samples_ms.sum() + mb.samples_ms.sum()) / 1e3
+    assert 1.0 <= total_s < 1.02  # min_time_s counts the samples of both, not each
+    assert mb.stats.n / ma.stats.n == pytest.approx(1.0 / 0.6, rel=0.1)  # equal time each: slices, not runs
+
+
+def test_loads_interleaved_reload_and_close_every_model():
+    from edgekd.latency.measure import measure_loads_interleaved
+
+    clock = VirtualClock()
+    made = {"a": [], "b": []}
+
+    def reload(name, ms):
+        def make():
+            made[name].append(FakeSession(clock, 2.0, lambda i: ms))
+            return made[name][-1]
+        return make
+
+    first = [FakeSession(clock, 5.0, lambda i: 1.0), FakeSession(clock, 5.0, lambda i: 0.5)]
+    settings = MeasureSettings(warmup_s=0.0, warmup_iters=10, min_iters=60, min_time_s=0.0, sessions=3)
+    ma, mb = measure_loads_interleaved(first, [reload("a", 1.2), reload("b", 0.7)], [np.zeros(1)] * 2,
+                                       settings, clock=clock)
+    assert len(made["a"]) == len(made["b"]) == 2 and all(s.closed for v in made.values() for s in v)
+    assert not any(s.closed for s in first)  # the caller's stay open
+    assert ma.stats.n >= 60 and mb.stats.n >= 60 and ma.first_inference_ms == pytest.approx(5.0)
+    assert ma.stats.min == pytest.approx(1.0) and ma.stats.max == pytest.approx(1.2)
+    assert mb.stats.min == pytest.approx(0.5) and mb.stats.max == pytest.approx(0.7)

@@ -203,6 +203,33 @@ def test_context_never_counts_a_block_above_its_cost_alone():
     assert context_sum_ms(prof, ["A", "B"], "p50") == pytest.approx(0.10 + 0.15)
 
 
+def test_readings_measured_in_alternation_are_preferred():
+    # the block and pair entries were measured while the machine ran slower (+0.02 ms on every
+    # run) than when the profile's overhead was; the readings taken in alternation with them
+    # carry the same drift, so the differences come out as without it
+    from edgekd.latency.predict import context_sum_ms, in_pair_ms, net_block_ms
+    from edgekd.latency.profile import PairEntry, pair_key
+
+    prof = Profile(target={"name": "t"}, family="fam", protocol={"l2_bytes": 1 << 30})
+    prof.overhead = const(0.01)
+    prof.blocks["A"] = BlockEntry(key="A", signature={"params": 1}, latency=const(0.13))
+    prof.blocks["B"] = BlockEntry(key="B", signature={"params": 1}, latency=const(0.23))
+    prof.pairs[pair_key("A", "B")] = PairEntry(first="A", second="B", latency=const(0.32))
+    # without them: the drift of each separate entry enters every difference
+    assert net_block_ms(prof, "A", "p50") == pytest.approx(0.12)
+    assert in_pair_ms(prof, "A -> B", "p50") == pytest.approx(0.32 - 0.13)
+    prof.blocks["A"].overhead = const(0.03)
+    prof.blocks["B"].overhead = const(0.03)
+    prof.pairs["A -> B"].first_alone = const(0.15)  # A alone, a moment even slower
+    assert net_block_ms(prof, "A", "p50") == pytest.approx(0.10)
+    assert in_pair_ms(prof, "A -> B", "p50") == pytest.approx(0.17)
+    assert context_sum_ms(prof, ["A", "B"], "p50") == pytest.approx(0.10 + 0.17)
+    back = Profile.from_dict(prof.to_dict())  # stored and read back
+    assert back.blocks["A"].overhead.p50 == pytest.approx(0.03)
+    assert back.pairs["A -> B"].first_alone.p50 == pytest.approx(0.15)
+    assert context_sum_ms(back, ["A", "B"], "p50") == pytest.approx(0.27)
+
+
 def cache_profile(cache):
     """Models of S-blocks (hot 1 ms, cold 2 ms, 100 weight bytes) whose whole latency follows the
     cold fraction of ``cache`` exactly; L2 = 1000 bytes."""

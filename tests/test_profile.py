@@ -59,13 +59,15 @@ class FakeMeasure:
     def block(self, module, shape, target, settings, work_dir, copies):
         hot, env = self(module, shape, target, settings, work_dir, "block")
         cold, _ = self(module, shape, target, settings, work_dir, "cold")
-        return hot, LatencyStats.from_samples(cold.samples_ms * 1.5), env
+        return hot, LatencyStats.from_samples(np.full(20, 0.01)), LatencyStats.from_samples(cold.samples_ms * 1.5), env
 
     def pair(self, first, second, target, settings, work_dir):
         from edgekd.latency.pieces import pair_module
 
         module, shape = pair_module(first, second)
-        return self(module, shape, target, settings, work_dir, "pair")
+        m, env = self(module, shape, target, settings, work_dir, "pair")
+        return m, Measurement(stats=LatencyStats.from_samples(m.samples_ms / 2), samples_ms=m.samples_ms / 2,
+                              first_inference_ms=0.0, warmup_iters=10, warmup_s=0.0), env
 
 
 @pytest.fixture
@@ -95,6 +97,10 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     assert names.count("block") == names.count("cold") == len(set(keys)) and names.count("pair") == len(pairs)
     assert len(fake.calls) == 1 + 2 * len(set(keys)) + len(pairs) + 2
     assert all(b.latency_cold is not None and b.copies >= 2 for b in prof.blocks.values())
+    # the readings taken in alternation with each block and pair are stored with it
+    assert all(b.overhead.p50 == pytest.approx(0.01) for b in prof.blocks.values())
+    assert all(q.first_alone.p50 == pytest.approx(q.latency.p50 / 2) for q in prof.pairs.values())
+    assert "interleaved" in prof.protocol
     assert prof.overhead is not None and prof.calibration["p50"]["a"] > 0
     before = {m.spec: m.to_dict() for m in prof.models}
     # resume with one more candidate: only it and its new blocks are measured
@@ -125,6 +131,9 @@ def test_calibration_models_are_measured_over_more_loads(fake, tmp_path):
         P.CALIBRATION_SESSIONS if s in calibrated else P.MODEL_SESSIONS for s in order]
     assert P.CALIBRATION_SESSIONS > P.MODEL_SESSIONS
     assert json.loads(out.read_text())["protocol"]["calibration"]["sessions"] == P.CALIBRATION_SESSIONS
+    # blocks over several loads; pairs, read against their first block measured alongside, one
+    assert {n for name, n in fake.sessions if name == "block"} == {P.BLOCK_SESSIONS}
+    assert {n for name, n in fake.sessions if name == "pair"} == {P.PAIR_SESSIONS} and P.PAIR_SESSIONS < P.BLOCK_SESSIONS
 
 
 def test_existing_profile_needs_resume_and_same_options(fake, tmp_path):

@@ -11,7 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -90,41 +90,81 @@ def measure_session(session, inputs, settings: MeasureSettings | None = None, *,
                     on_progress: Callable[[int, int], None] | None = None,
                     clock: Callable[[], int] = time.perf_counter_ns) -> Measurement:
     """Time ``session.run(inputs)`` per LATENCY.md and summarise the samples."""
+    return measure_interleaved([session], [inputs], settings, environments=[environment],
+                               on_progress=on_progress, clock=clock)[0]
+
+
+# Interleaved measurement: each session runs for a slice this long before the next one does.
+SLICE_S = 0.005
+
+
+def measure_interleaved(sessions: Sequence, inputs: Sequence, settings: MeasureSettings | None = None, *,
+                        environments: Sequence[Mapping[str, Any] | None] | None = None,
+                        on_progress: Callable[[int, int], None] | None = None, slice_s: float = SLICE_S,
+                        clock: Callable[[], int] = time.perf_counter_ns) -> list[Measurement]:
+    """Time several sessions in alternation, each per LATENCY.md: one Measurement per session.
+
+    Each session's first inference is timed apart; the warm-up runs them in turn (>= warmup_s
+    in all, >= warmup_iters each); then they take turns in slices of ``slice_s`` until each has
+    >= min_iters samples and the samples of all add up to >= min_time_s (or one reaches
+    max_iters). The first run of a slice is not timed: it brings the session's own data back
+    into the caches the other session used. A machine's speed drifts by a few percent over
+    seconds (clocks, other tenants); sessions measured in alternating slices see the same
+    drift, so the difference of their medians carries little of it (measured on openvino-cpu:
+    pair minus its first block, 12 loads each: SD 0.31 us one after the other, 0.05 us
+    interleaved). One session is plain measure_session.
+    """
     settings = settings or MeasureSettings()
-    run = session.run
+    k = len(sessions)
+    runs = [s.run for s in sessions]
+    envs = list(environments or [None] * k)
+    first_ms = []
+    for run, x in zip(runs, inputs):
+        t0 = clock()
+        run(x)
+        first_ms.append((clock() - t0) / 1e6)
 
-    t0 = clock()
-    run(inputs)
-    first_ms = (clock() - t0) / 1e6
-
-    warm_iters, warm_start = 0, clock()
-    warm_ns = int(settings.warmup_s * 1e9)
-    while warm_iters < settings.warmup_iters or clock() - warm_start < warm_ns:
-        run(inputs)
-        warm_iters += 1
+    warm = [0] * k
+    warm_start, warm_ns = clock(), int(settings.warmup_s * 1e9)
+    while min(warm) < settings.warmup_iters or clock() - warm_start < warm_ns:
+        for i in range(k):
+            runs[i](inputs[i])
+            warm[i] += 1
     warm_s = (clock() - warm_start) / 1e9
 
-    samples = np.empty(max(settings.min_iters, 1024), dtype=np.int64)
-    n, min_ns = 0, int(settings.min_time_s * 1e9)
+    samples = [np.empty(max(settings.min_iters, 1024), dtype=np.int64) for _ in range(k)]
+    counts = [0] * k
+    min_ns, slice_ns, cap, floor = int(settings.min_time_s * 1e9), int(slice_s * 1e9), settings.max_iters, settings.min_iters
     timed_ns = 0
-    while n < settings.min_iters or timed_ns < min_ns:
-        if n >= settings.max_iters:
-            break
-        if n == samples.size:
-            samples = np.resize(samples, samples.size * 2)
-        t = clock()
-        run(inputs)
-        dt = clock() - t
-        samples[n] = dt
-        timed_ns += dt
-        n += 1
-        if on_progress is not None and (n & 63) == 0:
-            on_progress(n, settings.min_iters)
-    samples_ms = samples[:n].astype(np.float64) / 1e6
-    stats = LatencyStats.from_samples(samples_ms, warmup=warm_iters, confidence=settings.confidence,
-                                      unstable_iqr=settings.unstable_iqr, environment=environment)
-    return Measurement(stats=stats, samples_ms=samples_ms, first_inference_ms=first_ms,
-                       warmup_iters=warm_iters, warmup_s=warm_s)
+    while (min(counts) < floor or timed_ns < min_ns) and max(counts) < cap:
+        for i in range(k):
+            run, x, buf, n = runs[i], inputs[i], samples[i], counts[i]
+            if k > 1:
+                run(x)
+                warm[i] += 1
+            slice_end = clock() + slice_ns
+            while n < cap:
+                if n == buf.size:
+                    buf = samples[i] = np.resize(buf, buf.size * 2)
+                t = clock()
+                run(x)
+                end = clock()
+                buf[n] = end - t
+                timed_ns += end - t
+                n += 1
+                if on_progress is not None and (n & 63) == 0:
+                    on_progress(n, floor)
+                if end >= slice_end or (k == 1 and n >= floor and timed_ns >= min_ns):
+                    break
+            counts[i] = n
+    out = []
+    for i in range(k):
+        samples_ms = samples[i][:counts[i]].astype(np.float64) / 1e6
+        stats = LatencyStats.from_samples(samples_ms, warmup=warm[i], confidence=settings.confidence,
+                                          unstable_iqr=settings.unstable_iqr, environment=envs[i])
+        out.append(Measurement(stats=stats, samples_ms=samples_ms, first_inference_ms=first_ms[i],
+                               warmup_iters=warm[i], warmup_s=warm_s))
+    return out
 
 
 def close_session(session) -> None:
@@ -149,32 +189,52 @@ def measure_loads(session, reload: Callable[[], Any] | None, inputs, settings: M
     median by 5-10% from one load to the next while the timings of one load agree within 1-3%;
     pooling several loads measures the model, not one placement of it.
     """
+    return measure_loads_interleaved([session], [reload] if reload is not None else None, [inputs], settings,
+                                     environments=[environment], on_progress=on_progress, clock=clock)[0]
+
+
+def measure_loads_interleaved(sessions: Sequence, reloads: Sequence[Callable[[], Any]] | None, inputs: Sequence,
+                              settings: MeasureSettings | None = None, *,
+                              environments: Sequence[Mapping[str, Any] | None] | None = None,
+                              on_progress: Callable[[int, int], None] | None = None,
+                              clock: Callable[[], int] = time.perf_counter_ns) -> list[Measurement]:
+    """measure_interleaved over ``settings.sessions`` loads of each model (as measure_loads):
+    every load measures all the models together; one Measurement per model, samples pooled."""
     settings = settings or MeasureSettings()
     k = settings.sessions
-    if k <= 1 or reload is None:
-        return measure_session(session, inputs, settings, environment=environment, on_progress=on_progress,
-                               clock=clock)
+    envs = list(environments or [None] * len(sessions))
+    if k <= 1 or reloads is None:
+        return measure_interleaved(sessions, inputs, settings, environments=envs, on_progress=on_progress,
+                                   clock=clock)
     per = settings.model_copy(update={"sessions": 1, "min_iters": max(10, -(-settings.min_iters // k)),
                                       "min_time_s": settings.min_time_s / k,
                                       "max_iters": max(10, settings.max_iters // k)})
     later = per.model_copy(update={"warmup_s": settings.warmup_s / k})
-    parts: list[Measurement] = []
+    parts: list[list[Measurement]] = []
     for i in range(k):
-        s = session if i == 0 else reload()
+        opened: list = []
         try:
-            done = sum(p.samples_ms.size for p in parts)
-            progress = (lambda n, _total, done=done: on_progress(done + n, settings.min_iters)) if on_progress else None
-            parts.append(measure_session(s, inputs, later if i else per, environment=environment,
-                                         on_progress=progress, clock=clock))
-        finally:
             if i:
+                for reload in reloads:  # each appended as soon as it is open: closed even if the next fails
+                    opened.append(reload())
+            current = opened if i else list(sessions)
+            done = sum(p[0].samples_ms.size for p in parts)
+            progress = (lambda n, _total, done=done: on_progress(done + n, settings.min_iters)) if on_progress else None
+            parts.append(measure_interleaved(current, inputs, later if i else per, environments=envs,
+                                             on_progress=progress, clock=clock))
+        finally:
+            for s in opened:
                 close_session(s)
-    samples_ms = np.concatenate([p.samples_ms for p in parts])
-    warm = sum(p.warmup_iters for p in parts)
-    stats = LatencyStats.from_samples(samples_ms, warmup=warm, confidence=settings.confidence,
-                                      unstable_iqr=settings.unstable_iqr, environment=environment)
-    return Measurement(stats=stats, samples_ms=samples_ms, first_inference_ms=parts[0].first_inference_ms,
-                       warmup_iters=warm, warmup_s=sum(p.warmup_s for p in parts))
+    out = []
+    for j in range(len(sessions)):
+        mine = [p[j] for p in parts]
+        samples_ms = np.concatenate([m.samples_ms for m in mine])
+        warm = sum(m.warmup_iters for m in mine)
+        stats = LatencyStats.from_samples(samples_ms, warmup=warm, confidence=settings.confidence,
+                                          unstable_iqr=settings.unstable_iqr, environment=envs[j])
+        out.append(Measurement(stats=stats, samples_ms=samples_ms, first_inference_ms=mine[0].first_inference_ms,
+                               warmup_iters=warm, warmup_s=sum(m.warmup_s for m in mine)))
+    return out
 
 
 def environment_fingerprint(target: TargetSpec, session, input_shape) -> dict:
@@ -215,18 +275,29 @@ def measure_opened(opened, target: TargetSpec, settings: MeasureSettings, *,
                    on_progress: Callable[[int, int], None] | None = None) -> "tuple[Measurement, dict]":
     """Measure a model open_model has loaded (its artifact reloaded for each further load of
     ``settings.sessions``), then close its session: (Measurement, environment fingerprint)."""
+    ms, env = measure_opened_together([opened], target, settings, on_progress=on_progress)
+    return ms[0], env
+
+
+def measure_opened_together(openeds: Sequence, target: TargetSpec, settings: MeasureSettings, *,
+                            on_progress: Callable[[int, int], None] | None = None
+                            ) -> "tuple[list[Measurement], dict]":
+    """Measure models open_model has loaded in alternation (measure_loads_interleaved), then
+    close their sessions: (one Measurement per model, environment fingerprint of the first)."""
     from ..backends import require_backend
 
     backend = require_backend(target)
     try:
-        shape = tuple(opened.input_shape)
-        inputs = make_inputs(opened.session, shape)
-        env = environment_fingerprint(target, opened.session, shape)
-        m = measure_loads(opened.session, lambda: backend.load(opened.artifact, target), inputs, settings,
-                          environment=env, on_progress=on_progress)
+        shapes = [tuple(o.input_shape) for o in openeds]
+        inputs = [make_inputs(o.session, shape) for o, shape in zip(openeds, shapes)]
+        envs = [environment_fingerprint(target, o.session, shape) for o, shape in zip(openeds, shapes)]
+        reloads = [lambda o=o: backend.load(o.artifact, target) for o in openeds]
+        ms = measure_loads_interleaved([o.session for o in openeds], reloads, inputs, settings,
+                                       environments=envs, on_progress=on_progress)
     finally:
-        close_session(opened.session)
-    return m, env
+        for o in openeds:
+            close_session(o.session)
+    return ms, envs[0]
 
 
 # Name used by the public API.

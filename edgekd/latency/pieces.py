@@ -30,11 +30,27 @@ def _export(module, sample_shape: tuple, target, work_dir: Path, name: str) -> P
 
 def measure_onnx(onnx_path: Path, sample_shape: tuple, target, settings, work_dir: Path):
     """Open an ONNX file on ``target`` and measure it: (Measurement, environment fingerprint)."""
-    from ..backends.resolve import open_model
-    from .measure import measure_opened
+    ms, env = measure_onnx_together([(onnx_path, sample_shape)], target, settings, work_dir)
+    return ms[0], env
 
-    opened = open_model(onnx_path, target, work_dir=work_dir, sample_shape=tuple(sample_shape))
-    return measure_opened(opened, target, settings)
+
+def measure_onnx_together(models, target, settings, work_dir: Path):
+    """Open ONNX files ``[(path, sample_shape), ...]`` on ``target`` and measure them in
+    alternation (measure.measure_interleaved), so that their differences are free of the
+    machine's drift: (one Measurement per file, environment fingerprint of the first)."""
+    from ..backends.resolve import open_model
+    from .measure import close_session, measure_opened_together
+
+    openeds = []
+    try:
+        for j, (path, shape) in enumerate(models):
+            openeds.append(open_model(path, target, work_dir=work_dir if j == 0 else work_dir / f"m{j}",
+                                      sample_shape=tuple(shape)))
+    except BaseException:
+        for o in openeds:
+            close_session(o.session)
+        raise
+    return measure_opened_together(openeds, target, settings)
 
 
 def _overhead_module():
@@ -119,17 +135,21 @@ def replicate_onnx(src: Path, dst: Path, copies: int, seed: int = 0) -> Path:
 
 
 def measure_block(module, sample_shape: tuple, target, settings, work_dir: Path, copies: int):
-    """A block alone (weights stay in cache) and as ``copies`` replicas run back to back
-    (weights from beyond L2): (hot Measurement, cold LatencyStats per copy or None, environment)."""
+    """A block alone (weights stay in cache), in alternation with the trivial overhead model
+    (what a run costs besides the work, measured at the same moments), and as ``copies``
+    replicas run back to back (weights from beyond L2): (hot Measurement, overhead LatencyStats,
+    cold LatencyStats per copy or None, environment)."""
     path = _export(module, sample_shape, target, work_dir, "block")
-    hot, env = measure_onnx(path, sample_shape, target, settings, work_dir / "hot")
+    trivial = _export(_overhead_module(), sample_shape, target, work_dir, "overhead")
+    (hot, over), env = measure_onnx_together([(path, sample_shape), (trivial, sample_shape)], target, settings,
+                                             work_dir / "hot")
     if copies < 2:
-        return hot, None, env
+        return hot, over.stats, None, env
     rep = replicate_onnx(path, work_dir / "cold.onnx", copies)
     mc, _ = measure_onnx(rep, sample_shape, target, settings, work_dir / "cold")
     cold = LatencyStats.from_samples(mc.samples_ms / copies, warmup=mc.stats.warmup,
                                      confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
-    return hot, cold, env
+    return hot, over.stats, cold, env
 
 
 def pair_module(first: Mapping, second: Mapping):
@@ -144,10 +164,20 @@ def pair_module(first: Mapping, second: Mapping):
 
 
 def measure_pair(first: Mapping, second: Mapping, target, settings, work_dir: Path):
-    """Two adjacent blocks measured together: (Measurement, environment fingerprint).
+    """Two adjacent blocks measured together, in alternation with the first block alone:
+    (pair Measurement, first-alone Measurement, environment fingerprint).
 
-    With the blocks measured alone, the difference ``pair - first alone`` is what the second
-    block costs after the first inside a model: the runtime's work at the boundary between them
-    (layout changes, fusion) is counted once, as in the whole model, and not once per block."""
+    The difference ``pair - first alone`` is what the second block costs after the first inside
+    a model: the runtime's work at the boundary between them (layout changes, fusion) is counted
+    once, as in the whole model, and not once per block. It is a few microseconds, the
+    difference of two readings ten times larger: measured in alternation, both see the same
+    drift of the machine."""
+    from ..models import build_block
+
     module, shape = pair_module(first, second)
-    return measure_module(module, tuple(shape), target, settings, work_dir, "pair")
+    alone, alone_shape = build_block(dict(first))
+    pair_path = _export(module, tuple(shape), target, work_dir, "pair")
+    first_path = _export(alone, tuple(alone_shape), target, work_dir, "first")
+    (pair, head), env = measure_onnx_together([(pair_path, tuple(shape)), (first_path, tuple(alone_shape))],
+                                              target, settings, work_dir / "pair")
+    return pair, head, env

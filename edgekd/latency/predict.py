@@ -14,7 +14,11 @@ A block's cost is read in one of two ways (the "method"):
   blocks (OpenVINO's CPU plugin does both), pays those costs once per model, but once per block
   when blocks run alone; the pair difference removes them. A block inside a model never pays
   more than alone; a pair whose weights spill out of L2 pays weight traffic that the cold
-  correction below adds again, so the smaller of the two readings is kept.
+  correction below adds again, so the smaller of the two readings is kept. These differences
+  are a few microseconds taken from readings ten times larger, summed over ~20 blocks: the
+  profiler measures each pair in alternation with its first block alone, and each block with
+  the overhead model, so that the machine's drift between one entry and the next does not
+  enter them (profiles made before keep the readings of the separate entries).
 
 A block's cost depends on where its weights are when it runs. Measured alone, its weights stay
 in the core's L2 cache between runs ("hot", less the runtime's per-inference overhead measured
@@ -138,12 +142,23 @@ BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
 def net_block_ms(profile: "Profile", key: str, metric: str) -> float:
-    """A block's latency alone (weights in cache) less the per-inference overhead (>= 0)."""
+    """A block's latency alone (weights in cache) less the per-inference overhead (>= 0): the
+    overhead measured in alternation with the block where the profile has it, else the
+    profile's one overhead entry."""
     block = profile.blocks.get(key)
     if block is None:
         raise KeyError(key)
-    overhead = profile.overhead_metric(metric)
+    overhead = block.overhead.metric(metric) if block.overhead is not None else profile.overhead_metric(metric)
     return max(block.latency.metric(metric) - overhead, 0.0)
+
+
+def in_pair_ms(profile: "Profile", pair_key: str, metric: str) -> float:
+    """What the pair's second block adds to its first: ``pair - first alone``, with the first
+    alone measured in alternation with the pair where the profile has it (else its block entry).
+    May be negative: the pair drops the layout change after the first block that it paid alone."""
+    pair = profile.pairs[pair_key]
+    head = pair.first_alone if pair.first_alone is not None else profile.blocks[pair.first].latency
+    return pair.latency.metric(metric) - head.metric(metric)
 
 
 def footprint_bytes(profile: "Profile", block_keys: Sequence[str]) -> float:
@@ -212,10 +227,8 @@ def context_sum_ms(profile: "Profile", block_keys: Sequence[str], metric: str,
     pairs = model_pairs(block_keys)
     _require(profile, pairs, profile.pairs, "block pair")
     total = net_block_ms(profile, block_keys[0], metric) if block_keys else 0.0
-    for prev, key, pk in zip(block_keys, block_keys[1:], pairs):
-        # may be negative: the pair drops the layout change after ``prev`` that ``prev`` alone paid
-        in_pair = profile.pairs[pk].latency.metric(metric) - profile.blocks[prev].latency.metric(metric)
-        total += min(in_pair, net_block_ms(profile, key, metric))
+    for key, pk in zip(block_keys[1:], pairs):
+        total += min(in_pair_ms(profile, pk, metric), net_block_ms(profile, key, metric))
     return float(total + _cold_shift(profile, block_keys, metric, cache))
 
 

@@ -23,6 +23,7 @@ from ..util_io import atomic_write_json, read_versioned_json
 from .environment import compare, describe_mismatch
 from .pieces import (MAX_COPIES, _overhead_module, cold_copies, l2_bytes,  # noqa: F401 (re-exported)
                      measure_block, measure_module, measure_onnx, measure_pair)
+from .measure import SLICE_S
 from .stats import LatencyStats
 
 SCHEMA = "edgekd.profile/v1"
@@ -34,9 +35,13 @@ BLOCK_MIN_TIME_S = 0.25
 # this many loads (at least; MeasureSettings.sessions), so that one load's placement of the
 # model's buffers does not move the value by 5-10% (LATENCY.md: "several blocks or processes").
 MODEL_SESSIONS = 3
-# Blocks and pairs too (a context reading subtracts one from another, which adds their noise),
-# over fewer loads: they are many, and a profile must stay within minutes.
+# Blocks too (their cost alone is summed, less the overhead), over fewer loads: they are many,
+# and a profile must stay within minutes.
 BLOCK_SESSIONS = 2
+# A pair is measured in alternation with its first block (the reading is their difference): one
+# load. On openvino-cpu, pair minus first over 12 loads each varied by SD 0.31 us measured one
+# after the other and by 0.05 us in alternation: what moved it was the machine, not the load.
+PAIR_SESSIONS = 1
 # The few models the predictor is calibrated on (predict.calibration_indices, by capacity) carry
 # every prediction: their samples are spread over twice as many loads (same total time), which
 # halves the variance a load's placement adds. A grid extended by --resume may calibrate on
@@ -95,20 +100,24 @@ class BlockEntry:
     # per copy, run as `copies` copies with their own weights: weights come from beyond L2
     latency_cold: LatencyStats | None = None
     copies: int = 0
+    # the trivial overhead model, measured in alternation with the block (None: profiled before)
+    overhead: LatencyStats | None = None
 
     def to_dict(self) -> dict:
         return {"kind": "block", "key": self.key, "signature": dict(self.signature),
                 "input_shape": list(self.input_shape), "latency": _stats_dict(self.latency),
                 "latency_cold": _stats_dict(self.latency_cold) if self.latency_cold else None,
-                "copies": self.copies, "measured_at": self.measured_at}
+                "copies": self.copies, "overhead": _stats_dict(self.overhead) if self.overhead else None,
+                "measured_at": self.measured_at}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "BlockEntry":
-        cold = d.get("latency_cold")
+        cold, over = d.get("latency_cold"), d.get("overhead")
         return cls(key=str(d["key"]), signature=dict(d.get("signature") or {}),
                    latency=LatencyStats.from_dict(d["latency"]), input_shape=tuple(d.get("input_shape", ())),
                    measured_at=d.get("measured_at", ""),
-                   latency_cold=LatencyStats.from_dict(cold) if cold else None, copies=int(d.get("copies", 0)))
+                   latency_cold=LatencyStats.from_dict(cold) if cold else None, copies=int(d.get("copies", 0)),
+                   overhead=LatencyStats.from_dict(over) if over else None)
 
 
 PAIR_SEP = " -> "
@@ -132,6 +141,8 @@ class PairEntry:
     second: str
     latency: LatencyStats
     measured_at: str = ""
+    # the first block alone, measured in alternation with the pair (None: profiled before)
+    first_alone: LatencyStats | None = None
 
     @property
     def key(self) -> str:
@@ -139,12 +150,15 @@ class PairEntry:
 
     def to_dict(self) -> dict:
         return {"kind": "pair", "key": self.key, "first": self.first, "second": self.second,
-                "latency": _stats_dict(self.latency), "measured_at": self.measured_at}
+                "latency": _stats_dict(self.latency),
+                "first_alone": _stats_dict(self.first_alone) if self.first_alone else None,
+                "measured_at": self.measured_at}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "PairEntry":
+        head = d.get("first_alone")
         return cls(first=str(d["first"]), second=str(d["second"]), latency=LatencyStats.from_dict(d["latency"]),
-                   measured_at=d.get("measured_at", ""))
+                   measured_at=d.get("measured_at", ""), first_alone=LatencyStats.from_dict(head) if head else None)
 
 
 @dataclass
@@ -417,10 +431,14 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     block_time = block_min_time_s if block_min_time_s is not None else min(BLOCK_MIN_TIME_S, model_settings.min_time_s)
     block_settings = measure_settings(base, {"min_time_s": block_time, "warmup_s": min(BLOCK_WARMUP_S, base.warmup_s),
                                              "sessions": max(base.sessions, BLOCK_SESSIONS)})
+    pair_settings = measure_settings(block_settings, {"sessions": max(base.sessions, PAIR_SESSIONS)})
     cal_settings = measure_settings(model_settings, {"sessions": max(model_settings.sessions, CALIBRATION_SESSIONS)})
     protocol = {"model": model_settings.model_dump(), "calibration": cal_settings.model_dump(),
-                "block": block_settings.model_dump(),
+                "block": block_settings.model_dump(), "pair": pair_settings.model_dump(),
                 "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, new adjacent pairs, then the model",
+                "interleaved": f"each block in alternation with the overhead model, each pair with its first "
+                               f"block alone, in slices of {SLICE_S * 1e3:g} ms: the differences the predictor "
+                               f"takes carry little of the machine's drift",
                 "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2, activations "
                                f"within L2/2 (max {MAX_COPIES}; fewer than 2: none)",
                 "l2_bytes": l2_bytes()}
@@ -498,15 +516,15 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
             elif what == "block":
                 module, shape = build_block(sig)
                 copies = cold_copies(sig)
-                m, cold, env = measure_block(module, tuple(shape), target, block_settings, wd, copies)
+                m, over, cold, env = measure_block(module, tuple(shape), target, block_settings, wd, copies)
                 prof.blocks[name] = BlockEntry(key=name, signature=_jsonable(sig), latency=m.stats,
                                                input_shape=tuple(shape), measured_at=_now(),
-                                               latency_cold=cold, copies=copies)
+                                               latency_cold=cold, copies=copies, overhead=over)
                 lat = m.stats.p50
             elif what == "pair":
-                m, env = measure_pair(sig[0], sig[1], target, block_settings, wd)
+                m, head, env = measure_pair(sig[0], sig[1], target, pair_settings, wd)
                 prof.pairs[name] = PairEntry(first=sig[0]["key"], second=sig[1]["key"], latency=m.stats,
-                                             measured_at=_now())
+                                             measured_at=_now(), first_alone=head.stats)
                 lat = m.stats.p50
             else:
                 shape = tuple(input_shape(name, in_channels))
