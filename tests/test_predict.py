@@ -49,6 +49,7 @@ def test_calibration_set_spread_and_ends():
     assert calibration_indices(3) == [0, 2]
     assert calibration_indices(6) == [0, 3, 5]
     assert calibration_indices(20) == [0, 6, 13, 19]
+    assert calibration_indices(34) == [0, 7, 13, 20, 26, 33]  # a large grid: six
 
 
 def test_predictor_recovers_scale_and_overhead_and_validates_heldout():

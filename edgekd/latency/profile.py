@@ -29,7 +29,7 @@ from .stats import LatencyStats
 SCHEMA = "edgekd.profile/v1"
 GRID_NAMES = ("small", "default")
 # Blocks are many and short: they get a shorter protocol than whole models (stored in the file).
-BLOCK_WARMUP_S = 0.1
+BLOCK_WARMUP_S = 0.05  # >= 500 runs of a block that takes under 0.1 ms
 BLOCK_MIN_TIME_S = 0.25
 # Whole models are what the predictor is fitted on and judged by: their samples are split over
 # this many loads (at least; MeasureSettings.sessions), so that one load's placement of the
