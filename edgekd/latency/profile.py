@@ -100,7 +100,8 @@ class BlockEntry:
     # per copy, run as `copies` copies with their own weights: weights come from beyond L2
     latency_cold: LatencyStats | None = None
     copies: int = 0
-    # the trivial overhead model, measured in alternation with the block (None: profiled before)
+    # the trivial overhead model on the block's input, measured in alternation with the block
+    # (None: profiled before)
     overhead: LatencyStats | None = None
 
     def to_dict(self) -> dict:
