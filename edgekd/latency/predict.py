@@ -132,7 +132,7 @@ def calibration_indices(n: int) -> list[int]:
     n <= 1: all; 2..4: the two ends; 5..12: three; 13..24: four; more: six. The rest are held
     out. Once the block readings repeat (a line fitted on all 34 models of two openvino-cpu
     mobilenetv2 runs met every one within +-10%), what a held-out prediction misses by is mostly
-    the calibration models' own measurement noise (whole models repeat within ~9%, p95); a
+    the calibration models' own measurement noise (two runs' whole models differ by 9-10%, p95); a
     line through six of a large grid carries less of it than one through four.
     """
     if n <= 1:
