@@ -243,3 +243,27 @@ def test_loads_interleaved_reload_and_close_every_model():
     assert ma.stats.n >= 60 and mb.stats.n >= 60 and ma.first_inference_ms == pytest.approx(5.0)
     assert ma.stats.min == pytest.approx(1.0) and ma.stats.max == pytest.approx(1.2)
     assert mb.stats.min == pytest.approx(0.5) and mb.stats.max == pytest.approx(0.7)
+
+
+def test_a_held_session_stays_through_every_load_of_the_others():
+    from edgekd.latency.measure import measure_loads_interleaved
+
+    clock = VirtualClock()
+    made = []
+
+    def reload():
+        made.append(FakeSession(clock, 2.0, lambda i: 1.2))
+        return made[-1]
+
+    model, reference = FakeSession(clock, 5.0, lambda i: 1.0), FakeSession(clock, 5.0, lambda i: 0.5)
+    settings = MeasureSettings(warmup_s=0.0, warmup_iters=10, min_iters=60, min_time_s=0.0, sessions=3)
+    mm, mr = measure_loads_interleaved([model, reference], [reload, None], [np.zeros(1)] * 2, settings,
+                                       clock=clock)
+    assert len(made) == 2 and all(s.closed for s in made)  # the model: loaded twice more, closed
+    assert not reference.closed and not model.closed
+    assert mm.stats.max == pytest.approx(1.2) and mr.stats.min == mr.stats.max == pytest.approx(0.5)
+    assert mr.stats.n >= 60  # the reference measured alongside every load
+    # nothing to reload: one plain alternated measurement
+    m1, r1 = measure_loads_interleaved([model, reference], [None, None], [np.zeros(1)] * 2, settings,
+                                       clock=clock)
+    assert len(made) == 2 and m1.stats.min == m1.stats.max == pytest.approx(1.0)

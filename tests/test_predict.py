@@ -281,3 +281,61 @@ def test_a_calibration_stored_without_a_cache_model_is_refitted_on_load(tmp_path
     loaded = load_profile(path)
     assert get_calibration(loaded, "p50").cache == (0.25, 1.0)
     assert get_calibration(loaded, "p50").a == pytest.approx(1.0)
+
+
+def drifting(drift, loads=None) -> Profile:
+    """synthetic() measured on a machine running ``drift[i]`` times slower while model i was, with
+    the reference (0.4 ms on a still machine) measured alongside; ``loads[i]``: its load id."""
+    prof = synthetic()
+    for i, m in enumerate(prof.models):
+        m.latency = const(m.latency.p50 * drift[i])
+        m.reference = const(0.4 * drift[i] * (1.1 if loads and loads[i] == "second" else 1.0))
+        m.reference_load = loads[i] if loads else "one"
+    return prof
+
+
+def test_the_reference_takes_the_machines_drift_out_of_whole_models():
+    from edgekd.latency.predict import model_latency
+
+    drift = [1.0, 1.0, 1.12, 0.9, 1.0, 1.15]
+    prof = drifting(drift)
+    truth = synthetic()
+    for m, t in zip(prof.models, truth.models):  # the typical moment: drift 1.0 (the median)
+        assert model_latency(prof, m, "p50") == pytest.approx(t.latency.p50)
+        assert m.latency.p50 == pytest.approx(t.latency.p50 * drift[prof.models.index(m)])
+    cal, val = fit_profile(prof)
+    assert cal["p50"]["a"] == pytest.approx(2.0) and cal["p50"]["b"] == pytest.approx(0.05)
+    assert val["fraction_within_10pct"] == 1.0 and val["p95_rel_error"] == pytest.approx(0.0, abs=1e-9)
+    # the readings as measured: model 2 ran 12% slow
+    assert val["fraction_within_10pct_raw"] < 1.0
+    row = next(r for r in val["heldout"] if r["spec"] == "fam:i=2")
+    assert row["rel_error_raw"] == pytest.approx(1 / 1.12 - 1) and row["measured_raw_ms"] > row["measured_ms"]
+    # without references (a profile made before): the readings as they are
+    plain = drifting(drift)
+    for m in plain.models:
+        m.reference = None
+    assert model_latency(plain, plain.models[2], "p50") == pytest.approx(plain.models[2].latency.p50)
+
+
+def test_each_load_of_the_reference_is_its_own_scale():
+    from edgekd.latency.predict import model_latency
+
+    # a resumed run loaded the reference again, and that load runs 10% slower on a still machine:
+    # its models are scaled by their own load's typical reading, not the other's
+    loads = ["one", "one", "one", "second", "second", "second"]
+    drift = [1.0, 1.05, 0.95, 1.0, 1.05, 0.95]
+    prof = drifting(drift, loads)
+    truth = synthetic()
+    for m, t in zip(prof.models, truth.models):
+        assert model_latency(prof, m, "p50") == pytest.approx(t.latency.p50)
+
+
+def test_reference_readings_round_trip(tmp_path):
+    from edgekd.latency.profile import load_profile, save_profile
+
+    prof = drifting([1.0, 1.1, 0.9, 1.0, 1.0, 1.0])
+    save_profile(prof, tmp_path / "p.json")
+    back = load_profile(tmp_path / "p.json")
+    assert [(m.reference.p50, m.reference_load) for m in back.models] == [
+        (m.reference.p50, m.reference_load) for m in prof.models]
+    assert back.validation["fraction_within_10pct"] == prof.validation["fraction_within_10pct"]

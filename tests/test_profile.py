@@ -37,12 +37,23 @@ def needs_runtime():
     pytest.importorskip("onnxruntime")
 
 
+class FakeReference:
+    def __init__(self, params):
+        self.params = params
+        self.closed = False
+        self.session = self
+
+    def close(self):
+        self.closed = True
+
+
 class FakeMeasure:
     """Stands in for export + runtime: latency grows with the module's parameter count."""
 
     def __init__(self):
         self.calls = []
         self.sessions = []
+        self.references = []
 
     def __call__(self, module, shape, target, settings, work_dir, name):
         n = sum(p.numel() for p in module.parameters())
@@ -55,6 +66,19 @@ class FakeMeasure:
         return Measurement(stats=stats, samples_ms=np.full(20, ms), first_inference_ms=ms,
                            warmup_iters=10, warmup_s=0.0), env
 
+
+    def open_reference(self, module, shape, target, work_dir):
+        self.calls.append(("reference", tuple(shape)))
+        ref = FakeReference(sum(p.numel() for p in module.parameters()))
+        self.references.append(ref)
+        return ref
+
+    def with_reference(self, module, shape, target, settings, work_dir, reference):
+        assert not reference.closed
+        m, env = self(module, shape, target, settings, work_dir, "model")
+        ms = 0.01 + reference.params * 1e-6
+        return m, Measurement(stats=LatencyStats.from_samples(np.full(20, ms)), samples_ms=np.full(20, ms),
+                              first_inference_ms=ms, warmup_iters=10, warmup_s=0.0), env
 
     def block(self, module, shape, target, settings, work_dir, copies):
         hot, env = self(module, shape, target, settings, work_dir, "block")
@@ -76,6 +100,8 @@ def fake(monkeypatch):
     monkeypatch.setattr(P, "measure_module", f)
     monkeypatch.setattr(P, "measure_block", f.block)
     monkeypatch.setattr(P, "measure_pair", f.pair)
+    monkeypatch.setattr(P, "open_reference", f.open_reference)
+    monkeypatch.setattr(P, "measure_with_reference", f.with_reference)
     monkeypatch.setattr(edgekd.backends, "require_backend", lambda t: None)
     return f
 
@@ -92,10 +118,15 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     assert sorted(prof.pairs) == sorted(pairs)  # and each unique adjacent pair
     assert all(q.first in prof.blocks and q.second in prof.blocks for q in prof.pairs.values())
     assert len(run.measured) == 1 + len(set(keys)) + len(pairs) + 2
-    # overhead once; each block alone and as replicated copies; each pair; each model
+    # overhead once; each block alone and as replicated copies; each pair; each model, with the
+    # reference model opened once for the run (and closed at its end)
     names = [n for n, _ in fake.calls]
     assert names.count("block") == names.count("cold") == len(set(keys)) and names.count("pair") == len(pairs)
-    assert len(fake.calls) == 1 + 2 * len(set(keys)) + len(pairs) + 2
+    assert names.count("reference") == 1 and len(fake.references) == 1 and fake.references[0].closed
+    assert len(fake.calls) == 1 + 2 * len(set(keys)) + len(pairs) + 2 + 1
+    assert prof.protocol["reference"] == TINY[1]  # the middle one by capacity (of two: the second)
+    first_load = prof.models[0].reference_load
+    assert first_load and all(m.reference is not None and m.reference_load == first_load for m in prof.models)
     assert all(b.latency_cold is not None and b.copies >= 2 for b in prof.blocks.values())
     # the readings taken in alternation with each block and pair are stored with it
     assert all(b.overhead.p50 == pytest.approx(0.01) for b in prof.blocks.values())
@@ -111,7 +142,10 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     assert TINY[2] in run2.measured and not set(run2.measured) & set(before)
     assert not set(run2.measured) & (set(prof.blocks) | set(prof.pairs)) and "overhead" in run2.skipped
     new_blocks = [k for k in run2.measured if k in prof2.blocks]
-    assert len(fake.calls) == 2 * len(new_blocks) + (len(run2.measured) - len(new_blocks))  # blocks twice
+    # blocks twice, plus the reference (the one the profile names, loaded anew: another load id)
+    assert len(fake.calls) == 2 * len(new_blocks) + (len(run2.measured) - len(new_blocks)) + 1
+    assert prof2.protocol["reference"] == TINY[1] and len(fake.references) == 2 and fake.references[1].closed
+    assert prof2.model(TINY[2]).reference_load not in ("", first_load)
     for spec, d in before.items():
         assert prof2.model(spec).to_dict() == d  # stored entries are untouched
     assert prof2.complete and prof2.validation["n_heldout"] == 1
@@ -210,6 +244,10 @@ def test_tiny_grid_on_ort_cpu(run_cli, tmp_path):
     assert d["protocol"]["block"]["sessions"] == P.BLOCK_SESSIONS > 1
     assert d["fingerprint"]["runtime"] == "onnxruntime" and d["overhead_ms"] > 0
     assert all(m.latency.n >= 20 and m.params > 0 and m.macs > 0 for m in prof.models)
+    # every model read alongside the one reference load (the middle candidate), really measured
+    assert d["protocol"]["reference"] == TINY[1]
+    assert len({m.reference_load for m in prof.models}) == 1
+    assert all(m.reference is not None and m.reference.p50 > 0 and m.reference.n >= 10 for m in prof.models)
     assert prof.validation["n_heldout"] == 1  # 3 candidates: 2 calibrate, 1 held out
     r = run_cli("select", "--profile", out, "--budget-ms", "1000", "--json")
     assert r.returncode == 0, r.stderr

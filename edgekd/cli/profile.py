@@ -125,8 +125,11 @@ def _print_summary(prof, run) -> None:
                 f"(blocks read {cal.get('method', 'alone')}, cold from {cache} x L2; "
                 f"calibrated on {len(cal['specs'])} models)")
     if v.get("n_heldout"):
+        raw = v.get("fraction_within_10pct_raw")
         c.print(f"held-out validation: {v['fraction_within_10pct']:.0%} of {v['n_heldout']} within ±10% "
-                f"of measured p50, p95 relative error {v['p95_rel_error']:.1%}")
+                f"of measured p50, p95 relative error {v['p95_rel_error']:.1%}"
+                + (f" ({raw:.0%} before the reference model's drift correction)"
+                   if raw is not None and prof.protocol.get("reference") else ""))
     else:
         c.print("held-out validation: no held-out candidates (profile more to validate the predictor)")
     if not prof.complete:

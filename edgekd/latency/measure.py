@@ -193,17 +193,22 @@ def measure_loads(session, reload: Callable[[], Any] | None, inputs, settings: M
                                      environments=[environment], on_progress=on_progress, clock=clock)[0]
 
 
-def measure_loads_interleaved(sessions: Sequence, reloads: Sequence[Callable[[], Any]] | None, inputs: Sequence,
+def measure_loads_interleaved(sessions: Sequence, reloads: Sequence[Callable[[], Any] | None] | None,
+                              inputs: Sequence,
                               settings: MeasureSettings | None = None, *,
                               environments: Sequence[Mapping[str, Any] | None] | None = None,
                               on_progress: Callable[[int, int], None] | None = None,
                               clock: Callable[[], int] = time.perf_counter_ns) -> list[Measurement]:
     """measure_interleaved over ``settings.sessions`` loads of each model (as measure_loads):
-    every load measures all the models together; one Measurement per model, samples pooled."""
+    every load measures all the models together; one Measurement per model, samples pooled.
+
+    A ``None`` in ``reloads`` holds that session through every load: it is measured alongside
+    each load of the others and neither reloaded nor closed here (a reference that has to stay
+    the same placement from one model to the next)."""
     settings = settings or MeasureSettings()
     k = settings.sessions
     envs = list(environments or [None] * len(sessions))
-    if k <= 1 or reloads is None:
+    if k <= 1 or reloads is None or all(r is None for r in reloads):
         return measure_interleaved(sessions, inputs, settings, environments=envs, on_progress=on_progress,
                                    clock=clock)
     per = settings.model_copy(update={"sessions": 1, "min_iters": max(10, -(-settings.min_iters // k)),
@@ -214,10 +219,12 @@ def measure_loads_interleaved(sessions: Sequence, reloads: Sequence[Callable[[],
     for i in range(k):
         opened: list = []
         try:
+            current = list(sessions)
             if i:
-                for reload in reloads:  # each appended as soon as it is open: closed even if the next fails
-                    opened.append(reload())
-            current = opened if i else list(sessions)
+                for j, reload in enumerate(reloads):  # appended once open: closed even if the next fails
+                    if reload is not None:
+                        opened.append(reload())
+                        current[j] = opened[-1]
             done = sum(p[0].samples_ms.size for p in parts)
             progress = (lambda n, _total, done=done: on_progress(done + n, settings.min_iters)) if on_progress else None
             parts.append(measure_interleaved(current, inputs, later if i else per, environments=envs,
@@ -280,19 +287,23 @@ def measure_opened(opened, target: TargetSpec, settings: MeasureSettings, *,
 
 
 def measure_opened_together(openeds: Sequence, target: TargetSpec, settings: MeasureSettings, *,
-                            on_progress: Callable[[int, int], None] | None = None
+                            held: Sequence = (), on_progress: Callable[[int, int], None] | None = None
                             ) -> "tuple[list[Measurement], dict]":
     """Measure models open_model has loaded in alternation (measure_loads_interleaved), then
-    close their sessions: (one Measurement per model, environment fingerprint of the first)."""
+    close their sessions: (one Measurement per model, environment fingerprint of the first).
+
+    ``held`` models (open_model results too) are measured alongside every load of the others,
+    after them in the returned list, and are neither reloaded nor closed (the caller's)."""
     from ..backends import require_backend
 
     backend = require_backend(target)
     try:
-        shapes = [tuple(o.input_shape) for o in openeds]
-        inputs = [make_inputs(o.session, shape) for o, shape in zip(openeds, shapes)]
-        envs = [environment_fingerprint(target, o.session, shape) for o, shape in zip(openeds, shapes)]
-        reloads = [lambda o=o: backend.load(o.artifact, target) for o in openeds]
-        ms = measure_loads_interleaved([o.session for o in openeds], reloads, inputs, settings,
+        every = [*openeds, *held]
+        shapes = [tuple(o.input_shape) for o in every]
+        inputs = [make_inputs(o.session, shape) for o, shape in zip(every, shapes)]
+        envs = [environment_fingerprint(target, o.session, shape) for o, shape in zip(every, shapes)]
+        reloads = [lambda o=o: backend.load(o.artifact, target) for o in openeds] + [None] * len(held)
+        ms = measure_loads_interleaved([o.session for o in every], reloads, inputs, settings,
                                        environments=envs, on_progress=on_progress)
     finally:
         for o in openeds:

@@ -34,10 +34,11 @@ def measure_onnx(onnx_path: Path, sample_shape: tuple, target, settings, work_di
     return ms[0], env
 
 
-def measure_onnx_together(models, target, settings, work_dir: Path):
+def measure_onnx_together(models, target, settings, work_dir: Path, held=()):
     """Open ONNX files ``[(path, sample_shape), ...]`` on ``target`` and measure them in
     alternation (measure.measure_interleaved), so that their differences are free of the
-    machine's drift: (one Measurement per file, environment fingerprint of the first)."""
+    machine's drift: (one Measurement per file, then one per ``held`` model (already open, kept
+    open; measure.measure_opened_together), environment fingerprint of the first)."""
     from ..backends.resolve import open_model
     from .measure import close_session, measure_opened_together
 
@@ -50,7 +51,29 @@ def measure_onnx_together(models, target, settings, work_dir: Path):
         for o in openeds:
             close_session(o.session)
         raise
-    return measure_opened_together(openeds, target, settings)
+    return measure_opened_together(openeds, target, settings, held=held)
+
+
+def open_reference(module, sample_shape: tuple, target, work_dir: Path):
+    """Export and open ``module`` on ``target`` to be held through a run as the reference that
+    every whole model is measured in alternation with (measure_with_reference); the caller closes
+    its ``session`` (measure.close_session)."""
+    from ..backends.resolve import open_model
+
+    path = _export(module, sample_shape, target, work_dir, "reference")
+    return open_model(path, target, work_dir=work_dir / "reference", sample_shape=tuple(sample_shape))
+
+
+def measure_with_reference(module, sample_shape: tuple, target, settings, work_dir: Path, reference):
+    """A whole model measured in alternation with ``reference`` (open_reference), which stays
+    loaded while the model is loaded ``settings.sessions`` times: (model Measurement, reference
+    Measurement, environment). The machine's speed drifts by several percent over tens of
+    seconds; the reference's reading says how fast it ran while this model was measured
+    (predict.model_latency divides that out)."""
+    path = _export(module, sample_shape, target, work_dir, "model")
+    (m, ref), env = measure_onnx_together([(path, sample_shape)], target, settings, work_dir / "model",
+                                          held=[reference])
+    return m, ref, env
 
 
 def _overhead_module():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,8 +23,9 @@ from ..errors import BadInputError, EdgeKDError
 from ..util_io import atomic_write_json, read_versioned_json
 from .environment import compare, describe_mismatch
 from .pieces import (MAX_COPIES, _overhead_module, cold_copies, l2_bytes,  # noqa: F401 (re-exported)
-                     measure_block, measure_module, measure_onnx, measure_pair)
-from .measure import SLICE_S
+                     measure_block, measure_module, measure_onnx, measure_pair, measure_with_reference,
+                     open_reference)
+from .measure import SLICE_S, close_session
 from .stats import LatencyStats
 
 SCHEMA = "edgekd.profile/v1"
@@ -47,6 +49,13 @@ PAIR_SESSIONS = 1
 # halves the variance a load's placement adds. A grid extended by --resume may calibrate on
 # models measured before with fewer; the protocol says how each kind was measured.
 CALIBRATION_SESSIONS = 2 * MODEL_SESSIONS
+# Every whole model is measured in alternation with one reference candidate (the grid's middle
+# one by capacity), loaded once per profiling process and held: its readings say how fast the
+# machine ran while each model was measured. On openvino-cpu, 8 mobilenetv2 candidates measured
+# 5 times over 5 minutes varied by SD 0.3-3.6% (mean 2.0%) measured alone, and by 0.4-2.0% (mean
+# 1.1%) as their ratio to the reference; one round ran 7% slow for every model, and the reference
+# by as much. The models share the time of each load with it (min_time_s counts both).
+REFERENCE = "the grid's middle candidate by capacity"
 
 
 def _now() -> str:
@@ -72,20 +81,28 @@ class ModelEntry:
     input_shape: tuple[int, ...] = ()
     first_inference_ms: float | None = None
     measured_at: str = ""
+    # the profile's reference model, measured in alternation with this one (None: profiled
+    # before), and which load of it (one per profiling process): predict.model_latency
+    reference: LatencyStats | None = None
+    reference_load: str = ""
 
     def to_dict(self) -> dict:
         return {"kind": "model", "family": self.family, "spec": self.spec, "params": int(self.params),
                 "macs": int(self.macs), "blocks": list(self.blocks), "input_shape": list(self.input_shape),
                 "latency": _stats_dict(self.latency), "first_inference_ms": self.first_inference_ms,
-                "measured_at": self.measured_at}
+                "reference": _stats_dict(self.reference) if self.reference else None,
+                "reference_load": self.reference_load, "measured_at": self.measured_at}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ModelEntry":
+        ref = d.get("reference")
         return cls(family=str(d["family"]), spec=str(d["spec"]), params=int(d["params"]),
                    macs=int(d["macs"]), blocks=tuple(d.get("blocks", ())),
                    latency=LatencyStats.from_dict(d["latency"]),
                    input_shape=tuple(d.get("input_shape", ())),
-                   first_inference_ms=d.get("first_inference_ms"), measured_at=d.get("measured_at", ""))
+                   first_inference_ms=d.get("first_inference_ms"), measured_at=d.get("measured_at", ""),
+                   reference=LatencyStats.from_dict(ref) if ref else None,
+                   reference_load=str(d.get("reference_load") or ""))
 
 
 @dataclass
@@ -440,6 +457,9 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 "interleaved": f"each block in alternation with the overhead model, each pair with its first "
                                f"block alone, in slices of {SLICE_S * 1e3:g} ms: the differences the predictor "
                                f"takes carry little of the machine's drift",
+                "reference": None,
+                "models": f"each whole model in alternation with the reference model (held loaded: "
+                          f"{REFERENCE}); predict.model_latency takes out the drift its readings show",
                 "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2, activations "
                                f"within L2/2 (max {MAX_COPIES}; fewer than 2: none)",
                 "l2_bytes": l2_bytes()}
@@ -500,6 +520,13 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
         else:
             skipped.append(s)
     emit(ProfileEvent("planned", done=0, total=len(plan)))
+    # the reference: kept from the profile being resumed, else the middle of the grid by capacity
+    # (a profile made before references keeps its models unreferenced; predict.model_latency)
+    if prof.protocol.get("reference") is None:
+        prof.protocol["reference"] = reference_spec(prof.grid, sigs, prof, in_channels, num_classes)
+    ref_spec = prof.protocol["reference"]
+    reference = None
+    ref_load = uuid.uuid4().hex[:12]
 
     measured: list[str] = []
     base_elapsed = prof.elapsed_s
@@ -531,12 +558,21 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 shape = tuple(input_shape(name, in_channels))
                 model = build_model(name, num_classes=num_classes, in_channels=in_channels)
                 macs, params = count_macs_params(model, shape)
-                m, env = measure_module(model, shape, target,
-                                        cal_settings if name in calibrating else model_settings, wd, "model")
+                settings = cal_settings if name in calibrating else model_settings
+                ref = None
+                if ref_spec is None:
+                    m, env = measure_module(model, shape, target, settings, wd, "model")
+                else:
+                    if reference is None:
+                        ref_module = build_model(ref_spec, num_classes=num_classes, in_channels=in_channels)
+                        reference = open_reference(ref_module, tuple(input_shape(ref_spec, in_channels)),
+                                                   target, root / "reference")
+                    m, ref, env = measure_with_reference(model, shape, target, settings, wd, reference)
                 prof.models.append(ModelEntry(family=family, spec=name, params=int(params), macs=int(macs),
                                               blocks=tuple(g["key"] for g in sigs[name]), latency=m.stats,
                                               input_shape=shape, first_inference_ms=m.first_inference_ms,
-                                              measured_at=_now()))
+                                              measured_at=_now(), reference=ref.stats if ref else None,
+                                              reference_load=ref_load if ref else ""))
                 lat = m.stats.p50
             if prof.fingerprint and compare(prof.fingerprint, env):
                 raise BadInputError(f"cannot resume {out}: it was measured in another environment "
@@ -550,6 +586,8 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
             _rmtree(wd)
             emit(ProfileEvent("measured", what, name, i + 1, len(plan), lat))
     finally:
+        if reference is not None:
+            close_session(reference.session)
         if tmp_ctx:
             tmp_ctx.cleanup()
     if not plan:  # nothing to measure: still refit and store (e.g. an older predictor's file)
@@ -562,8 +600,20 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
 def calibration_specs(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> set[str]:
     """The specs of ``grid`` the predictor will calibrate on: calibration_indices over the grid in
     capacity order (params, MACs, spec; as Profile.models_by_capacity)."""
-    from ..models import block_signatures
     from .predict import calibration_indices
+
+    ranked = _by_capacity(grid, sigs, prof, in_channels, num_classes)
+    return {ranked[i] for i in calibration_indices(len(ranked))}
+
+
+def reference_spec(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> str | None:
+    """The reference model of a profile run (REFERENCE): the grid's middle candidate by capacity."""
+    ranked = _by_capacity(grid, sigs, prof, in_channels, num_classes)
+    return ranked[len(ranked) // 2] if ranked else None
+
+
+def _by_capacity(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> list[str]:
+    from ..models import block_signatures
 
     def capacity(spec: str) -> tuple:
         entry = prof.model(spec)
@@ -572,8 +622,7 @@ def calibration_specs(grid, sigs, prof: Profile, in_channels: int, num_classes: 
         g = sigs.get(spec) or block_signatures(spec, in_channels, num_classes=num_classes)
         return sum(int(x["params"]) for x in g), sum(int(x["macs"]) for x in g), spec
 
-    ranked = sorted(grid, key=capacity)
-    return {ranked[i] for i in calibration_indices(len(ranked))}
+    return sorted(grid, key=capacity)
 
 
 def _jsonable(sig: Mapping) -> dict:
