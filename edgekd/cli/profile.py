@@ -65,7 +65,8 @@ def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes
         "measured": run.measured, "skipped": run.skipped, "elapsed_s": round(run.elapsed_s, 2),
         "calibration": prof.calibration,
         "validation": {k: v.get(k) for k in ("metric", "method", "cache", "n_heldout", "fraction_within_10pct",
-                                             "p95_rel_error", "max_rel_error")},
+                                             "p95_rel_error", "max_rel_error", "fraction_within_10pct_raw",
+                                             "p95_rel_error_raw")},
     }
     if as_json:
         emit_json(summary)
