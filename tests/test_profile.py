@@ -331,3 +331,31 @@ def test_resume_recovers_the_whole_entries_of_a_truncated_profile(fake, tmp_path
     assert sorted(key(e) for e in after["entries"]) == sorted(key(e) for e in whole["entries"])
     assert P.load_profile(out).complete
     assert P.salvage_profile(tmp_path / "none.json") is None
+
+
+def test_a_profile_resumed_under_another_protocol_says_so(fake, tmp_path):
+    out = tmp_path / "p.json"
+    grid = grid_file(tmp_path, TINY[:2])
+    P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out)
+    header = dict(P.load_profile(out).protocol)
+    # the same protocol again: nothing noted
+    grid.write_text("\n".join(TINY) + "\n")
+    P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out, resume=True)
+    assert P.load_profile(out).protocol == header
+    # an older profile (written before pairs were measured over one load): its header stays, the
+    # protocol of the entries measured now is listed with when it began
+    d = json.loads(out.read_text())
+    d["protocol"]["pair"]["sessions"] = 2
+    d["entries"] = [e for e in d["entries"] if e.get("spec") != TINY[2]]
+    out.write_text(json.dumps(d))
+    P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out, resume=True)
+    prof = P.load_profile(out)
+    assert prof.protocol["pair"]["sessions"] == 2
+    (later,) = prof.protocol["resumed_with"]
+    assert later["pair"]["sessions"] == P.PAIR_SESSIONS and later["since"] <= prof.model(TINY[2]).measured_at
+    # resumed once more under the same (new) protocol: still one
+    d = json.loads(out.read_text())
+    d["entries"] = [e for e in d["entries"] if e.get("spec") != TINY[2]]
+    out.write_text(json.dumps(d))
+    P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out, resume=True)
+    assert len(P.load_profile(out).protocol["resumed_with"]) == 1

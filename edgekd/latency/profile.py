@@ -484,6 +484,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 raise BadInputError(f"cannot resume {out}: it was made with {what} {have!r}, not {want!r}",
                                     hint="use the same options or another --out")
         prof.grid = prof.grid + [s for s in specs if s not in prof.grid]
+        _note_protocol(prof, protocol)
     else:
         prof = Profile(target=target.model_dump(mode="json"), family=family, in_channels=in_channels,
                        num_classes=num_classes, protocol=protocol, grid=list(specs), created=_now())
@@ -595,6 +596,20 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     elapsed = time.monotonic() - t0
     emit(ProfileEvent("done", done=len(plan), total=len(plan)))
     return ProfileRun(profile=prof, path=out, measured=measured, skipped=skipped, elapsed_s=elapsed)
+
+
+def _note_protocol(prof: Profile, protocol: Mapping) -> None:
+    """A resumed profile made under another protocol keeps its header (its entries were measured
+    so) and lists each later one under ``protocol.resumed_with``, with when it began: an entry's
+    ``measured_at`` says which it was measured under."""
+    def core(p: Mapping) -> dict:
+        return {k: v for k, v in p.items() if k not in ("reference", "resumed_with")}
+
+    later = [p for p in prof.protocol.get("resumed_with", [])]
+    current = core(later[-1]) if later else core(prof.protocol)
+    if {k: v for k, v in current.items() if k != "since"} != core(protocol):
+        later.append({"since": _now(), **core(protocol)})
+        prof.protocol["resumed_with"] = later
 
 
 def calibration_specs(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> set[str]:
