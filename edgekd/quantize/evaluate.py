@@ -166,7 +166,14 @@ def top1_accuracy(session, x: np.ndarray, y: np.ndarray, *, batch: int = 1) -> f
 def measure_pair(sessions: Mapping[str, Any], inputs: Mapping[str, Any], settings: MeasureSettings,
                  *, rounds: int = 3, environments: Mapping[str, Mapping] | None = None
                  ) -> dict[str, LatencyStats]:
-    """Interleaved rounds over the sessions; pooled samples per session -> LatencyStats."""
+    """Interleaved rounds over the sessions; pooled samples per session -> LatencyStats.
+
+    Whole rounds (fp32, int8, then int8, fp32, ...), not the few-ms slices of
+    latency.measure.measure_interleaved that the profiler uses for blocks: models of this size
+    (megabytes of weights each) evict each other from the caches at every switch. Measured with
+    tools/bench_quant.py (four sessions, mobilenetv2 width 1 at 32 px): in 5 ms slices three of
+    them came out unstable (IQR > 10% of the median) and the p90s rose by up to 16%; in 25 ms slices two
+    stayed unstable; in rounds, none."""
     names = list(sessions)
     pooled: dict[str, list[np.ndarray]] = {n: [] for n in names}
     warm: dict[str, int] = {n: 0 for n in names}
