@@ -296,8 +296,11 @@ def load_profile(path: "str | Path") -> Profile:
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInputError(f"profile {p} is damaged: {type(exc).__name__}: {exc}",
                             hint="re-run `edgekd profile` into a new file") from exc
-    if any("cache" not in c for c in (prof.calibration or {}).values()):
-        prof.refit()  # calibrated before the cache model was chosen per profile: fit it now, once
+    from .predict import PREDICTOR_VERSION
+
+    if any(c.get("predictor") != PREDICTOR_VERSION or "cache" not in c
+           for c in (prof.calibration or {}).values()):
+        prof.refit()  # calibrated by another version of the predictor: fit it now (not written back)
     return prof
 
 
