@@ -359,3 +359,32 @@ def test_reference_readings_round_trip(tmp_path):
     assert [(m.reference.p50, m.reference_load) for m in back.models] == [
         (m.reference.p50, m.reference_load) for m in prof.models]
     assert back.validation["fraction_within_10pct"] == prof.validation["fraction_within_10pct"]
+
+
+def test_readings_the_calibration_cannot_rank_are_averaged(monkeypatch):
+    from edgekd.latency import predict as P
+
+    prof = cache_profile((0.25, 1.0))
+    # leave-one-out errors of alone x CACHE_MODELS, in their order: (0.5, 1.0) is within TIE of
+    # the best, (0.25, 1.0); the other two are not
+    errs = dict(zip(P.CACHE_MODELS, [0.10, 0.05, 0.06, 0.30]))
+    assert P.CACHE_MODELS[1] == (0.25, 1.0) and P.CACHE_MODELS[2] == (0.5, 1.0) and 0.06 <= P.TIE * 0.05 < 0.10
+    calls = iter(P.CACHE_MODELS)
+    monkeypatch.setattr(P, "loo_error", lambda x, y: errs[next(calls)])
+    method, cache, _, tied = P.choose_reading(prof)
+    assert (method, cache) == ("alone", (0.25, 1.0)) and tied == [("alone", (0.5, 1.0))]
+    cal = P.calibrate(prof, "p50", (method, cache, {}, tied))
+    (other,) = cal.also
+    assert other["cache"] == (0.5, 1.0)
+    keys = ["S"] * 8
+    first = cal.a * P.feature_ms(prof, keys, "alone", (0.25, 1.0)) + cal.b
+    second = other["a"] * P.feature_ms(prof, keys, "alone", (0.5, 1.0)) + other["b"]
+    assert first != pytest.approx(second)  # the two lines differ here
+    assert cal.predict(prof, keys) == pytest.approx((first + second) / 2)
+    assert P.Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
+    # stored and used: predictions, validation and selection go through the average
+    prof.calibration = {"p50": cal.to_dict(), "p90": cal.to_dict()}
+    assert P.predict_blocks(prof, keys, "p50") == pytest.approx((first + second) / 2)
+    row = P.validate(prof, cal)["heldout"][0]
+    m = prof.model(row["spec"])
+    assert row["predicted_ms"] == pytest.approx(cal.predict(prof, m.blocks))

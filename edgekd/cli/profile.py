@@ -122,8 +122,9 @@ def _print_summary(prof, run) -> None:
         from ..latency.predict import cache_label
 
         cache = cache_label(cal.get("cache", ()))
+        tied = f", averaged with {len(cal['also'])} close readings" if cal.get("also") else ""
         c.print(f"predictor p50 ≈ {cal['a']:.3f}·Σblocks {sign} {abs(cal['b']):.4f} ms "
-                f"(blocks read {cal.get('method', 'alone')}, cold from {cache} x L2; "
+                f"(blocks read {cal.get('method', 'alone')}, cold from {cache} x L2{tied}; "
                 f"calibrated on {len(cal['specs'])} models)")
     if v.get("n_heldout"):
         raw = v.get("fraction_within_10pct_raw")

@@ -138,7 +138,7 @@ def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str]
                 continue
             out.append(Candidate(spec=spec, params=sum(int(g["params"]) for g in sigs),
                                  macs=sum(int(g["macs"]) for g in sigs), derived=True,
-                                 predicted_ms=cal.apply(x)))
+                                 predicted_ms=cal.predict(profile, keys)))
             have.add(spec)
             seen.add(keys)
     if not out:
