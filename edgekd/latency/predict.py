@@ -36,7 +36,8 @@ The reading (method and cache model) is chosen once per profile, by the lower le
 error of the median (p50) fit on the calibration set, and every metric is fitted with it: the
 cost structure of a model does not change with the percentile, and p90s are too noisy to choose
 by. Readings whose error is within TIE of the chosen one are fitted too and the prediction is
-the mean of all of them: a few calibration models cannot rank readings that close. The other whole-model measurements are held out and give the validation stored in the
+the mean of all of them: a few calibration models cannot rank readings that close. The other
+whole-model measurements are held out and give the validation stored in the
 profile: the fraction within +-10% of the measured value and the 95th percentile of the
 relative error.
 
