@@ -278,20 +278,15 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 model = build_model(name, num_classes=num_classes, in_channels=in_channels)
                 macs, params = count_macs_params(model, shape)
                 settings = cal_settings if name in calibrating else model_settings
-                ref = None
-                if ref_spec is None:
-                    m, env = measure_module(model, shape, target, settings, wd, "model")
-                else:
-                    if reference is None:
-                        ref_module = build_model(ref_spec, num_classes=num_classes, in_channels=in_channels)
-                        reference = open_reference(ref_module, tuple(input_shape(ref_spec, in_channels)),
-                                                   target, root / "reference")
-                    m, ref, env = measure_with_reference(model, shape, target, settings, wd, reference)
+                if reference is None:  # a model is planned, so the grid and its reference exist
+                    ref_module = build_model(ref_spec, num_classes=num_classes, in_channels=in_channels)
+                    reference = open_reference(ref_module, tuple(input_shape(ref_spec, in_channels)),
+                                               target, root / "reference")
+                m, ref, env = measure_with_reference(model, shape, target, settings, wd, reference)
                 prof.models.append(ModelEntry(family=family, spec=name, params=int(params), macs=int(macs),
                                               blocks=tuple(g["key"] for g in sigs[name]), latency=m.stats,
                                               input_shape=shape, first_inference_ms=m.first_inference_ms,
-                                              measured_at=_now(), reference=ref.stats if ref else None,
-                                              reference_load=ref_load if ref else ""))
+                                              measured_at=_now(), reference=ref.stats, reference_load=ref_load))
                 lat = m.stats.p50
             if prof.fingerprint and compare(prof.fingerprint, env):
                 raise BadInputError(f"cannot resume {out}: it was measured in another environment "
@@ -321,11 +316,10 @@ def _note_protocol(prof: Profile, protocol: Mapping) -> None:
     so) and lists each later one under ``protocol.resumed_with``, with when it began: an entry's
     ``measured_at`` says which it was measured under."""
     def core(p: Mapping) -> dict:
-        return {k: v for k, v in p.items() if k not in ("reference", "resumed_with")}
+        return {k: v for k, v in p.items() if k not in ("reference", "resumed_with", "since")}
 
-    later = [p for p in prof.protocol.get("resumed_with", [])]
-    current = core(later[-1]) if later else core(prof.protocol)
-    if {k: v for k, v in current.items() if k != "since"} != core(protocol):
+    later = list(prof.protocol.get("resumed_with", []))
+    if core(later[-1] if later else prof.protocol) != core(protocol):
         later.append({"since": _now(), **core(protocol)})
         prof.protocol["resumed_with"] = later
 
