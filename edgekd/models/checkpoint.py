@@ -198,12 +198,12 @@ def load_state(model, state: dict, source: str) -> None:
 
 def model_from_checkpoint(ckpt: dict, source: str):
     """The module a read checkpoint describes: built from its spec, resized to the stored
-    shapes when it was pruned (edgekd.prune), then its weights loaded."""
+    shapes when it was pruned (edgekd.models.pruned), then its weights loaded."""
     model = build_from_spec(str(ckpt["spec"]), num_classes=ckpt.get("num_classes"),
                             in_channels=ckpt.get("in_channels"))
     pruned = (ckpt.get("extra") or {}).get("pruned")
     if pruned:
-        from ..prune import apply_shapes
+        from .pruned import apply_shapes
 
         apply_shapes(model, pruned)
     load_state(model, ckpt["state_dict"], source)
