@@ -25,77 +25,12 @@ import torch.nn.functional as F
 
 from ..errors import BadInputError
 from . import losses as L
-from .taps import FeatureTaps, last_linear, penultimate_path
+from .options import CE_INFO, loss_info, resolve_options, valid_names
+from .stages import device_of, first_input_channels, pair_stages, probe, stage_paths
+from .taps import FeatureTaps, last_linear, penultimate_path, strip_hooks
 
-_CE_INFO = L.LossInfo("ce", {"w_ce": 1.0}, "logit", True, "plain training (no teacher)")
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
-
-
-def _parse(loss: str, key: str, raw: Any, default: Any) -> Any:
-    bad = BadInputError(f"option {key}={raw!r} of loss '{loss}' is not a valid "
-                        f"{type(default).__name__}", hint=f"give it like {key}={default!r}")
-    if isinstance(default, bool):
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise bad
-    if isinstance(default, int):
-        if isinstance(raw, bool):
-            raise bad
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise bad from None
-        if value != int(value):
-            raise bad
-        return int(value)
-    if isinstance(default, float):
-        if isinstance(raw, bool):
-            raise bad
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise bad from None
-    return str(raw)
-
-
-def resolve_options(info: L.LossInfo, options: dict | None, ls: bool = False) -> dict[str, Any]:
-    """Defaults of ``info`` overridden by ``options`` (strings parsed to the default's type;
-    ``T`` is accepted for the temperature).
-
-    With logit standardization on (``ls=True`` or option ``ls=true``) the temperature defaults to
-    2 and, for ``kd``, w_kd=9 and w_ce=0.1 (the CVPR'24 recipe); values the user gives win.
-    """
-    options = dict(options or {})
-    if "T" in options:  # the papers' symbol: T means the loss's temperature (tau for dist)
-        key = "temperature" if "temperature" in info.defaults else "tau"
-        if key in info.defaults and key not in options:
-            options[key] = options.pop("T")
-    unknown = sorted(k for k in options if k not in info.defaults)
-    if unknown:
-        valid = ", ".join(sorted(info.defaults)) or "(none)"
-        raise BadInputError(f"unknown option '{unknown[0]}' for loss '{info.name}'",
-                            hint=f"valid options: {valid}")
-    resolved = {k: _parse(info.name, k, options[k], d) if k in options else d
-                for k, d in info.defaults.items()}
-    if ls and "ls" not in info.defaults:
-        raise BadInputError(f"logit standardization (ls) does not apply to the {info.kind} "
-                            f"loss '{info.name}'", hint="use it with a logit loss such as kd or dkd")
-    if ls:
-        resolved["ls"] = True
-    if resolved.get("ls"):
-        ls_defaults = {"temperature": 2.0, "tau": 2.0}
-        if info.name == "kd":
-            ls_defaults.update(w_kd=9.0, w_ce=0.1)
-        for k, v in ls_defaults.items():
-            if k in resolved and k not in options:
-                resolved[k] = v
-    return resolved
+__all__ = ["Criterion", "build_criterion", "cross_entropy_labelled", "resolve_options",
+           "valid_names", "CE_INFO"]
 
 
 def _labels_or_teacher(target: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -113,57 +48,6 @@ def cross_entropy_labelled(logits: torch.Tensor, target: torch.Tensor) -> torch.
     return F.cross_entropy(logits[labelled], target[labelled])
 
 
-def _first_input_channels(model: nn.Module) -> int:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    raise BadInputError(f"{type(model).__name__} has no Conv2d to guess its input channels from",
-                        hint="feature losses fitnet/at need convolutional models")
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-@torch.no_grad()
-def _probe(model: nn.Module, paths: list[str], res: int, channels: int) -> dict[str, torch.Size]:
-    """Shapes of the tensors at ``paths`` for one dummy 2×C×res×res batch (eval mode)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with FeatureTaps(model, paths) as taps:
-            model(torch.zeros(2, channels, res, res, device=_device_of(model)))
-            return {p: taps.features[p].shape for p in paths if taps.features.get(p) is not None}
-    finally:
-        model.train(was_training)
-
-
-def _stage_paths(model: nn.Module, res: int, channels: int) -> list[str]:
-    """Guess the stages: top-level submodules that output 4-D maps larger than 1×1 (so not the
-    global pool), descending one level while fewer than three are found (e.g. a model whose
-    body is one ``features`` Sequential)."""
-    names = [n for n, _ in model.named_children()]
-    for _ in range(3):
-        shapes = _probe(model, names, res, channels)
-        stages = [n for n in names if n in shapes and len(shapes[n]) == 4
-                  and shapes[n][2] * shapes[n][3] > 1]
-        if len(stages) >= 3 or not stages:
-            return stages
-        deeper = [f"{stages[-1]}.{c}" for c, _ in model.get_submodule(stages[-1]).named_children()]
-        if not deeper:
-            return stages
-        names = stages[:-1] + deeper
-    return stages
-
-
-def _pair_stages(s_stages: list[str], t_stages: list[str], count: int) -> list[tuple[str, str]]:
-    def pick(stages, i):
-        return stages[round(i * (len(stages) - 1) / max(count - 1, 1))]
-    return [(pick(s_stages, i), pick(t_stages, i)) for i in range(count)]
-
-
 def _conv_regressor(s_shape, t_shape) -> nn.Module:
     """FitNet regressor from the probed shapes: 3×3 stride-2 conv when the student map is twice
     the teacher's, 4×4 stride-2 transposed conv when half, else a 1×1 conv (any leftover size
@@ -178,14 +62,6 @@ def _conv_regressor(s_shape, t_shape) -> nn.Module:
     else:
         conv = nn.Conv2d(sc, tc, 1)
     return nn.Sequential(conv, nn.BatchNorm2d(tc), nn.ReLU(inplace=False))
-
-
-def _strip_hooks(model: nn.Module, hook_ids: set[int]) -> None:
-    for m in model.modules():
-        for hooks in (m._forward_hooks, m._forward_pre_hooks):
-            for hid in list(hooks):
-                if hid in hook_ids:
-                    del hooks[hid]
 
 
 class Criterion(nn.Module):
@@ -235,7 +111,7 @@ class Criterion(nn.Module):
         with torch.no_grad():
             self.serial.weight.copy_(torch.eye(self.num_classes))
             self.serial.bias.zero_()
-        self.serial.to(_device_of(self._student))
+        self.serial.to(device_of(self._student))
 
     def _setup_dual_head(self) -> None:
         self._head_path, head = last_linear(self._student, self.num_classes)
@@ -253,7 +129,7 @@ class Criterion(nn.Module):
         _, t_head = last_linear(tm, self.num_classes)
         ds, dt = s_head.in_features, t_head.in_features
         self.proj = nn.Identity() if ds == dt else nn.Linear(ds, dt, bias=False).to(
-            _device_of(self._student))
+            device_of(self._student))
         self.register_buffer("class_means", torch.zeros(self.num_classes, dt))
         self._prepared = False
         self._tap([penultimate_path(self._student, self.num_classes)],
@@ -262,7 +138,7 @@ class Criterion(nn.Module):
     def _feature_paths(self, single: bool) -> tuple[list[str], list[str], int, int]:
         o = self.options
         tm = self._teacher_module()
-        res, ch = o["res"], _first_input_channels(self._student)
+        res, ch = o["res"], first_input_channels(self._student)
         key_s, key_t = ("student_layer", "teacher_layer") if single else (
             "student_layers", "teacher_layers")
         s_given = [p.strip() for p in o[key_s].split(",") if p.strip()]
@@ -272,7 +148,7 @@ class Criterion(nn.Module):
                                 f"name the same number of layers", hint="give both, or neither "
                                 "to let edgekd pick matching stages")
         if not s_given:
-            s_st, t_st = _stage_paths(self._student, res, ch), _stage_paths(tm, res, ch)
+            s_st, t_st = stage_paths(self._student, res, ch), stage_paths(tm, res, ch)
             if not s_st or not t_st:
                 raise BadInputError(f"could not find feature stages for loss '{self.name}'",
                                     hint=f"name them with {key_s}=... {key_t}=...")
@@ -281,16 +157,16 @@ class Criterion(nn.Module):
                 t_idx = round(mid * (len(t_st) - 1) / max(len(s_st) - 1, 1))
                 s_given, t_given = [s_st[mid]], [t_st[t_idx]]
             else:
-                pairs = _pair_stages(s_st, t_st, min(len(s_st), len(t_st)))
+                pairs = pair_stages(s_st, t_st, min(len(s_st), len(t_st)))
                 s_given, t_given = [p[0] for p in pairs], [p[1] for p in pairs]
         return s_given, t_given, res, ch
 
     def _setup_fitnet(self) -> None:
         s_paths, t_paths, res, ch = self._feature_paths(single=True)
         self._tap(s_paths, t_paths)
-        s_shape = _probe(self._student, s_paths, res, ch)[s_paths[0]]
-        t_shape = _probe(self._teacher_module(), t_paths, res, ch)[t_paths[0]]
-        self.regressor = _conv_regressor(s_shape, t_shape).to(_device_of(self._student))
+        s_shape = probe(self._student, s_paths, res, ch)[s_paths[0]]
+        t_shape = probe(self._teacher_module(), t_paths, res, ch)[t_paths[0]]
+        self.regressor = _conv_regressor(s_shape, t_shape).to(device_of(self._student))
 
     def _setup_at(self) -> None:
         s_paths, t_paths, _, _ = self._feature_paths(single=False)
@@ -448,7 +324,7 @@ class Criterion(nn.Module):
         if self.name != "dual_head" and not ids:
             return student
         out = copy.deepcopy(student)
-        _strip_hooks(out, ids)
+        strip_hooks(out, ids)
         if self.name == "dual_head":
             head = out.get_submodule(self._head_path)
             lam = self.options["lam"]
@@ -466,9 +342,6 @@ class Criterion(nn.Module):
         self._s_taps = self._t_taps = None
 
 
-def valid_names() -> list[str]:
-    return ["ce"] + L.LOSSES.names()
-
 
 def build_criterion(name: str, options: dict[str, str | float | int | bool] | None = None, *,
                     num_classes: int, student: nn.Module, teacher: Any = None, epochs: int,
@@ -479,12 +352,7 @@ def build_criterion(name: str, options: dict[str, str | float | int | bool] | No
     ``ls=True`` turns on logit standardization. ``teacher`` may be an ``nn.Module`` or an object
     with a ``.module`` (needed only by feature/relational losses, which tap its layers).
     """
-    if name == "ce":
-        info = _CE_INFO
-    elif name in L.LOSSES:
-        info = L.LOSSES.get(name)
-    else:
-        raise BadInputError(L.LOSSES.unknown_message(name).replace("; known:", "; valid: ce,"))
+    info = loss_info(name)
     if int(epochs) < 1:
         raise BadInputError(f"epochs={epochs} must be at least 1", hint="pass the run's epochs")
     resolved = resolve_options(info, options, ls)

@@ -107,6 +107,16 @@ class FeatureTaps:
         self.remove()
 
 
+def strip_hooks(model, hook_ids: set[int]) -> None:
+    """Remove the forward (pre-)hooks whose ids are ``hook_ids`` from every module of ``model``
+    (e.g. from a deep copy of a tapped model, whose hooks keep their ids)."""
+    for m in model.modules():
+        for hooks in (m._forward_hooks, m._forward_pre_hooks):
+            for hid in list(hooks):
+                if hid in hook_ids:
+                    del hooks[hid]
+
+
 def last_linear(model, num_classes: int | None = None):
     """(path, module) of the last ``nn.Linear`` in registration order (the last one with
     ``out_features == num_classes`` when given and present), or raise BadInputError."""

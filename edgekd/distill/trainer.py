@@ -23,98 +23,25 @@ from __future__ import annotations
 import json
 import logging
 import math
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
+from ..accuracy import count_correct
 from ..errors import BadInputError, WorkInterrupted
 from ..util_io import atomic_write_text
+from .loop import (StopFlag, as_float, batch_seed, clean_num, clip_grads, epoch_batches,
+                   evaluate, lr_at, make_optimizer, pad_crop, progress_bar)
 from .runstate import (STATE_FORMAT, STATE_VERSION, allreduce_sum, atomic_torch_save,
                        average_grads, broadcast_module, dist_info, load_state, restore_weights,
                        rng_state, seed_everything, set_rng_state, setup_dist)
+from .train_config import (DEFAULT_LR, Augment, Device, Optimizer, Schedule, TrainConfig,
+                           check_resume_config)
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "seed_everything", "restore_weights", "load_state",
            "dist_info", "pad_crop", "Optimizer", "Schedule", "Augment", "Device", "DEFAULT_LR"]
-
-class Optimizer(str, Enum):
-    sgd = "sgd"
-    adamw = "adamw"
-
-
-class Schedule(str, Enum):
-    cosine = "cosine"
-    step = "step"
-
-
-class Augment(str, Enum):
-    none = "none"
-    padcrop = "padcrop"
-
-
-class Device(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-# The one place training defaults live.
-DEFAULT_LR = {Optimizer.sgd: 0.05, Optimizer.adamw: 2e-3}
-
-
-class TrainConfig(BaseModel):
-    """How to train. Validated once; ``lr=None`` means the optimizer's default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    optimizer: Optimizer = Optimizer.sgd
-    lr: Optional[float] = Field(None, gt=0, description="peak learning rate")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Schedule = Schedule.cosine
-    warmup_epochs: int = Field(0, ge=0, description="linear warm-up epochs")
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=2)
-    seed: int = Field(0, ge=0)
-    augment: Augment = Augment.none
-    eval_every: int = Field(1, ge=1, description="validate every N epochs (and at the last)")
-    device: Device = Device.cpu
-    use_cache: bool = Field(True, description="cache teacher logits when the view is fixed")
-    grad_clip: Optional[float] = Field(None, gt=0, description="clip the global gradient norm "
-                                       "to this value after backward (None = no clipping)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_lr(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("lr") is None:
-            opt = Optimizer(data.get("optimizer", Optimizer.sgd))
-            data = {**data, "lr": DEFAULT_LR[opt]}
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
-        if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be below "
-                             f"epochs={self.epochs}")
-        return self
-
-    @classmethod
-    def make(cls, **kwargs: Any) -> "TrainConfig":
-        """Build from keyword arguments (None = default); a bad value is a BadInputError."""
-        try:
-            return cls(**{k: v for k, v in kwargs.items() if v is not None or k == "lr"})
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err.get("loc", ())) or "config"
-            raise BadInputError(f"bad training setting {where}={err.get('input')!r}: "
-                                f"{err.get('msg')}", hint="see `edgekd distill --help`") from None
 
 
 @dataclass
@@ -130,161 +57,6 @@ class TrainResult:
         return {"best_acc": self.best_acc, "last_acc": self.last_acc,
                 "best_epoch": self.best_epoch, "epochs": len(self.history), "cache": self.cache,
                 "paths": {k: str(v) for k, v in self.paths.items()}, "history": self.history}
-
-
-# --------------------------------------------------------------------------- pieces of the loop
-
-def _lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    total = config.epochs * steps_per_epoch
-    warm = config.warmup_epochs * steps_per_epoch
-    if warm and step < warm:
-        return config.lr * (step + 1) / warm
-    if config.schedule is Schedule.cosine:
-        progress = (step - warm) / max(1, total - warm)
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    epoch = step // steps_per_epoch
-    drops = sum(epoch >= int(config.epochs * f) for f in (0.5, 0.75))
-    return config.lr * (0.1 ** drops)
-
-
-def _make_optimizer(config: TrainConfig, params: list):
-    import torch
-
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if config.optimizer is Optimizer.sgd:
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=False)
-    return torch.optim.AdamW(groups, lr=config.lr)
-
-
-def _clip_grads(params: list, max_norm: float, epoch: int, batch: int) -> float:
-    """Clip the global gradient norm of ``params`` to ``max_norm``; the norm before clipping."""
-    import torch
-
-    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    if not math.isfinite(norm):
-        raise BadInputError(f"the gradient norm became {norm} at epoch {epoch + 1} batch "
-                            f"{batch + 1}; clipping cannot repair it", hint="lower --lr")
-    return norm
-
-
-# Settings that may differ on --resume (they do not change what is computed).
-_RESUME_FREE = ("device", "eval_every", "use_cache")
-
-
-def _check_resume_config(saved: dict, now: dict, path: Path) -> None:
-    """Refuse to resume with other settings. A setting missing from ``saved`` was added to
-    TrainConfig after that run was written; such a run trained with the setting's default."""
-    for k, v in now.items():
-        if k in _RESUME_FREE:
-            continue
-        if k not in saved:
-            was = TrainConfig.model_fields[k].default
-            if v != was:
-                raise BadInputError(
-                    f"--resume with {k}={v!r}, but the run in {path} predates that setting "
-                    f"and trained with {k}={was!r}", hint=f"resume without changing {k}, or "
-                    "start again with --force")
-        elif saved[k] != v:
-            raise BadInputError(f"--resume with {k}={v!r}, but the saved run used "
-                                f"{k}={saved[k]!r}", hint="resume with the same settings "
-                                "or start again with --force")
-
-
-def _batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + batch * 101 + rank) % (2**63 - 1)
-
-
-def pad_crop(x, pad: int, generator):
-    """Random translation by up to ``pad`` pixels (zero padding), one offset per sample."""
-    import torch
-
-    n, _, h, w = x.shape
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    offs = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
-    return torch.stack([xp[i, :, oy:oy + h, ox:ox + w] for i, (oy, ox) in enumerate(offs)])
-
-
-def _epoch_batches(n: int, config: TrainConfig, epoch: int, rank: int, world: int) -> list[list]:
-    from torch.utils.data import DistributedSampler
-
-    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
-                                 seed=config.seed, drop_last=False)
-    sampler.set_epoch(epoch)
-    idx = list(sampler)
-    bs = config.batch_size
-    batches = [idx[i:i + bs] for i in range(0, len(idx), bs)]
-    if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm cannot train on one sample
-        batches.pop()
-    return batches
-
-
-class _Stop:
-    """SIGINT/SIGTERM set a flag; the loop stops after the current batch. A second signal
-    restores the default behaviour."""
-
-    def __init__(self):
-        self.flag = False
-        self._old: dict = {}
-
-    def _handler(self, signum, frame):
-        if self.flag:
-            raise KeyboardInterrupt
-        self.flag = True
-        log.warning("signal %s: finishing the current batch, then saving", signum)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        return False
-
-
-def _progress(enabled: bool):
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
-                    console=Console(stderr=True), transient=False)
-
-
-def _evaluate(model, dataset, dev: str, batch_size: int, rank: int, world: int) -> float:
-    import torch
-
-    from .cache import take
-
-    idx = list(range(rank, len(dataset), world))
-    correct = total = 0
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(idx), batch_size):
-            x, y = take(dataset, torch.as_tensor(idx[start:start + batch_size]))
-            x, y = x.to(dev), y.to(dev)
-            keep = y >= 0
-            pred = model(x).argmax(1)
-            correct += int((pred[keep] == y[keep]).sum())
-            total += int(keep.sum())
-    if world > 1:
-        correct, total = allreduce_sum([correct, total], dev)
-    return float(correct) / total if total else float("nan")
-
-
-def _as_float(v: Any) -> float:
-    return float(v.detach()) if hasattr(v, "detach") else float(v)
-
-
-def _clean_num(v: Any) -> Any:
-    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 # --------------------------------------------------------------------------- fit
@@ -304,7 +76,7 @@ def fit(student, criterion, bundle, config: TrainConfig | dict, out_dir: str | P
                             hint="pass --teacher, or use --loss ce for plain training")
     rank, world, dev, created = setup_dist(config.device.value)
     try:
-        with _Stop() as stop:
+        with StopFlag() as stop:
             return _fit(student, criterion, bundle, config, Path(out_dir), teacher, resume,
                         progress and rank == 0, log_json, rank, world, dev, stop)
     finally:
@@ -389,7 +161,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
         if p.requires_grad and id(p) not in seen:
             seen.add(id(p))
             params.append(p)
-    opt = _make_optimizer(config, params)
+    opt = make_optimizer(config, params)
     cfg_dump = config.model_dump(mode="json")
 
     st = {"epoch": 0, "batch": 0, "step": 0, "history": [], "best_acc": -1.0, "best_epoch": 0,
@@ -397,7 +169,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
     seed_everything(config.seed + 7919 * rank)  # dropout & co.; replaced by the state on resume
     if resume and paths["last"].exists():
         state = load_state(paths["last"])
-        _check_resume_config(state.get("config", {}), cfg_dump, paths["last"])
+        check_resume_config(state.get("config", {}), cfg_dump, paths["last"])
         if state.get("world", 1) != world:
             raise BadInputError(f"the saved run used {state.get('world')} processes, this one "
                                 f"{world}", hint="resume with the same number of processes")
@@ -431,15 +203,15 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
         if writer and log_json:
             atomic_write_text(paths["log"], "".join(json.dumps(r) + "\n" for r in st["history"]))
 
-    n_steps = len(_epoch_batches(len(ds), config, 0, rank, world))
+    n_steps = len(epoch_batches(len(ds), config, 0, rank, world))
     pad = max(1, int(getattr(bundle, "input_shape", (0, 16))[-1]) // 8)
-    bar = _progress(show)
+    bar = progress_bar(show)
     if bar is not None:
         bar.start()
     try:
         while st["epoch"] < config.epochs:
             e = st["epoch"]
-            batches = _epoch_batches(len(ds), config, e, rank, world)
+            batches = epoch_batches(len(ds), config, e, rank, world)
             acc = st["accum"] or {"loss": 0.0, "n": 0, "correct": 0, "labelled": 0,
                                   "parts": {}, "time": 0.0, "cpu": 0.0, "lr": config.lr}
             task = bar.add_task(f"epoch {e + 1}/{config.epochs}", total=len(batches),
@@ -450,7 +222,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
             for b in range(st["batch"], len(batches)):
                 x, y, idx = ds.batch(batches[b])
                 if config.augment is Augment.padcrop:
-                    g = torch.Generator().manual_seed(_batch_seed(config.seed, e, b, rank))
+                    g = torch.Generator().manual_seed(batch_seed(config.seed, e, b, rank))
                     x = pad_crop(x, pad, g)
                 x, y = x.to(dev), y.to(dev)
                 t_logits = None
@@ -458,7 +230,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
                     t_logits = cache.lookup(idx).to(dev)
                 elif needs_teacher:
                     t_logits = teacher_fn(x)
-                lr = _lr_at(config, st["step"], n_steps)
+                lr = lr_at(config, st["step"], n_steps)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 out = student(x)
@@ -471,20 +243,20 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
                 if world > 1:
                     average_grads(params, world)
                 if config.grad_clip is not None:
-                    norm = _clip_grads(params, config.grad_clip, e, b)
+                    norm = clip_grads(params, config.grad_clip, e, b)
                     acc["grad_norm_max"] = max(acc.get("grad_norm_max", 0.0), norm)
                     acc["clipped"] = acc.get("clipped", 0) + int(norm > config.grad_clip)
                 opt.step()
                 st["step"] += 1
                 n = int(y.shape[0])
-                keep = y >= 0
+                correct, labelled = count_correct(out, y)
                 acc["loss"] += float(loss.detach()) * n
                 acc["n"] += n
-                acc["correct"] += int((out.detach().argmax(1)[keep] == y[keep]).sum())
-                acc["labelled"] += int(keep.sum())
+                acc["correct"] += correct
+                acc["labelled"] += labelled
                 acc["lr"] = lr
                 for k, v in (parts or {}).items():
-                    acc["parts"][k] = acc["parts"].get(k, 0.0) + _as_float(v) * n
+                    acc["parts"][k] = acc["parts"].get(k, 0.0) + as_float(v) * n
                 if task is not None:
                     bar.update(task, advance=1, info=f"loss {acc['loss'] / acc['n']:.4f} "
                                f"acc {acc['correct'] / max(1, acc['labelled']):.3f}")
@@ -515,13 +287,13 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
             if (e + 1) % config.eval_every == 0 or e + 1 == config.epochs:
                 t1 = time.perf_counter()
                 model = criterion.deployable(student) if hasattr(criterion, "deployable") else student
-                val_acc = _evaluate(model, bundle.val, dev, max(256, config.batch_size), rank, world)
+                val_acc = evaluate(model, bundle.val, dev, max(256, config.batch_size), rank, world)
                 val_time = time.perf_counter() - t1
                 st["last_acc"] = val_acc
             rec = {"epoch": e + 1, "lr": acc["lr"],
-                   "train_loss": _clean_num(acc["loss"] / max(1, acc["n"])),
+                   "train_loss": clean_num(acc["loss"] / max(1, acc["n"])),
                    "train_acc": (acc["correct"] / acc["labelled"]) if acc["labelled"] else None,
-                   "val_acc": _clean_num(val_acc),
+                   "val_acc": clean_num(val_acc),
                    "parts": {k: v / max(1, acc["n"]) for k, v in acc["parts"].items()},
                    "train_time_s": round(acc["time"], 4),
                    "train_cpu_s": round(acc.get("cpu", 0.0), 4), "val_time_s": round(val_time, 4),
