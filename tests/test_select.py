@@ -5,6 +5,7 @@ import pytest
 from test_predict import synthetic  # noqa: E402 - tests/ is on sys.path under pytest
 
 from edgekd.errors import BadInputError, VerdictError
+from edgekd.latency.fit import refit
 from edgekd.latency.profile import save_profile
 from edgekd.latency.select import select_student
 from edgekd.targets import load_target
@@ -14,7 +15,7 @@ from edgekd.targets import load_target
 
 
 def with_eps(prof, eps):
-    prof.refit()
+    refit(prof)
     prof.validation["p95_rel_error"] = eps
     for m in prof.validation["by_metric"].values():
         m["p95_rel_error"] = eps
@@ -148,7 +149,7 @@ def mobilenet_profile():
                                           macs=sum(g["macs"] for g in sigs), blocks=tuple(keys),
                                           latency=const(sum(net[k] for k in keys) + 0.02)))
             prof.grid.append(spec)
-    prof.refit()
+    refit(prof)
     return prof
 
 

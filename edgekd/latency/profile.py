@@ -1,12 +1,13 @@
 """Latency profiles (LATENCY.md "Profiles and prediction"): the profiler (the file format and its
-entries are in latency.profile_file, re-exported here).
+entries are in latency.profile_file, the loader and writer that keep the predictor's fit current
+in latency.fit; both re-exported here).
 
 A profile is versioned JSON (``"schema": "edgekd.profile/v1"``) for one family on one target:
 the target, the environment fingerprint, the measurement protocol, whole-candidate entries
 (spec, params, MACs, the blocks it runs, LatencyStats), block entries (one per unique block the
 runtime executes), pair entries (two blocks that follow each other in a candidate, run
 together), the runtime's per-inference overhead, and the predictor's calibration and
-held-out validation (edgekd.latency.predict). The profiler rewrites the whole file atomically
+held-out validation (edgekd.latency.fit). The profiler rewrites the whole file atomically
 after every measured entry, so a killed run leaves a valid profile holding what was complete,
 and ``resume=True`` measures only what is missing.
 """
@@ -25,8 +26,9 @@ from .pieces import (MAX_COPIES, _overhead_module, cold_copies, l2_bytes,  # noq
                      measure_block, measure_module, measure_onnx, measure_pair, measure_with_reference,
                      open_reference)
 from .measure import SLICE_S, close_session
+from .fit import calibration_indices, load_profile, save_profile  # noqa: F401 (re-exported)
 from .profile_file import (SCHEMA, PAIR_SEP, BlockEntry, ModelEntry, PairEntry, Profile,  # noqa: F401 (re-exported)
-                           _now, load_profile, model_pairs, pair_key, salvage_profile, save_profile)
+                           _now, model_pairs, pair_key, salvage_profile)
 
 GRID_NAMES = ("small", "default")
 # Blocks are many and short: they get a shorter protocol than whole models (stored in the file).
@@ -327,8 +329,6 @@ def _note_protocol(prof: Profile, protocol: Mapping) -> None:
 def calibration_specs(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> set[str]:
     """The specs of ``grid`` the predictor will calibrate on: calibration_indices over the grid in
     capacity order (params, MACs, spec; as Profile.models_by_capacity)."""
-    from .predict import calibration_indices
-
     ranked = _by_capacity(grid, sigs, prof, in_channels, num_classes)
     return {ranked[i] for i in calibration_indices(len(ranked))}
 

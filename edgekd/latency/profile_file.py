@@ -1,6 +1,7 @@
 """The latency profile file (LATENCY.md "Profiles and prediction"): its entries, and reading
 and writing it. A profile is versioned JSON (``"schema": "edgekd.profile/v1"``) for one family on
-one target; latency.profile measures one, latency.predict fits its predictor.
+one target; latency.profile measures one, latency.fit fits its predictor (and its save_profile and
+load_profile are the ones to use: they keep the fit current).
 """
 from __future__ import annotations
 
@@ -189,11 +190,6 @@ class Profile:
             k in self.blocks for m in self.models for k in m.blocks) and all(
             k in self.pairs for m in self.models for k in model_pairs(m.blocks))
 
-    def refit(self) -> None:
-        from .predict import fit_profile
-
-        self.calibration, self.validation = fit_profile(self)
-
     def to_dict(self) -> dict:
         entries = ([m.to_dict() for m in self.models] + [b.to_dict() for b in self.blocks.values()]
                    + [q.to_dict() for q in self.pairs.values()])
@@ -233,10 +229,9 @@ class Profile:
                    elapsed_s=float(d.get("elapsed_s", 0.0)), path=path)
 
 
-def save_profile(profile: Profile, path: "str | Path", *, refit: bool = True) -> Path:
-    """Refit the predictor and write the whole profile atomically (never half-written)."""
-    if refit:
-        profile.refit()
+def write_profile_file(profile: Profile, path: "str | Path") -> Path:
+    """Write the whole profile atomically (never half-written), as it is (fit.save_profile fits
+    the predictor first)."""
     profile.updated = _now()
     p = Path(path)
     atomic_write_json(p, profile.to_dict())
@@ -244,8 +239,9 @@ def save_profile(profile: Profile, path: "str | Path", *, refit: bool = True) ->
     return p
 
 
-def load_profile(path: "str | Path") -> Profile:
-    """Read a profile; BadInputError for a missing, truncated, corrupt or foreign file."""
+def read_profile_file(path: "str | Path") -> Profile:
+    """Read a profile as stored; BadInputError for a missing, truncated, corrupt or foreign file
+    (fit.load_profile also fits again a calibration of another predictor version)."""
     p = Path(path)
     data = read_versioned_json(p, SCHEMA, what="profile",
                                hint="write one with `edgekd profile --target T --family F --out FILE`; "
@@ -255,11 +251,6 @@ def load_profile(path: "str | Path") -> Profile:
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInputError(f"profile {p} is damaged: {type(exc).__name__}: {exc}",
                             hint="re-run `edgekd profile` into a new file") from exc
-    from .predict import PREDICTOR_VERSION
-
-    if any(c.get("predictor") != PREDICTOR_VERSION or "cache" not in c
-           for c in (prof.calibration or {}).values()):
-        prof.refit()  # calibrated by another version of the predictor: fit it now (not written back)
     return prof
 
 

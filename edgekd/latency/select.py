@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import BadInputError, VerdictError
-from .predict import METRICS, epsilon, get_calibration, predict_blocks
-from .profile import Profile
+from .predict import check_metric, epsilon, get_calibration, predict_blocks
+from .profile_file import Profile
 
 
 @dataclass(frozen=True)
@@ -110,8 +110,7 @@ def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str]
                derive: bool = False) -> list[Candidate]:
     """Every whole-model entry of the profile (plus ``extra_specs``, and with ``derive`` the
     derived_specs, whose blocks are all in it), with its predicted latency, ordered by capacity."""
-    if metric not in METRICS:
-        raise BadInputError(f"unknown --metric '{metric}'", hint=f"use one of {', '.join(METRICS)}")
+    metric = check_metric(metric, what="--metric")
     out = []
     for m in profile.models_by_capacity():
         out.append(Candidate(spec=m.spec, params=m.params, macs=m.macs,
@@ -250,7 +249,7 @@ def make_measure(profile: Profile, metric: str, *, target=None,
     from ..backends import require_backend
     from ..models import build_model, input_shape
     from ..targets import load_target, target_from_dict
-    from .profile import measure_module
+    from .pieces import measure_module
 
     if target is None:  # the very target the profile was measured on
         target = target_from_dict({k: v for k, v in profile.target.items() if k != "source"})

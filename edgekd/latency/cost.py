@@ -1,0 +1,189 @@
+"""Block costs: the features the latency predictor sums (LATENCY.md "Profiles and prediction").
+
+A block's cost is read in one of two ways (the "method"):
+
+- ``alone``: the block measured on its own, less the per-inference overhead.
+- ``context``: the first block alone, then each next block as the smaller of its cost alone
+  and ``pair(prev, block) - alone(prev)``, where the pair is the two blocks measured together.
+  A runtime that changes the memory layout at a model's inputs and outputs, or fuses across
+  blocks (OpenVINO's CPU plugin does both), pays those costs once per model, but once per block
+  when blocks run alone; the pair difference removes them. A block inside a model never pays
+  more than alone; a pair whose weights spill out of L2 pays weight traffic that the cold
+  correction below adds again, so the smaller of the two readings is kept. These differences
+  are a few microseconds taken from readings ten times larger, summed over ~20 blocks: the
+  profiler measures each pair in alternation with its first block alone, and each block with
+  the overhead model, so that the machine's drift between one entry and the next does not
+  enter them (profiles made before keep the readings of the separate entries).
+
+A block's cost depends on where its weights are when it runs. Measured alone, its weights stay
+in the core's L2 cache between runs ("hot", less the runtime's per-inference overhead measured
+on a trivial model); measured as several copies with their own weights, run back to back, its
+weights come from beyond L2 ("cold", per copy). In a whole model the weights of all blocks
+share L2 with each other and with the runtime's code and state: a model whose footprint
+(its weights) is small runs its blocks hot; one well beyond L2 runs them cold (a
+model's weights are read in the same order every inference, so once they overflow the cache
+each block evicts the next one's); in between the cold extra is interpolated linearly. Where
+the runtime starts and stops paying (the "cache model": footprint / L2 at which blocks start to
+run cold, and at which they all do) depends on how it lays weights out and what else it keeps
+in cache, so it is chosen per profile too, from CACHE_MODELS (latency.fit chooses).
+
+Whole models are measured one after another over minutes while the machine's speed drifts by
+several percent; each is measured in alternation with one reference model held loaded through
+the run, and the value fitted and judged (model_latency) is its reading scaled by how fast the
+reference ran at that moment against how fast it ran typically over the run.
+
+Pure arithmetic on a Profile; nothing here measures or imports a runtime.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import BadInputError
+from .profile_file import Profile, model_pairs
+
+METHODS = ("alone", "context")
+# Blocks are summed by their medians for every metric: a whole model's p90 is not the sum of its
+# blocks' p90s; its tail is fitted (a, b per metric) on the calibration set instead.
+FEATURE = "p50"
+
+# (hot below, all cold from): footprint / L2. The first is the default of profiles calibrated
+# before the cache model was chosen per profile.
+CACHE_MODELS = ((0.5, 1.5), (0.25, 1.0), (0.5, 1.0), (0.25, 1.5))
+Cache = tuple  # (hot_below, cold_above)
+
+DEFAULT_L2_BYTES = 2 << 20
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+
+
+def model_latency(profile: Profile, model, metric: str) -> float:
+    """A whole model's measured ``metric`` with the machine's drift taken out: its reading times
+    ``typical / reference``, where ``reference`` is the profile's reference model measured in
+    alternation with it (median) and ``typical`` the median of the reference's readings over
+    every model measured with the same load of it (one per profiling process; a reference's
+    level also moves with its load). The result is on the scale of the run's typical moment.
+    Models measured without a reference (profiles made before) keep their reading."""
+    raw = model.latency.metric(metric)
+    ref = getattr(model, "reference", None)
+    if ref is None or not ref.p50 > 0:
+        return raw
+    return raw * _typical_reference(profile, model.reference_load) / ref.p50
+
+
+def _typical_reference(profile: Profile, load: str) -> float:
+    vals = [m.reference.p50 for m in profile.models
+            if m.reference is not None and m.reference.p50 > 0 and m.reference_load == load]
+    return float(np.median(vals))
+
+
+def net_block_ms(profile: Profile, key: str, metric: str) -> float:
+    """A block's latency alone (weights in cache) less the per-inference overhead (>= 0): the
+    overhead measured in alternation with the block where the profile has it, else the
+    profile's one overhead entry."""
+    block = profile.blocks.get(key)
+    if block is None:
+        raise KeyError(key)
+    overhead = block.overhead.metric(metric) if block.overhead is not None else profile.overhead_metric(metric)
+    return max(block.latency.metric(metric) - overhead, 0.0)
+
+
+def in_pair_ms(profile: Profile, pair_key: str, metric: str) -> float:
+    """What the pair's second block adds to its first: ``pair - first alone``, with the first
+    alone measured in alternation with the pair where the profile has it (else its block entry).
+    May be negative: the pair drops the layout change after the first block that it paid alone."""
+    pair = profile.pairs[pair_key]
+    head = pair.first_alone if pair.first_alone is not None else profile.blocks[pair.first].latency
+    return pair.latency.metric(metric) - head.metric(metric)
+
+
+def footprint_bytes(profile: Profile, block_keys: Sequence[str]) -> float:
+    """What a model has to keep in cache from one inference to the next: its weights (bytes at
+    the target's precision). Activations are not counted: a block's are written and read again
+    at once and stay near the core whatever the model's size; it is the weights, read once per
+    inference in the same order, that the next inference finds evicted or not. (Counting twice
+    the largest activation working set too, as before, put models with few wide blocks too far
+    up the ramp: on 20 stored profiles of this machine, weights alone scored 88-100% held-out,
+    mean 97.5%, against 71-100%, mean 93%.)"""
+    per = BYTES_PER_WEIGHT.get(str(profile.target.get("precision", "fp32")), 4)
+    return float(per * sum(int(profile.blocks[k].signature.get("params", 0) or 0) for k in block_keys))
+
+
+def cold_fraction(profile: Profile, block_keys: Sequence[str], cache: Cache = CACHE_MODELS[0]) -> float:
+    """0 while the model's footprint is at most cache[0] x L2, 1 from cache[1] x L2 up, linear
+    in between."""
+    hot_below, cold_above = cache
+    l2 = float((profile.protocol or {}).get("l2_bytes") or DEFAULT_L2_BYTES)
+    frac = (footprint_bytes(profile, block_keys) / l2 - hot_below) / (cold_above - hot_below)
+    return min(max(frac, 0.0), 1.0)
+
+
+def _require(profile: Profile, keys: Sequence[str], stored: Mapping, what: str) -> None:
+    """BadInputError naming the first of ``keys`` the profile has no ``what`` measurement for."""
+    missing = [k for k in keys if k not in stored]
+    if missing:
+        raise BadInputError(f"profile {profile.label} has no measurement for {what} '{missing[0]}' "
+                            f"({len(missing)} missing)",
+                            hint="re-run `edgekd profile --resume` with a grid that contains this candidate")
+
+
+def _cold_shift(profile: Profile, block_keys: Sequence[str], metric: str, cache: Cache) -> float:
+    """What the blocks add when their weights come from beyond L2 (cold_fraction of the way)."""
+    f = cold_fraction(profile, block_keys, cache)
+    if f == 0.0:
+        return 0.0
+    total = 0.0
+    for k in block_keys:
+        cold = profile.blocks[k].latency_cold
+        if cold is not None:
+            total += f * (cold.metric(metric) - net_block_ms(profile, k, metric))
+    return total
+
+
+def block_sum_ms(profile: Profile, block_keys: Sequence[str], metric: str,
+                 cache: Cache = CACHE_MODELS[0]) -> float:
+    """Sum of the blocks' costs measured alone, for a model made of them (method ``alone``)."""
+    block_keys = list(block_keys)
+    _require(profile, block_keys, profile.blocks, "block")
+    hot = sum(net_block_ms(profile, k, metric) for k in block_keys)
+    return float(hot + _cold_shift(profile, block_keys, metric, cache))
+
+
+def context_sum_ms(profile: Profile, block_keys: Sequence[str], metric: str,
+                   cache: Cache = CACHE_MODELS[0]) -> float:
+    """The blocks' costs in context (method ``context``): the first alone, each next one as
+    min(alone, pair(prev, it) - alone(prev))."""
+    block_keys = list(block_keys)
+    _require(profile, block_keys, profile.blocks, "block")
+    pairs = model_pairs(block_keys)
+    _require(profile, pairs, profile.pairs, "block pair")
+    total = net_block_ms(profile, block_keys[0], metric) if block_keys else 0.0
+    for key, pk in zip(block_keys[1:], pairs):
+        total += min(in_pair_ms(profile, pk, metric), net_block_ms(profile, key, metric))
+    return float(total + _cold_shift(profile, block_keys, metric, cache))
+
+
+def has_feature(profile: Profile, block_keys: Sequence[str], method: str) -> bool:
+    if not all(k in profile.blocks for k in block_keys):
+        return False
+    return method == "alone" or all(k in profile.pairs for k in model_pairs(block_keys))
+
+
+def feature_ms(profile: Profile, block_keys: Sequence[str], method: str = "alone",
+               cache: Cache = CACHE_MODELS[0]) -> float:
+    """The block-cost sum a calibration of ``method`` and ``cache`` applies to (by medians: FEATURE)."""
+    if method == "context":
+        return context_sum_ms(profile, block_keys, FEATURE, cache)
+    if method == "alone":
+        return block_sum_ms(profile, block_keys, FEATURE, cache)
+    raise BadInputError(f"unknown predictor method '{method}'", hint=f"use one of {', '.join(METHODS)}")
+
+
+def cache_label(cache: Sequence[float]) -> str:
+    """A cache model as text, e.g. 0.25-1: footprint / L2 where blocks start to run cold, and
+    where they all do."""
+    return "-".join(f"{float(v):g}" for v in cache)
+
+
+def reading_label(method: str, cache: Cache) -> str:
+    return f"{method} {cache_label(cache)}"
