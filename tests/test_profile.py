@@ -33,7 +33,7 @@ def grid_file(tmp_path, specs, name="grid.txt"):
 
 def needs_runtime():
     pytest.importorskip("edgekd.export")
-    pytest.importorskip("edgekd.backends.resolve")
+    pytest.importorskip("edgekd.deploy")
     pytest.importorskip("onnxruntime")
 
 

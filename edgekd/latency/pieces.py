@@ -39,7 +39,7 @@ def measure_onnx_together(models, target, settings, work_dir: Path, held=()):
     alternation (measure.measure_interleaved), so that their differences are free of the
     machine's drift: (one Measurement per file, then one per ``held`` model (already open, kept
     open; measure.measure_opened_together), environment fingerprint of the first)."""
-    from ..backends.resolve import open_model
+    from ..deploy import open_model
     from .measure import close_session, measure_opened_together
 
     openeds = []
@@ -58,7 +58,7 @@ def open_reference(module, sample_shape: tuple, target, work_dir: Path):
     """Export and open ``module`` on ``target`` to be held through a run as the reference that
     every whole model is measured in alternation with (measure_with_reference); the caller closes
     its ``session`` (measure.close_session)."""
-    from ..backends.resolve import open_model
+    from ..deploy import open_model
 
     path = _export(module, sample_shape, target, work_dir, "reference")
     return open_model(path, target, work_dir=work_dir / "reference", sample_shape=tuple(sample_shape))
