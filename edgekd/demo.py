@@ -45,9 +45,7 @@ def teacher_key() -> str:
 def demo_teacher(echo: Callable[[str], None] = print, show: bool = True) -> tuple[Path, bool]:
     """(path of the cached teacher checkpoint, whether it was trained now)."""
     from .data import load_data
-    from .distill.criterion import build_criterion
-    from .distill.trainer import TrainConfig, fit, restore_weights, seed_everything
-    from .models import build_model
+    from .distill.run import distill
     from .models.checkpoint import save_checkpoint
 
     final = cache_dir() / f"demo-teacher-{teacher_key()}" / "teacher.pt"
@@ -57,13 +55,9 @@ def demo_teacher(echo: Callable[[str], None] = print, show: bool = True) -> tupl
     work = final.parent / "train"
     echo(f"teacher: training {TEACHER_SPEC} on {DATA} ({TEACHER_TRAIN['epochs']} epochs), cached as {final}")
     bundle = load_data(DATA, resolution=RESOLUTION, seed=TEACHER_TRAIN["seed"])
-    config = TrainConfig.make(**TEACHER_TRAIN)
-    seed_everything(config.seed)
-    model = build_model(TEACHER_SPEC, num_classes=bundle.num_classes, in_channels=bundle.in_channels)
-    crit = build_criterion("ce", {}, num_classes=bundle.num_classes, student=model, epochs=config.epochs)
-    res = fit(model, crit, bundle, config, work, resume=True, progress=show)
-    restore_weights(res.paths["best"], model, crit)
-    save_checkpoint(final, crit.deployable(model).eval(), spec=TEACHER_SPEC, num_classes=bundle.num_classes,
+    res = distill(TEACHER_SPEC, None, bundle, work, config=TEACHER_TRAIN, loss="ce", resume=True,
+                  progress=show)
+    save_checkpoint(final, res.model, spec=TEACHER_SPEC, num_classes=bundle.num_classes,
                     in_channels=bundle.in_channels, input_shape=tuple(bundle.input_shape),
                     extra={"val_acc": res.best_acc, "data": bundle.fingerprint})
     shutil.rmtree(work, ignore_errors=True)
@@ -72,7 +66,7 @@ def demo_teacher(echo: Callable[[str], None] = print, show: bool = True) -> tupl
 
 
 def measure_teacher(teacher: Path, target: str, metric: str = "p90") -> dict:
-    from .latency.measure import bench
+    from .latency.bench import bench
 
     r = bench(teacher, target, sample_shape=(1, RESOLUTION, RESOLUTION))
     return {"target": r.target, "metric": metric, "latency_ms": r.stats.metric(metric),

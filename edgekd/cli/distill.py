@@ -1,168 +1,41 @@
 """`edgekd distill` (teacher -> student) and `edgekd train` (no teacher: baselines, demo teachers).
 
-Both train with edgekd.distill.trainer.fit, then write the deployable model as an edgekd
-checkpoint and an ONNX file (with a parity check), train.jsonl and summary.json. Under torchrun
-only rank 0 writes.
+Both call edgekd.distill.run.train_to_dir, which trains with edgekd.distill.trainer.fit, then
+writes the deployable model as an edgekd checkpoint and an ONNX file (with a parity check),
+train.jsonl and summary.json. Under torchrun only rank 0 writes.
 """
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import click
 
-from ..errors import BadInputError
 from .common import emit_json, json_option
-
-FINISHED = "summary.json"
-
-
-def _parse_opts(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """('T=4', 'w_ce=0.1', 'ls=true') -> {'T': 4, 'w_ce': 0.1, 'ls': True}."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise BadInputError(f"--loss-opt '{pair}' is not key=value",
-                                hint="write it as --loss-opt T=4")
-        raw = raw.strip()
-        value: Any = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for cast in (int, float):
-                try:
-                    value = cast(raw)
-                    break
-                except ValueError:
-                    continue
-        out[key.strip()] = value
-    return out
-
-
-def _prepare_out(out: Path, resume: bool, force: bool) -> None:
-    from ..distill.trainer import dist_info
-
-    last = out / "checkpoints" / "last.pt"
-    finished = (out / FINISHED).exists()
-    if force and not resume:
-        if dist_info()[0] == 0:
-            for name in ("checkpoints",):
-                shutil.rmtree(out / name, ignore_errors=True)
-            for name in (FINISHED, "train.jsonl"):
-                (out / name).unlink(missing_ok=True)
-        return
-    if resume:
-        return
-    if finished:
-        raise BadInputError(f"--out {out} already holds a finished run",
-                            hint="pass --resume to reuse it or --force to start again")
-    if last.exists():
-        raise BadInputError(f"--out {out} holds an unfinished run",
-                            hint="pass --resume to continue it or --force to start again")
-
-
-def _macs(model, shape) -> Optional[dict]:
-    from ..errors import EdgeKDError
-    from ..models import count_macs_params
-
-    try:
-        macs, params = count_macs_params(model, tuple(shape))
-    except EdgeKDError:
-        return None
-    return {"macs": int(macs), "params": int(params)}
-
-
-def _export(model, bundle, out: Path, stem: str, spec: str) -> dict:
-    """ONNX export of the deployable model plus a parity check against torch on val images."""
-    import torch
-
-    from ..export import check_parity, export_onnx
-
-    n = min(32, len(bundle.val))
-    samples = torch.stack([bundle.val[i][0] for i in range(n)])
-    path = export_onnx(model, samples[:1], out / f"{stem}.onnx", opset=17, dynamic_batch=True,
-                       metadata={"edgekd.spec": spec})
-    parity = check_parity(model, path, samples)
-    return {"onnx": str(path), "parity": parity.to_dict()}
 
 
 def _run(*, kind: str, teacher_spec: Optional[str], teacher_weights: Optional[str],
          trust_pickle: bool, model_spec: str, data: str, resolution: Optional[int], loss: str,
          loss_opts: tuple[str, ...], ls: bool, labelled_fraction: float, out: str, resume: bool,
          force: bool, as_json: bool, export: bool, train_kw: dict) -> None:
-    from ..data import load_data
-    from ..distill.criterion import build_criterion
-    from ..distill.trainer import TrainConfig, dist_info, fit, restore_weights, seed_everything
-    from ..models import build_model
-    from ..models.checkpoint import save_checkpoint
-    from ..util_io import atomic_write_json
+    from ..distill.run import train_to_dir
 
-    config = TrainConfig.make(**train_kw)
-    out_dir = Path(out)
-    _prepare_out(out_dir, resume, force)
-    options = _parse_opts(loss_opts)
-    bundle = load_data(data, resolution=resolution, seed=config.seed,
-                       labelled_fraction=labelled_fraction)
-    teacher = None
-    if teacher_spec:
-        from ..models.teacher import check_teacher_matches, load_teacher
-
-        teacher = load_teacher(teacher_spec, weights=teacher_weights, trust_pickle=trust_pickle,
-                               num_classes=bundle.num_classes, in_channels=bundle.in_channels)
-        check_teacher_matches(teacher, bundle)
-    seed_everything(config.seed)
-    student = build_model(model_spec, num_classes=bundle.num_classes,
-                          in_channels=bundle.in_channels)
-    criterion = build_criterion(loss, options, num_classes=bundle.num_classes, student=student,
-                                teacher=teacher, epochs=config.epochs, ls=ls)
-    if getattr(criterion, "needs_teacher", False) and teacher is None:
-        raise BadInputError(f"--loss {loss} needs a teacher",
-                            hint="use `edgekd distill --teacher ...`, or --loss ce")
-    try:
-        result = fit(student, criterion, bundle, config, out_dir, teacher=teacher,
-                     resume=resume, progress=not as_json)
-        if dist_info()[0] != 0:
-            return
-        stem = "student" if kind == "distill" else "model"
-        best = result.paths["best"]
-        restore_weights(best if best.exists() else result.paths["last"], student, criterion)
-        deploy = criterion.deployable(student).eval()
-        save_checkpoint(out_dir / f"{stem}.pt", deploy, spec=model_spec,
-                        num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                        input_shape=tuple(bundle.input_shape),
-                        extra={"val_acc": result.best_acc, "loss": loss,
-                               "data": bundle.fingerprint})
-        exported = _export(deploy, bundle, out_dir, stem, model_spec) if export else {}
-    finally:
-        if hasattr(criterion, "close"):
-            criterion.close()
-    teacher_cost = None
-    if teacher is not None and getattr(teacher, "module", None) is not None:
-        teacher_cost = _macs(teacher.module, bundle.input_shape)
-    hist = result.history
-    summary = {
-        "command": kind, "model": model_spec, "teacher": teacher_spec, "data": data,
-        "data_fingerprint": bundle.fingerprint, "labelled_fraction": labelled_fraction,
-        "loss": loss, "loss_options": options, "ls": ls,
-        "config": config.model_dump(mode="json"),
-        "val_acc": result.best_acc, "best_epoch": result.best_epoch,
-        "last_acc": result.last_acc, "epochs": len(hist), "cache": result.cache,
-        "epoch_time_s": (sum(h["train_time_s"] for h in hist) / len(hist)) if hist else None,
-        "student_cost": _macs(deploy, bundle.input_shape), "teacher_cost": teacher_cost,
-        "checkpoint": str(out_dir / f"{stem}.pt"), **exported,
-        "log": str(result.paths["log"]),
-    }
-    atomic_write_json(out_dir / FINISHED, summary)
+    run = train_to_dir(kind=kind, model_spec=model_spec, data=data, out=out,
+                       teacher_spec=teacher_spec, teacher_weights=teacher_weights,
+                       trust_pickle=trust_pickle, resolution=resolution, loss=loss,
+                       loss_options=loss_opts, ls=ls, labelled_fraction=labelled_fraction,
+                       resume=resume, force=force, export=export, train_kw=train_kw,
+                       progress=not as_json)
+    if run is None:  # a torchrun rank other than 0: rank 0 reports
+        return
+    summary = run.summary
     if as_json:
         emit_json(summary)
         return
-    click.echo(f"{kind}: {model_spec} on {bundle.name}: val acc {result.best_acc:.4f} "
-               f"(epoch {result.best_epoch}/{len(hist)}, last {result.last_acc:.4f}); "
-               f"teacher logits: {result.cache}", err=False)
+    click.echo(f"{kind}: {model_spec} on {run.data_name}: val acc {summary['val_acc']:.4f} "
+               f"(epoch {summary['best_epoch']}/{summary['epochs']}, last "
+               f"{summary['last_acc']:.4f}); teacher logits: {summary['cache']}", err=False)
     click.echo(f"wrote {summary['checkpoint']}"
-               + (f", {summary['onnx']}" if exported else "") + f", {out_dir / FINISHED}")
+               + (f", {summary['onnx']}" if "onnx" in summary else "") + f", {run.summary_path}")
 
 
 def _train_options(f):
