@@ -294,11 +294,18 @@ def test_resume_after_the_prune_stage_skips_it(assets, pruned_run, tmp_path):
         raise AssertionError("the finished prune stage ran again")
 
     lines = []
-    compress(_cfg(assets), out, resume=True, echo=lines.append, latency_fn=no_measuring)
+    res = compress(_cfg(assets), out, resume=True, echo=lines.append, latency_fn=no_measuring)
     after = json.loads((out / "state.json").read_text())
     assert after["stages"]["prune"] == before
     assert any(ln.startswith("[prune] done earlier") for ln in lines)
     assert after["stages"]["export"]["result"]["checkpoint"] == "pruned.pt"
+    # the stages left were handed the finished ones' results, read back typed
+    from edgekd.pipeline import ExportResult, PruneStageResult
+
+    assert res.results["prune"] == PruneStageResult.from_dict(before["result"])
+    assert res.results["prune"].checkpoint == "pruned.pt"
+    assert isinstance(res.results["export"], ExportResult) and res.results["export"].checkpoint == "pruned.pt"
+    assert {k: r.to_dict() for k, r in res.results.items()} == {k: v["result"] for k, v in after["stages"].items()}
 
 
 def test_no_candidate_of_the_profile_meets_the_budget_so_the_fastest_is_pruned(assets, tmp_path):

@@ -2,19 +2,16 @@
 
     make_plan(config) -> Plan       the steps, the targets, the resolution and the profile to use
     find_profile(target, family)    profiles/<target>-<family>.json when it applies here
+    profile_dirs()                  where profiles are looked up, first match wins
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from .errors import BadInputError, EdgeKDError
-
-if TYPE_CHECKING:
-    from .pipeline import CompressConfig
-
-DEFAULT_FAMILY = "convnet"
+from ..errors import BadInputError, EdgeKDError
+from .config import DEFAULT_FAMILY, CompressConfig
 
 
 @dataclass
@@ -43,38 +40,48 @@ class Plan:
 # --------------------------------------------------------------------------- planning
 
 def profile_dirs() -> list[Path]:
-    here = Path(__file__).resolve().parent
-    out = []
-    for d in (Path.cwd() / "profiles", here.parent / "profiles"):
+    """Where profiles/<target>-<family>.json are looked up, first match wins: ./profiles, the
+    repository's profiles/ (editable install), and the copy packed into the wheel
+    (edgekd/_data/profiles, as targets.targets_dirs finds edgekd/_data/targets)."""
+    package = Path(__file__).resolve().parents[1]  # edgekd/
+    out: list[Path] = []
+    for d in (Path.cwd() / "profiles", package.parent / "profiles", package / "_data" / "profiles"):
         if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
             out.append(d)
     return out
 
 
+def locate_profile(target_name: str, family: str) -> Optional[Path]:
+    """The first <target>-<family>.json in :func:`profile_dirs`, whatever environment measured it."""
+    for d in profile_dirs():
+        p = d / f"{target_name}-{family}.json"
+        if p.is_file():
+            return p
+    return None
+
+
 def find_profile(target, family: str) -> tuple[Optional[Path], str]:
     """profiles/<target>-<family>.json when it exists and was measured in this environment."""
-    from .latency.profile import check_fingerprint, current_fingerprint, load_profile
+    from ..latency.profile import check_fingerprint, current_fingerprint, load_profile
 
-    for d in profile_dirs():
-        p = d / f"{target.name}-{family}.json"
-        if not p.is_file():
-            continue
-        try:
-            prof = load_profile(p)
-        except BadInputError as exc:
-            return None, f"{p} is unusable ({exc.one_line()})"
-        why = check_fingerprint(prof, current_fingerprint(target))
-        if why:
-            return None, why
-        return p, f"profile {p}"
-    return None, f"no profile {target.name}-{family}.json here"
+    p = locate_profile(target.name, family)
+    if p is None:
+        return None, f"no profile {target.name}-{family}.json here"
+    try:
+        prof = load_profile(p)
+    except BadInputError as exc:
+        return None, f"{p} is unusable ({exc.one_line()})"
+    why = check_fingerprint(prof, current_fingerprint(target))
+    if why:
+        return None, why
+    return p, f"profile {p}"
 
 
 def _teacher_resolution(cfg: CompressConfig) -> Optional[int]:
     p = Path(cfg.teacher)
     if not p.is_file() or p.suffix.lower() not in (".pt", ".pth"):
         return None
-    from .models.checkpoint import read_checkpoint
+    from ..models.checkpoint import read_checkpoint
 
     try:
         shape = read_checkpoint(p).get("input_shape")
@@ -85,9 +92,9 @@ def _teacher_resolution(cfg: CompressConfig) -> Optional[int]:
 
 def make_plan(cfg: CompressConfig) -> Plan:
     """What compress() will do, checked against this machine (no file is written)."""
-    from .backends import require_backend
-    from .models import family_names, parse_spec
-    from .targets import Precision, load_target
+    from ..backends import require_backend
+    from ..models import family_names, parse_spec
+    from ..targets import Precision, load_target
 
     target = load_target(cfg.target)
     require_backend(target)
