@@ -7,6 +7,7 @@ from .common import emit_json, json_option
 
 
 def _finish(result, as_json: bool) -> None:
+    """Print where the run went (or its JSON) and turn a missed requirement into its exit code."""
     from ..errors import InconclusiveError, VerdictError
 
     if as_json:
@@ -14,8 +15,7 @@ def _finish(result, as_json: bool) -> None:
     else:
         click.echo(f"output: {result.out} (artifact {result.artifact}; reports: "
                    + ", ".join(str(result.out / p) for p in result.report_paths.values()) + ")")
-    ver = result.to_dict()["verify"]
-    failed = "; ".join(f"{c['name']}: {c['detail']}" for c in ver.get("checks", []) if c["verdict"] != "pass")
+    failed = "; ".join(result.verify.failures())
     if result.verdict == "fail":
         raise VerdictError(f"the compressed model does not meet its requirements: {failed}",
                            hint=f"see {result.out / 'report.md'}")
@@ -101,19 +101,17 @@ def compress_cmd(teacher, teacher_weights, trust_pickle, data, resolution, targe
                               ("--budget-ms", budget_ms), ("--out", out)) if v is None]
     if missing and not (dry_run and missing == ["--out"]):
         raise BadInputError(f"compress needs {', '.join(missing)}", hint="see `edgekd compress --help`, or try --demo")
-    from ..pipeline import CompressConfig, compress, make_plan
+    from ..pipeline import plan_and_compress
 
-    cfg = CompressConfig.make(teacher=teacher, teacher_weights=teacher_weights, trust_pickle=trust_pickle,
-                              data=data, resolution=resolution, target=target, budget_ms=budget_ms,
-                              metric=metric, student=student, family=family, grid=grid, loss=loss, prune=prune,
-                              prune_epochs=prune_epochs, quantize=quantize, epochs=epochs,
-                              min_accuracy=min_accuracy, max_drop=max_drop, seed=seed)
-    plan = make_plan(cfg)
-    if as_json and dry_run:
-        emit_json({"plan": plan.to_dict()})
-        return
-    echo(plan.text())
+    run = plan_and_compress(dict(teacher=teacher, teacher_weights=teacher_weights, trust_pickle=trust_pickle,
+                                 data=data, resolution=resolution, target=target, budget_ms=budget_ms,
+                                 metric=metric, student=student, family=family, grid=grid, loss=loss,
+                                 prune=prune, prune_epochs=prune_epochs, quantize=quantize, epochs=epochs,
+                                 min_accuracy=min_accuracy, max_drop=max_drop, seed=seed),
+                            out, resume=resume, force=force, dry_run=dry_run, show=show, echo=echo,
+                            announce=not (as_json and dry_run))
     if dry_run:
+        if as_json:
+            emit_json({"plan": run.plan.to_dict()})
         return
-    result = compress(cfg, out, resume=resume, force=force, show=show, echo=echo, plan=plan)
-    _finish(result, as_json)
+    _finish(run.result, as_json)
