@@ -302,3 +302,24 @@ def _fake_latency_at(model, ratio):
     if ratio == 0:
         return _fake_latency(model).p90
     return _fake_latency(prune_model(copy.deepcopy(model), _x(), ratio=ratio, round_to=1)).p90
+
+
+def test_budget_metric_is_one_of_the_verdict_metrics(bundle):
+    with pytest.raises(BadInputError, match="unknown latency metric 'p95'") as info:
+        prune_to_budget(_model(), None, bundle, "ort-cpu", 1.0, metric="p95",
+                        finetune_epochs=0, latency_fn=_fake_latency)
+    assert "p50, p90, p99, mean" in info.value.hint
+
+
+def test_loading_a_pruned_checkpoint_does_not_import_prune(tmp_path):
+    import subprocess
+    import sys
+
+    model = prune_model(_model(), _x(), ratio=0.5, round_to=4)
+    path = save_pruned(tmp_path / "p.pt", model, spec=SPEC, num_classes=10, in_channels=1,
+                       input_shape=SHAPE)
+    code = ("import sys; from edgekd.models.checkpoint import load_checkpoint; "
+            f"m, meta = load_checkpoint({str(path)!r}); "
+            "assert meta['extra']['pruned'] and 'edgekd.prune' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -1,0 +1,102 @@
+"""edgekd.distill.run.distill: the one fit-restore-deploy entry point."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from edgekd.distill.run import distill  # noqa: E402
+from edgekd.distill.trainer import TrainConfig, load_state  # noqa: E402
+
+C, RES = 3, 8
+SPEC = "convnet:width=4,res=8"
+
+
+class Pairs:
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def _bundle():
+    g = torch.Generator().manual_seed(0)
+
+    def part(n):
+        y = torch.arange(n) % C
+        x = 0.3 * torch.randn(n, 1, RES, RES, generator=g)
+        for c in range(C):  # a class is a bright row band
+            x[y == c, :, 2 * c:2 * c + 2, :] += 1.0
+        return x, y
+
+    return SimpleNamespace(name="toy", train=Pairs(*part(96)), val=Pairs(*part(48)),
+                           num_classes=C, in_channels=1, input_shape=(1, RES, RES),
+                           fingerprint="toy-v1", labelled_indices=None)
+
+
+class _Teacher:
+    def __init__(self):
+        torch.manual_seed(123)
+        self.module = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AvgPool2d(4),
+                                    nn.Flatten(), nn.Linear(32, C)).eval()
+        self.fingerprint = "teacher-v1"
+
+    def __call__(self, x):
+        return self.module(x)
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+CONFIG = {"epochs": 2, "batch_size": 32, "seed": 3}
+
+
+def test_a_spec_is_built_seeded_and_the_best_epoch_is_deployed(tmp_path):
+    bundle, teacher = _bundle(), _Teacher()
+    got = distill(SPEC, teacher, bundle, tmp_path / "a", config=CONFIG, loss="kd", progress=False)
+    assert got.model is not None and not got.model.training
+    assert isinstance(got.config, TrainConfig) and got.config.seed == 3
+    assert len(got.history) == 2 and got.paths["best"].is_file()
+    accs = [h["val_acc"] for h in got.history]
+    assert got.best_epoch == accs.index(max(accs)) + 1 and got.best_acc == max(accs)
+    assert got.last_acc == accs[-1]
+    best = load_state(got.paths["best"])["student"]
+    assert all(torch.equal(v, best[k]) for k, v in got.model.state_dict().items())
+    again = distill(SPEC, teacher, bundle, tmp_path / "b", config=CONFIG, loss="kd",
+                    progress=False)
+    assert _same_weights(got.model, again.model)  # seeded before the student is built
+
+
+def test_resuming_a_finished_run_trains_nothing_more(tmp_path):
+    bundle, teacher = _bundle(), _Teacher()
+    first = distill(SPEC, teacher, bundle, tmp_path, config=CONFIG, resume=True, progress=False)
+    again = distill(SPEC, teacher, bundle, tmp_path, config=CONFIG, resume=True, progress=False)
+    assert again.history == first.history and again.best_acc == first.best_acc
+    assert _same_weights(first.model, again.model)
+
+
+def test_the_criterion_is_closed_and_the_deployable_has_no_hooks(tmp_path):
+    bundle, teacher = _bundle(), _Teacher()
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                            nn.AvgPool2d(4), nn.Flatten(), nn.Linear(16, C))
+    got = distill(student, teacher, bundle, tmp_path, config={"epochs": 1, "batch_size": 32},
+                  loss="rkd", progress=False)  # rkd taps the student's and the teacher's layers
+    for model in (student, teacher.module, got.model):
+        assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert got.cache == "live"
+
+
+def test_plain_training_needs_no_teacher(tmp_path):
+    got = distill(SPEC, None, _bundle(), tmp_path, config={"epochs": 1, "batch_size": 32},
+                  loss="ce", progress=False)
+    assert got.model(torch.zeros(2, 1, RES, RES)).shape == (2, C) and got.cache == "off"
