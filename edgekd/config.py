@@ -14,18 +14,21 @@ from __future__ import annotations
 import fnmatch
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import BadInputError
+from .verdict import Metric
 
-Metric = Literal["p50", "p90", "p99", "mean"]
+# A budget's metric is validated as a verdict.Metric and kept as its plain name ("p90"), so that
+# dumps (YAML, JSON) read as the file did.
+_BUDGET = ConfigDict(extra="forbid", frozen=True, use_enum_values=True)
 
 
 class BudgetDefaults(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _BUDGET
 
     metric: Metric = "p90"
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
@@ -35,7 +38,7 @@ class BudgetDefaults(BaseModel):
 class BudgetRule(BaseModel):
     """One entry: model globs x targets -> a budget; unset fields take the file's defaults."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _BUDGET
 
     models: list[str]
     targets: list[str]
@@ -56,7 +59,7 @@ class BudgetRule(BaseModel):
 class Budget(BaseModel):
     """The budget one model x target is held to."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _BUDGET
 
     budget_ms: float = Field(gt=0)
     metric: Metric = "p90"

@@ -110,10 +110,16 @@ def test_bad_input_exit_2(run_cli, setup):
 
 
 def _profile(path, spec, p90, eps):
-    path.write_text(json.dumps({"schema": "edgekd.profile/v1",
-                                "entries": [{"spec": spec, "latency": {"p50": p90 * 0.8, "p90": p90}}],
-                                "validation": {"p95_rel_error": eps}}))
-    return path
+    """A profile written by the profiler's own writer: one whole-model entry (p50 0.8 x p90) and
+    a held-out error ``eps`` for every metric."""
+    from edgekd.latency.profile import ModelEntry, Profile, save_profile
+    from edgekd.latency.stats import LatencyStats
+
+    prof = Profile(target={"name": "ort-cpu"}, family="convnet", grid=[spec],
+                   validation={"p95_rel_error": eps, "by_metric": {m: {"p95_rel_error": eps} for m in ("p50", "p90")}})
+    prof.models.append(ModelEntry(family="convnet", spec=spec, params=1, macs=1, blocks=(),
+                                  latency=LatencyStats.from_samples([p90 * 0.8] * 5 + [p90] * 5)))
+    return save_profile(prof, path, refit=False)
 
 
 def test_predict_only(run_cli, setup):
@@ -132,11 +138,48 @@ def test_predict_only(run_cli, setup):
     assert nospec.returncode == 2 and "edgekd.spec" in nospec.stderr
 
 
+def test_predict_only_holds_each_metric_to_its_own_margin(setup, tmp_path, capsys):
+    """A profile fitted and written by the real writer, whose p90 predictions miss by more than its
+    p50 ones: a p90 budget gets p90's margin (validation.by_metric.p90), not the headline p50 one."""
+    from test_predict import synthetic
+
+    from edgekd.cli.main import main
+    from edgekd.latency.profile import load_profile, save_profile
+    from edgekd.latency.stats import LatencyStats
+
+    prof = synthetic(distort={1: 1.04})  # p50 of held-out model 1 4% over the line
+    held = prof.model("fam:i=2")  # held out too: its p90 (only) 30% over its p50
+    ms = held.latency.p50
+    held.latency = LatencyStats.from_samples([ms] * 6 + [1.3 * ms] * 4)
+    assert (held.latency.p50, held.latency.p90) == (pytest.approx(ms), pytest.approx(1.3 * ms))
+    path = save_profile(prof, tmp_path / "p.json")
+    by = load_profile(path).validation["by_metric"]
+    eps50, eps90 = by["p50"]["p95_rel_error"], by["p90"]["p95_rel_error"]
+    assert 0 < eps50 < 0.1 < eps90  # two different margins
+
+    spec = "fam:i=4"
+    p90 = prof.model(spec).latency.p90
+    model = tiny_onnx(setup.dir / "fam.onnx", spec=spec)
+    budget = p90 * (1 + (eps50 + eps90) / 2)  # within p50's margin, not within p90's
+    code = main(["gate", str(model), "--budget-ms", repr(budget), "--metric", "p90", "--predict-only",
+                 "--profile", str(path), "--json"])
+    d = json.loads(capsys.readouterr().out)["results"][0]["decision"]
+    assert code == 3 and d["verdict"] == "INCONCLUSIVE"
+    assert d["value"] == pytest.approx(p90)
+    assert d["ci"] == pytest.approx([p90 / (1 + eps90), p90 * (1 + eps90)])
+    # the same budget on p50 is judged with p50's own margin
+    p50 = prof.model(spec).latency.p50
+    code = main(["gate", str(model), "--budget-ms", repr(p50 * (1 + eps50) * 1.001), "--metric", "p50",
+                 "--predict-only", "--profile", str(path), "--json"])
+    d = json.loads(capsys.readouterr().out)["results"][0]["decision"]
+    assert code == 0 and d["ci"] == pytest.approx([p50 / (1 + eps50), p50 * (1 + eps50)])
+
+
 def test_measured_inconclusive_exit_3_in_process(setup, monkeypatch, capsys):
     """Re-measure pooling through the command with a monkeypatched measurement: an unstable
     machine stays INCONCLUSIVE after --max-rounds and exits 3."""
-    import edgekd.gate as gate
     from edgekd.cli.main import main
+    from edgekd.gate import check
 
     calls = []
 
@@ -147,7 +190,7 @@ def test_measured_inconclusive_exit_3_in_process(setup, monkeypatch, capsys):
             return SimpleNamespace(samples_ms=np.exp(rng.normal(0, 0.5, 300)), environment={}, model_sha256="x")
         return measure
 
-    monkeypatch.setattr(gate, "bench_measure", fake_bench_measure)
+    monkeypatch.setattr(check, "bench_measure", fake_bench_measure)
     code = main(["gate", str(setup.model), "--target", str(setup.target), "--budget-ms", "100", "--max-rounds", "2",
                  "--json"])
     out = json.loads(capsys.readouterr().out)

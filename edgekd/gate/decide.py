@@ -19,22 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from enum import Enum
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import BadInputError
 from ..latency.stats import quantile_ci
-
-METRICS = ("p50", "p90", "p99", "mean")
-_Q = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
-
-
-class Verdict(str, Enum):
-    PASS = "PASS"
-    FAIL = "FAIL"
-    INCONCLUSIVE = "INCONCLUSIVE"
+from ..verdict import METRICS, Metric, Verdict, judge  # noqa: F401 (METRICS, Verdict re-exported)
 
 
 @dataclass(frozen=True)
@@ -87,12 +78,6 @@ def _fmt(v: float) -> str:
     return "inf" if v == math.inf else "-inf" if v == -math.inf else f"{v:.4g}"
 
 
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise BadInputError(f"unknown latency metric '{metric}'", hint=f"use one of {', '.join(METRICS)}")
-    return metric
-
-
 def metric_bounds(samples_ms: np.ndarray, metric: str, confidence: float) -> tuple[float, float, float]:
     """(value, one-sided lower bound, one-sided upper bound), each bound at ``confidence``.
 
@@ -109,7 +94,7 @@ def metric_bounds(samples_ms: np.ndarray, metric: str, confidence: float) -> tup
             return mean, -math.inf, math.inf
         half = float(norm.ppf(confidence)) * float(x.std(ddof=1)) / math.sqrt(x.size)
         return mean, mean - half, mean + half
-    q = _Q[metric]
+    q = Metric(metric).quantile
     value = float(np.percentile(x, q * 100))
     lo, _ = quantile_ci(x, q, confidence, sided="lower")
     _, hi = quantile_ci(x, q, confidence, sided="upper")
@@ -134,7 +119,7 @@ def decide(samples_ms: Sequence[float], budget_ms: float, *, metric: str = "p90"
     """PASS when the upper bound of ``metric`` <= budget and no significant regression; FAIL when
     the lower bound > budget, or the baseline test gives p < alpha with median ratio >
     max_regression; otherwise INCONCLUSIVE (budget inside the interval, or an unstable run)."""
-    check_metric(metric)
+    metric = Metric.parse(metric).value  # BadInputError naming METRICS
     x = np.asarray(samples_ms, dtype=np.float64)
     if x.size == 0 or not np.all(np.isfinite(x)):
         raise BadInputError("the gate needs a non-empty list of finite latency samples")
@@ -155,14 +140,15 @@ def decide(samples_ms: Sequence[float], budget_ms: float, *, metric: str = "p90"
                         confidence=confidence, budget_ms=float(budget_ms), n=int(x.size),
                         iqr_over_median=iqr_med, unstable=unstable, regression=reg)
 
-    if lo > budget_ms:
+    bounds = judge(lo, hi, budget_ms)  # the bounds alone; a regression or an unstable run overrides a PASS
+    if bounds is Verdict.FAIL:
         return make(Verdict.FAIL, f"{metric} lower bound {_fmt(lo)} ms is over the budget {_fmt(budget_ms)} ms")
     if reg is not None and reg.significant:
         return make(Verdict.FAIL, f"median {reg.median_ratio:.3f}x the baseline (allowed {max_regression:.3f}x, "
                                   f"p={reg.p_value:.2g} < {alpha:g})")
     if unstable:
         return make(Verdict.INCONCLUSIVE, f"unstable run: IQR/median {iqr_med:.3f} > {unstable_iqr:g}")
-    if hi <= budget_ms:
+    if bounds is Verdict.PASS:
         return make(Verdict.PASS, f"{metric} upper bound {_fmt(hi)} ms is within the budget {_fmt(budget_ms)} ms")
     if hi == math.inf:
         return make(Verdict.INCONCLUSIVE, f"too few samples ({x.size}) for an upper bound on {metric}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import EXIT_INCONCLUSIVE, EXIT_OK, EXIT_RUNTIME_MISSING, EXIT_VERDICT
-from .decide import Verdict
+from ..verdict import Verdict
 from .run import ERROR, GateResult
 
 ON_INCONCLUSIVE = ("fail", "warn", "exit3")

@@ -13,7 +13,8 @@ import numpy as np
 from ..config import Budget
 from ..errors import BadInputError
 from ..latency.environment import describe_mismatch
-from .decide import Decision, Verdict, decide
+from ..verdict import Verdict
+from .decide import Decision, decide
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,13 @@ class GateResult:
 
 def bench_measure(*, min_iters: int | None = None, work_dir: "str | Path | None" = None,
                   **settings_update: Any) -> Callable:
-    """The real measure_fn: edgekd.latency.measure.bench with the target's protocol, at least
+    """The real measure_fn: edgekd.latency.bench.bench with the target's protocol, at least
     GATE_MIN_SAMPLES samples per round unless ``min_iters`` says otherwise, and any other
     MeasureSettings field overridden. Returns (model, TargetSpec) -> BenchResult."""
     update = dict(settings_update)
 
     def measure(model: str, target):
-        from ..latency.measure import bench
+        from ..latency.bench import bench
 
         settings = target.measure
         want = min_iters if min_iters is not None else max(settings.min_iters, GATE_MIN_SAMPLES)

@@ -1,0 +1,73 @@
+"""One `edgekd gate` run: every (model, target, budget) of the plan measured (gate_one) or
+checked against a profile's prediction (--predict-only), with baselines read and written."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..config import Budget
+from ..errors import BadInputError, RuntimeMissingError
+from .plan import plan_gate
+from .run import ERROR, BaselineStore, GateResult, bench_measure, gate_one
+
+
+def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, target_name: "str | None" = None,
+                 budget_ms: "float | None" = None, metric: str = "p90", confidence: float = 0.95,
+                 max_regression: float = 1.05, baseline_path: "str | None" = None,
+                 save_baseline: "str | None" = None, predict_only: bool = False,
+                 profile_path: "str | None" = None, max_rounds: int = 3, min_iters: "int | None" = None,
+                 work_dir: "str | None" = None, on_note: "Callable[[str], None] | None" = None,
+                 on_start: "Callable[[str, str, Budget], None] | None" = None) -> list[GateResult]:
+    """Gate every model of the plan (gate.plan.plan_gate) and return one GateResult each.
+
+    Everything that can be bad input (options, budgets, targets, the baseline and the profile)
+    is checked before anything is measured. A target whose runtime is missing here gives an
+    ERROR result (exit 4), never a pass. ``on_note(text)`` hears the plan's notes (models
+    skipped), ``on_start(model, target, budget)`` each pair as its check begins; with
+    ``save_baseline`` this run's samples are merged into that file.
+    """
+    from ..targets import load_target
+
+    if predict_only and not profile_path:
+        raise BadInputError("--predict-only needs --profile FILE", hint="give the target's latency profile JSON")
+    if predict_only and (baseline_path or save_baseline):
+        raise BadInputError("--predict-only takes no --baseline/--save-baseline: nothing is measured")
+    plan, notes = plan_gate(paths, budgets_path=budgets_path, target_name=target_name, budget_ms=budget_ms,
+                            metric=metric, confidence=confidence, max_regression=max_regression)
+    if not plan:
+        raise BadInputError("nothing to gate: no model matches a budget on these targets")
+    for t in dict.fromkeys(t for _, t, _ in plan):
+        load_target(t)  # unknown target names are bad input (exit 2) before anything is measured
+    baselines = BaselineStore.load(baseline_path) if baseline_path else None
+    profile = None
+    if predict_only:
+        from ..latency.fit import load_profile
+
+        profile = load_profile(profile_path)
+    measure = bench_measure(min_iters=min_iters, work_dir=work_dir)
+    for n in notes:
+        if on_note:
+            on_note(n)
+
+    results = []
+    for model, target, budget in plan:
+        if on_start:
+            on_start(model, target, budget)
+        if predict_only:
+            from .predict_only import gate_predicted
+
+            results.append(gate_predicted(model, target, budget, profile))
+            continue
+        try:
+            results.append(gate_one(model, target, budget, measure_fn=measure, baselines=baselines,
+                                    max_rounds=max_rounds))
+        except RuntimeMissingError as exc:
+            results.append(GateResult(model=model, target=target, budget=budget, status=ERROR,
+                                      error=exc.one_line()))
+
+    if save_baseline:
+        store = BaselineStore.load(save_baseline) if Path(save_baseline).is_file() else BaselineStore()
+        for r in results:
+            store.update(r)
+        store.save(save_baseline)
+    return results
