@@ -26,7 +26,7 @@ _API: dict[str, str] = {
     # latency
     "LatencyStats": "latency.stats:LatencyStats",
     "measure_latency": "latency.measure:measure_latency",
-    "bench": "latency.measure:bench",
+    "bench": "latency.bench:bench",
     "load_profile": "latency.profile:load_profile",
     "profile_family": "latency.profile:profile_family",
     "predict_latency": "latency.predict:predict",
@@ -72,8 +72,8 @@ _API: dict[str, str] = {
     # quantization
     "quantize_for_target": "quantize:quantize_for_target",
     "quantize_model": "quantize:quantize_model",
-    "quantize_onnx_static": "quantize.ort:quantize_onnx_static",
-    "quantize_openvino": "quantize.nncf_ov:quantize_openvino",
+    "quantize_onnx_static": "backends.onnxruntime_quant:quantize_onnx_static",
+    "quantize_openvino": "backends.openvino_quant:quantize_openvino",
     "QuantReport": "quantize.evaluate:QuantReport",
     # one-shot pipeline, verification, reports
     "CompressConfig": "pipeline:CompressConfig",

@@ -38,7 +38,7 @@ def tool_versions() -> dict[str, str]:
 
 
 def file_entry(root: Path, path: Path, role: str) -> dict:
-    from .backends.base import sha256_file
+    from .util_io import sha256_file
 
     p = Path(path)
     return {"path": p.resolve().relative_to(root.resolve()).as_posix(), "role": role,
@@ -79,7 +79,7 @@ def check_against_manifest(artifact: "str | Path", extra_paths: Iterable[Path] =
     """BadInputError (exit 2) naming the file when the artifact, or a side file it loads (e.g.
     OpenVINO's .bin), no longer matches the manifest beside it. Returns the manifest used, or
     None when there is none (or it does not list the artifact)."""
-    from .backends.base import sha256_file
+    from .util_io import sha256_file
 
     art = Path(artifact).resolve()
     mpath = find_manifest(art)
@@ -109,7 +109,7 @@ def check_against_manifest(artifact: "str | Path", extra_paths: Iterable[Path] =
 
 def verify_directory(root: "str | Path") -> list[str]:
     """Problems with a whole output directory (missing or changed artifacts); empty = consistent."""
-    from .backends.base import sha256_file
+    from .util_io import sha256_file
 
     root = Path(root)
     doc = read_manifest(root / NAME)

@@ -225,3 +225,30 @@ def load_target(name_or_path: "str | os.PathLike | TargetSpec") -> TargetSpec:
 
 def list_targets() -> list[TargetSpec]:
     return [load_target_file(p) for _, p in sorted(_named_files().items())]
+
+
+def int8_target_names() -> list[str]:
+    out = []
+    for name in target_names():
+        try:
+            if load_target(name).is_int8:
+                out.append(name)
+        except BadInputError:
+            continue
+    return out
+
+
+def fp32_twin(target: TargetSpec) -> TargetSpec:
+    """The fp32 target that runs the same runtime, device, threads and batch as ``target``
+    (the reference an INT8 model is compared with)."""
+    if target.runtime.value == "tensorrt":
+        # TensorRT's reference is the fp16 engine (fp32 is never what one deploys there).
+        for cand in ("tensorrt-fp16",):
+            if cand in target_names():
+                return load_target(cand)
+    base = target.name[:-len("-int8")] if target.name.endswith("-int8") else None
+    if base and base in target_names():
+        twin = load_target(base)
+        if (twin.runtime, twin.device, twin.precision) == (target.runtime, target.device, Precision.fp32):
+            return twin.model_copy(update={"threads": target.threads, "batch": target.batch})
+    return target.model_copy(update={"precision": Precision.fp32, "name": f"{target.name}-fp32"})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -115,3 +116,37 @@ def read_yaml_mapping(path: "str | os.PathLike", *, what: str, read_hint: str,
     if not isinstance(data, dict):
         raise BadInputError(f"{p}: {what} must be {shape}", hint=shape_hint or None)
     return data, text
+
+
+def sha256_file(path: "str | os.PathLike", chunk: int = 1 << 20) -> str:
+    """The hex sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+CACHE_ENV = "EDGEKD_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """The edgekd cache directory: $EDGEKD_CACHE_DIR, else ~/.cache/edgekd."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgekd"
+
+
+def check_file(path: "str | Path", what: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """``path`` as a Path when it is a non-empty file with one of ``suffixes``; else BadInputError."""
+    from .errors import BadInputError
+
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(f"{what} {p} does not exist", hint="check the path")
+    if not p.is_file():
+        raise BadInputError(f"{what} {p} is not a file", hint="pass the model file itself")
+    if p.stat().st_size == 0:
+        raise BadInputError(f"{what} {p} is empty", hint="re-export the model")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise BadInputError(f"{what} {p} has suffix '{p.suffix}', expected one of {', '.join(suffixes)}")
+    return p

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from edgekd.backends import get_backend, require_backend
-from edgekd.backends.resolve import open_model
+from edgekd.deploy import open_model
 from edgekd.errors import BadInputError, RuntimeMissingError
 from edgekd.export import check_parity, export_for_target, export_onnx, run_batched
 from edgekd.targets import load_target
@@ -145,7 +145,7 @@ def test_openvino_session_rebinds_new_inputs(tmp_path, onnx_file):
 def test_bench_over_several_loads_reloads_the_built_artifact(tmp_path, onnx_file, target, monkeypatch):
     """sessions: 3 loads the artifact three times (even without a work_dir, where the artifact
     lives in a temporary folder) and pools what each load measured."""
-    from edgekd.latency.measure import bench
+    from edgekd.latency.bench import bench
     from edgekd.targets import MeasureSettings
 
     spec = load_target(target)
@@ -170,7 +170,7 @@ def test_signals_after_several_openvino_loads_do_not_crash(tmp_path, onnx_file):
 
     code = textwrap.dedent(f"""
         import os, signal
-        from edgekd.latency.measure import bench
+        from edgekd.latency.bench import bench
         from edgekd.targets import MeasureSettings, load_target
         s = MeasureSettings(warmup_s=0.0, min_iters=30, min_time_s=0.0, sessions=4)
         r = bench({str(onnx_file)!r}, load_target("openvino-cpu"), settings=s, sample_shape=(1, 12, 12))

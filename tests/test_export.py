@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from edgekd.backends import get_backend
-from edgekd.backends.resolve import build_spec_model, open_model
+from edgekd.deploy import open_model
+from edgekd.models.ref import build_spec_model
 from edgekd.errors import BadInputError, VerdictError
 from edgekd.export import check_parity, export_for_target, export_onnx, onnx_metadata
 from edgekd.targets import load_target

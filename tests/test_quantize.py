@@ -71,7 +71,7 @@ def x_val():
 
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_ort_static_qdq_is_quantized_and_agrees_with_fp32(tmp_path, model, x_val, method):
-    from edgekd.quantize.ort import count_qdq_nodes, quantize_onnx_static
+    from edgekd.backends.onnxruntime_quant import count_qdq_nodes, quantize_onnx_static
 
     out = quantize_onnx_static(model, tmp_path / "q" / "tiny.int8.onnx", calib_batches(), method=method)
     assert out.is_file()
@@ -86,7 +86,7 @@ def test_ort_static_qdq_is_quantized_and_agrees_with_fp32(tmp_path, model, x_val
 def test_ort_weights_per_channel_int8_and_activation_type(tmp_path, model):
     import onnx
 
-    from edgekd.quantize.ort import quantize_onnx_static
+    from edgekd.backends.onnxruntime_quant import quantize_onnx_static
 
     out = quantize_onnx_static(model, tmp_path / "q.onnx", calib_batches(), activation_type="uint8")
     m = onnx.load(str(out))
@@ -100,7 +100,7 @@ def test_ort_weights_per_channel_int8_and_activation_type(tmp_path, model):
 
 
 def test_ort_fixed_batch_model_takes_larger_calibration_batches(tmp_path, x_val):
-    from edgekd.quantize.ort import count_qdq_nodes, quantize_onnx_static
+    from edgekd.backends.onnxruntime_quant import count_qdq_nodes, quantize_onnx_static
 
     fixed = tiny_conv_onnx(tmp_path / "b1.onnx", batch=1)
     out = quantize_onnx_static(fixed, tmp_path / "b1.int8.onnx", calib_batches(2, 5))
@@ -112,7 +112,7 @@ def test_tensorrt_qdq_is_symmetric_int8(tmp_path, model):
     import onnx
     from onnx import numpy_helper
 
-    from edgekd.quantize.tensorrt import quantize_for_tensorrt
+    from edgekd.backends.onnxruntime_quant import quantize_for_tensorrt
 
     out = quantize_for_tensorrt(model, tmp_path / "trt.qdq.onnx", calib_batches(), method="minmax")
     m = onnx.load(str(out))
@@ -126,7 +126,7 @@ def test_tensorrt_qdq_is_symmetric_int8(tmp_path, model):
 
 
 def test_calibration_errors_name_the_shapes(tmp_path, model):
-    from edgekd.quantize.ort import quantize_onnx_static
+    from edgekd.backends.onnxruntime_quant import quantize_onnx_static
 
     with pytest.raises(BadInputError, match="empty"):
         quantize_onnx_static(model, tmp_path / "q.onnx", [])
@@ -148,7 +148,7 @@ def ov_top1(path, x):
 
 @pytest.mark.openvino
 def test_openvino_nncf_inserts_fake_quantize_and_agrees(tmp_path, x_val):
-    from edgekd.quantize.nncf_ov import count_fake_quantize, quantize_openvino
+    from edgekd.backends.openvino_quant import count_fake_quantize, quantize_openvino
 
     fixed = tiny_conv_onnx(tmp_path / "b1.onnx", batch=1)
     xml = quantize_openvino(fixed, tmp_path / "ov" / "tiny.int8.xml", calib_batches(), subset_size=32)
@@ -163,7 +163,7 @@ def test_openvino_depthwise_weights_are_folded_to_int8(tmp_path):
     or every depthwise conv runs in f32 (the ONNX file is read with convert_model for this)."""
     import openvino as ov
 
-    from edgekd.quantize.nncf_ov import quantize_openvino
+    from edgekd.backends.openvino_quant import quantize_openvino
 
     m = tiny_conv_onnx(tmp_path / "dw.onnx", batch=1, depthwise=True)
     xml = quantize_openvino(m, tmp_path / "dw.int8.xml", calib_batches(), subset_size=32)
@@ -181,7 +181,7 @@ def test_openvino_depthwise_weights_are_folded_to_int8(tmp_path):
 
 @pytest.mark.openvino
 def test_openvino_accuracy_control_meets_max_drop(tmp_path, x_val):
-    from edgekd.quantize.nncf_ov import count_fake_quantize, quantize_openvino
+    from edgekd.backends.openvino_quant import count_fake_quantize, quantize_openvino
 
     fixed = tiny_conv_onnx(tmp_path / "b1.onnx", batch=1)
     y = ov_top1(fixed, x_val)  # labels = fp32 predictions: fp32 accuracy is 1.0
@@ -193,7 +193,7 @@ def test_openvino_accuracy_control_meets_max_drop(tmp_path, x_val):
 
 @pytest.mark.openvino
 def test_openvino_bad_preset(tmp_path, model):
-    from edgekd.quantize.nncf_ov import quantize_openvino
+    from edgekd.backends.openvino_quant import quantize_openvino
 
     with pytest.raises(BadInputError, match="preset"):
         quantize_openvino(model, tmp_path / "x.xml", calib_batches(), preset="fast")

@@ -150,7 +150,7 @@ def digits_onnx(lab) -> Path:
     from onnx import helper, numpy_helper
 
     from edgekd.data import load_data
-    from edgekd.quantize.calib import dataset_arrays
+    from edgekd.data import dataset_arrays
 
     x, y = dataset_arrays(load_data("digits", resolution=16).train)
     a = np.c_[x.reshape(len(x), -1), np.ones(len(x))]

@@ -64,7 +64,7 @@ def main() -> int:
 
     from edgekd.config import Budget
     from edgekd.gate import bench_measure, gate_one, metric_bounds
-    from edgekd.latency.measure import bench
+    from edgekd.latency.bench import bench
     from edgekd.targets import load_target
 
     target = load_target(args.target)

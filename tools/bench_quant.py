@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     from edgekd.data.sources import load_data
     from edgekd.latency.measure import environment_fingerprint, make_inputs
     from edgekd.quantize import check_runtime, quantize_for_target
-    from edgekd.quantize.calib import calibration_from_dataset, dataset_arrays
+    from edgekd.data import calibration_from_dataset, dataset_arrays
     from edgekd.quantize.evaluate import (build_fp32, files_size, load_session, measure_pair,
                                           top1_accuracy)
     from edgekd.targets import load_target

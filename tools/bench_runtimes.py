@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from edgekd.backends import get_backend
-    from edgekd.backends.resolve import open_model
+    from edgekd.deploy import open_model
     from edgekd.latency.measure import environment_fingerprint, make_inputs, measure_session
     from edgekd.targets import load_target
 

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--time", type=int, default=5, help="whole seconds per run, both tools")
     args = ap.parse_args(argv)
 
-    from edgekd.backends.resolve import open_model
+    from edgekd.deploy import open_model
     from edgekd.latency.measure import make_inputs, measure_session
     from edgekd.targets import load_target
 

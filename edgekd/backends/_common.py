@@ -1,24 +1,13 @@
 """Small pieces shared by the ONNX-consuming backends."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
-from ..errors import BadInputError
-from ..util_io import atomic_path
-
-
-def check_file(path: "str | Path", what: str, suffixes: tuple[str, ...] = ()) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise BadInputError(f"{what} {p} does not exist", hint="check the path")
-    if not p.is_file():
-        raise BadInputError(f"{what} {p} is not a file", hint="pass the model file itself")
-    if p.stat().st_size == 0:
-        raise BadInputError(f"{what} {p} is empty", hint="re-export the model")
-    if suffixes and p.suffix.lower() not in suffixes:
-        raise BadInputError(f"{what} {p} has suffix '{p.suffix}', expected one of {', '.join(suffixes)}")
-    return p
+from ..errors import BadInputError, missing_package
+from ..models.ref import describe_shape  # noqa: F401 - used by the backends' messages
+from ..util_io import atomic_path, check_file  # noqa: F401 - check_file: the backends' one file check
 
 
 def validate_onnx(path: "str | Path") -> Path:
@@ -46,10 +35,6 @@ def copy_atomic(src: Path, dest: Path) -> Path:
     return dest
 
 
-def describe_shape(shape) -> str:
-    return "(" + ", ".join("?" if not isinstance(d, int) else str(d) for d in shape) + ")"
-
-
 def check_input_shape(name: str, expected, got, model_path: str = "") -> None:
     """Raise BadInputError when a concrete dimension of ``got`` contradicts ``expected``."""
     if expected is None:
@@ -68,3 +53,25 @@ def onnx_is_quantized(path: "str | Path") -> bool:
     m = onnx.load(str(path), load_external_data=False)
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul")
                for n in m.graph.node)
+
+
+def save_ir(model, xml_path: Path) -> tuple[Path, Path]:
+    """Save an ov.Model as IR atomically: both files under temporary names, then renamed."""
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise missing_package("openvino", extra="openvino", what="the openvino targets") from exc
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_xml = xml_path.with_name(f".{xml_path.stem}.{os.getpid()}.tmp.xml")
+    tmp_bin = tmp_xml.with_suffix(".bin")
+    try:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        bin_path = xml_path.with_suffix(".bin")
+        os.replace(tmp_bin, bin_path)  # weights first: an .xml never points at a missing .bin
+        os.replace(tmp_xml, xml_path)
+    finally:
+        for p in (tmp_xml, tmp_bin):
+            if p.exists():
+                p.unlink()
+    return xml_path, xml_path.with_suffix(".bin")

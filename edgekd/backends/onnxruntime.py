@@ -1,16 +1,17 @@
-"""ONNX Runtime: the hub ONNX file runs as is (fp32); INT8 targets take a QDQ model."""
+"""ONNX Runtime: the hub ONNX file runs as is (fp32); INT8 targets take a static QDQ model
+(quantized by onnxruntime.quantization, onnxruntime_quant.py)."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import BadInputError, missing_package
 from ..targets import Device, Precision, TargetSpec
 from ._common import onnx_is_quantized, check_input_shape, copy_atomic, validate_onnx
-from .base import Artifact, ArtifactFormat, Backend, Session
+from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8,
@@ -69,6 +70,7 @@ class OrtSession(Session):
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     artifact_format = ArtifactFormat.ONNX
+    quantizer_packages = (("onnxruntime", None),)
 
     def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
         try:
@@ -90,9 +92,7 @@ class OnnxRuntimeBackend(Backend):
                 raise BadInputError(f"target '{target.name}' is INT8 and {src.name} is not quantized",
                                     hint="quantize it first: edgekd quantize MODEL --target "
                                          f"{target.name} --data SPEC --out DIR")
-            from ..quantize import quantize_for_target
-
-            return quantize_for_target(src, target, out_dir, calib)
+            return self.quantize(src, target, out_dir, calib)
         dest = copy_atomic(src, out_dir / ("model.onnx" if src.parent.resolve() != out_dir.resolve() else src.name))
         return Artifact.from_file(dest, ArtifactFormat.ONNX, target=target.name,
                                   precision=target.precision.value, tool_versions=self.versions(),
@@ -101,3 +101,18 @@ class OnnxRuntimeBackend(Backend):
     def load(self, artifact: Artifact, target: TargetSpec) -> Session:
         return OrtSession(Path(artifact.path), target)
 
+    def _quantize(self, src: Path, target: TargetSpec, out_dir: Path, calib: Sequence[np.ndarray], *,
+                  stem: str, method: str = "minmax", per_channel: bool = True, **_: Any) -> Artifact:
+        """Static QDQ INT8; ``method``/``per_channel`` apply (onnxruntime_quant.py says why)."""
+        from .onnxruntime_quant import default_activation_type, quantize_onnx_static
+
+        t0 = time.perf_counter()
+        act = default_activation_type()
+        path = quantize_onnx_static(src, out_dir / f"{stem}.int8.onnx", calib, method=method,
+                                    per_channel=per_channel, activation_type=act)
+        return Artifact.from_file(
+            path, ArtifactFormat.ONNX, target=target.name, precision="int8",
+            tool_versions={"onnxruntime": package_version("onnxruntime")}, build_s=time.perf_counter() - t0,
+            meta={"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "method": method,
+                  "activation_type": act, "weight_type": "int8",
+                  "per_channel": per_channel, "calib_samples": count_samples(calib), "source": str(src)})

@@ -8,14 +8,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import BadInputError, missing_package
 from ..targets import Device, Precision, TargetSpec
-from ._common import onnx_is_quantized, check_file, check_input_shape, validate_onnx
-from .base import Artifact, ArtifactFormat, Backend, Session
+from ._common import check_file, check_input_shape, onnx_is_quantized, save_ir, validate_onnx
+from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
 
 _DEVICES = {Device.cpu: "CPU", Device.gpu: "GPU", Device.npu: "NPU"}
 
@@ -59,25 +59,6 @@ def compile_properties(target: TargetSpec) -> dict:
     if target.threads:
         cfg[props.inference_num_threads] = int(target.threads)
     return cfg
-
-
-def save_ir(model, xml_path: Path) -> tuple[Path, Path]:
-    """Save an ov.Model as IR atomically: both files under temporary names, then renamed."""
-    ov = _ov()
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_xml = xml_path.with_name(f".{xml_path.stem}.{os.getpid()}.tmp.xml")
-    tmp_bin = tmp_xml.with_suffix(".bin")
-    try:
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
-        bin_path = xml_path.with_suffix(".bin")
-        os.replace(tmp_bin, bin_path)  # weights first: an .xml never points at a missing .bin
-        os.replace(tmp_xml, xml_path)
-    finally:
-        for p in (tmp_xml, tmp_bin):
-            if p.exists():
-                p.unlink()
-    return xml_path, xml_path.with_suffix(".bin")
 
 
 class OVSession(Session):
@@ -151,6 +132,8 @@ class OVSession(Session):
 class OpenVINOBackend(Backend):
     name = "openvino"
     artifact_format = ArtifactFormat.OPENVINO_IR
+    native_suffixes = (".xml",)
+    quantizer_packages = (("openvino", "openvino"), ("nncf", "openvino"))
 
     def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
         try:
@@ -179,9 +162,7 @@ class OpenVINOBackend(Backend):
                                         hint="quantize it first: edgekd quantize MODEL --target "
                                              f"{target.name} --data SPEC --out DIR")
                 if calib is not None:
-                    from ..quantize import quantize_for_target
-
-                    return quantize_for_target(src, target, out_dir, calib)
+                    return self.quantize(src, target, out_dir, calib)
             try:
                 model = ov.convert_model(str(src))
             except Exception as exc:  # noqa: BLE001
@@ -199,3 +180,22 @@ class OpenVINOBackend(Backend):
                                 hint="copy the .bin next to the .xml")
         return OVSession(p, target)
 
+    def _quantize(self, src: Path, target: TargetSpec, out_dir: Path, calib: Sequence[np.ndarray], *,
+                  stem: str, preset: str = "performance", subset_size: int = 300,
+                  max_drop: float | None = None, val_data: Any = None, val_fn: Any = None,
+                  **_: Any) -> Artifact:
+        """NNCF post-training quantization; with ``max_drop``, accuracy control on ``val_data``."""
+        from .openvino_quant import quantize_openvino
+
+        t0 = time.perf_counter()
+        xml = quantize_openvino(src, out_dir / f"{stem}.int8.xml", calib, preset=preset,
+                                subset_size=subset_size, max_drop=max_drop, val_data=val_data,
+                                val_fn=val_fn)
+        return Artifact.from_file(
+            xml, ArtifactFormat.OPENVINO_IR, target=target.name, precision="int8",
+            extra_paths=(xml.with_suffix(".bin"),),
+            tool_versions={"openvino": package_version("openvino"), "nncf": package_version("nncf")},
+            build_s=time.perf_counter() - t0,
+            meta={"quantizer": "nncf.quantize_with_accuracy_control" if max_drop is not None
+                  else "nncf.quantize", "preset": preset, "subset_size": subset_size,
+                  "max_drop": max_drop, "calib_samples": count_samples(calib), "source": str(src)})

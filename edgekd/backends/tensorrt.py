@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import BadInputError, RuntimeMissingError, missing_package
+from ..models.ref import ENGINE_SUFFIXES
 from ..targets import Device, Precision, TargetSpec
 from ..util_io import atomic_write_bytes
 from ._common import check_file, validate_onnx
-from .base import Artifact, ArtifactFormat, Backend, Session
+from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
 
-ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 WORKSPACE_BYTES = 1 << 30
 
 
@@ -96,6 +96,9 @@ class TrtSession(Session):
 class TensorRTBackend(Backend):
     name = "tensorrt"
     artifact_format = ArtifactFormat.TENSORRT_ENGINE
+    native_suffixes = ENGINE_SUFFIXES
+    # Quantizing writes a QDQ ONNX file (no GPU needed); building the engine needs tensorrt.
+    quantizer_packages = (("onnxruntime", None),)
 
     def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
         try:
@@ -137,9 +140,7 @@ class TensorRTBackend(Backend):
             from ._common import onnx_is_quantized
 
             if calib is not None and not onnx_is_quantized(src):
-                from ..quantize import quantize_for_target
-
-                src = Path(quantize_for_target(src, target, out_dir, calib).path)  # QDQ, symmetric int8
+                src = Path(self.quantize(src, target, out_dir, calib).path)  # QDQ, symmetric int8
             if not onnx_is_quantized(src):
                 raise BadInputError(f"target '{target.name}' builds INT8 engines from QDQ ONNX, and {src.name} has no QDQ nodes",
                                     hint=f"quantize it first: edgekd quantize MODEL --target {target.name} --data SPEC --out DIR")
@@ -174,3 +175,20 @@ class TensorRTBackend(Backend):
     def load(self, artifact: Artifact, target: TargetSpec) -> Session:
         check_file(artifact.path, "TensorRT engine", ENGINE_SUFFIXES)
         return TrtSession(Path(artifact.path), target)
+
+    def _quantize(self, src: Path, target: TargetSpec, out_dir: Path, calib: Sequence[np.ndarray], *,
+                  stem: str, method: str = "minmax", per_channel: bool = True, **_: Any) -> Artifact:
+        """The QDQ ONNX model TensorRT's explicit quantization consumes: symmetric INT8 activations
+        and weights (zero point 0, the only kind TensorRT takes), made by ONNX Runtime's quantizer.
+        Turning it into an engine (INT8 builder flag) is build()'s job; no calibrator is needed."""
+        from .onnxruntime_quant import quantize_for_tensorrt
+
+        t0 = time.perf_counter()
+        path = quantize_for_tensorrt(src, out_dir / f"{stem}.int8.qdq.onnx", calib, method=method,
+                                     per_channel=per_channel)
+        return Artifact.from_file(
+            path, ArtifactFormat.ONNX, target=target.name, precision="int8",
+            tool_versions={"onnxruntime": package_version("onnxruntime")}, build_s=time.perf_counter() - t0,
+            meta={"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "consumer": "tensorrt",
+                  "method": method, "activation_type": "int8", "symmetric_activations": True,
+                  "calib_samples": count_samples(calib), "source": str(src)})

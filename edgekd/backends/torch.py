@@ -1,7 +1,6 @@
 """PyTorch on the CPU (or CUDA): the eager fp32 reference, TorchScript and torch.export files."""
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -10,21 +9,9 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..targets import Device, TargetSpec
-from ._common import check_file
+from ..models.ref import (EXPORT_SUFFIXES, TORCHSCRIPT_SUFFIXES, load_torch_file,  # noqa: F401
+                          module_sha256)
 from .base import Artifact, ArtifactFormat, Backend, Session
-
-TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
-EXPORT_SUFFIXES = (".pt2",)
-
-
-def module_sha256(module) -> str:
-    """A content hash of a module's parameters and buffers (names, shapes, values)."""
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 class TorchSession(Session):
@@ -92,34 +79,10 @@ def save_torchscript(module, sample, path: Path, target: TargetSpec) -> Artifact
                               meta={"input_shape": tuple(sample.shape)})
 
 
-def load_torch_file(path: Path):
-    """A TorchScript archive or a torch.export .pt2 -> (module, format)."""
-    import torch
-
-    p = check_file(path, "torch model", TORCHSCRIPT_SUFFIXES + EXPORT_SUFFIXES)
-    if p.suffix.lower() in EXPORT_SUFFIXES:
-        try:
-            return torch.export.load(str(p)).module(), ArtifactFormat.EXPORTED_PROGRAM
-        except Exception as exc:  # noqa: BLE001
-            raise BadInputError(f"{p} is not a torch.export program ({str(exc).splitlines()[0][:160]})",
-                                hint="save it with torch.export.save") from exc
-    try:
-        return torch.jit.load(str(p), map_location="cpu"), ArtifactFormat.TORCHSCRIPT
-    except Exception as exc:  # noqa: BLE001 - not TorchScript: maybe an edgekd checkpoint
-        try:
-            from ..models.checkpoint import load_checkpoint
-
-            module, _meta = load_checkpoint(p)
-            return module, "edgekd-checkpoint"
-        except Exception:  # noqa: BLE001 - report the TorchScript failure, the common case
-            raise BadInputError(f"{p} is neither TorchScript nor an edgekd checkpoint "
-                                f"({str(exc).splitlines()[0][:120]})",
-                                hint="save TorchScript with torch.jit.save, or pass a model spec") from exc
-
-
 class TorchBackend(Backend):
     name = "torch"
     artifact_format = ArtifactFormat.TORCHSCRIPT
+    builds_from = "torch"
 
     def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
         try:

@@ -45,7 +45,7 @@ def bench_cmd(model, target_name, shape, threads, min_iters, min_time_s, warmup_
     import tempfile
     from pathlib import Path
 
-    from ..latency.measure import bench
+    from ..latency.bench import bench
     from ..util_io import atomic_write_json
 
     target = resolve_target(target_name, threads=threads)

@@ -39,37 +39,23 @@ def quantize_cmd(model, target_name, data_spec, method, preset, calib_size, val_
     split) and p50/p90 latency are measured through the target's runtime for both models; an
     INT8 model that is not faster is not kept (exit 1) unless --force.
     """
-    import tempfile
-    from pathlib import Path
+    from ..errors import VerdictError
+    from ..quantize import quantize_ref
 
-    from ..errors import BadInputError, VerdictError
-    from ..quantize import check_runtime, quantize_model, require_int8_target
-
-    target = require_int8_target(resolve_target(target_name))
-    check_runtime(target, evaluate=True)
-    if calib_size < 0:
-        raise BadInputError(f"--calib-size {calib_size} must be positive")
-    if max_drop is not None and not 0.0 <= max_drop < 1.0:
-        raise BadInputError(f"--max-drop {max_drop} must be in [0, 1) (0.01 = one point)")
-    if rounds < 1:
-        raise BadInputError(f"--rounds {rounds} must be at least 1")
-
-    with tempfile.TemporaryDirectory(prefix="edgekd-quantize-") as tmp:
-        onnx_path = _model_to_onnx(model, Path(tmp))
-        calib, x_val, y_val = _load_data(data_spec, onnx_path, calib_size, val_size, seed)
-        opts = {"preset": preset} if target.runtime.value == "openvino" else {}
-        try:
-            report = _run(lambda: quantize_model(onnx_path, target, out_dir, calib, (x_val, y_val),
-                                                 method=method, max_drop=max_drop, force=force,
-                                                 rounds=rounds, **opts), as_json, target.name)
-        except VerdictError as err:
-            rep = getattr(err, "report", None)
-            if rep is not None:
-                if as_json:
-                    emit_json(rep.to_dict())
-                else:
-                    _print_table(rep, model, err=True)
-            raise
+    target = resolve_target(target_name)
+    try:
+        report = _run(lambda: quantize_ref(model, target, data_spec, out_dir, calib_size=calib_size,
+                                           val_size=val_size, seed=seed, method=method, preset=preset,
+                                           max_drop=max_drop, force=force, rounds=rounds),
+                      as_json, target.name)
+    except VerdictError as err:
+        rep = getattr(err, "report", None)
+        if rep is not None:
+            if as_json:
+                emit_json(rep.to_dict())
+            else:
+                _print_table(rep, model, err=True)
+        raise
     if as_json:
         emit_json(report.to_dict())
     else:
@@ -83,58 +69,6 @@ def _run(fn, quiet: bool, target_name: str):
 
     with Console(stderr=True).status(f"quantizing and measuring on {target_name} ..."):
         return fn()
-
-
-def _model_to_onnx(model: str, tmp):
-    """An .onnx path as is; a checkpoint exported to ONNX in ``tmp``."""
-    from pathlib import Path
-
-    from ..errors import BadInputError
-
-    p = Path(model)
-    if not p.is_file():
-        raise BadInputError(f"model file {model} does not exist", hint="give an .onnx file or a .pt checkpoint")
-    if p.suffix.lower() == ".onnx":
-        return p
-    if p.suffix.lower() in (".pt", ".pth"):
-        from ..export import export_onnx
-        from ..models.checkpoint import load_checkpoint
-
-        import numpy as np
-
-        module, meta = load_checkpoint(p)
-        shape = tuple(meta.get("input_shape") or ())
-        if len(shape) != 3:
-            raise BadInputError(f"checkpoint {p} does not record its input shape (C, H, W)",
-                                hint="export it with `edgekd export` and quantize the .onnx file")
-        out = tmp / f"{p.stem}.onnx"
-        export_onnx(module, np.zeros((1, *shape), np.float32), out,
-                    metadata={"edgekd.spec": str(meta.get("spec", ""))})
-        return out
-    raise BadInputError(f"cannot quantize '{p.name}'", hint="give an .onnx file or an edgekd .pt checkpoint")
-
-
-def _load_data(spec: str, onnx_path, calib_size: int, val_size, seed: int):
-    try:
-        from ..data import load_data
-    except ImportError:  # the package front door may not re-export it
-        from ..data.sources import load_data
-    from ..errors import BadInputError
-    from ..quantize.calib import calibration_from_dataset, dataset_arrays, onnx_input_info
-
-    _, shape = onnx_input_info(onnx_path)
-    res = shape[-1] if len(shape) == 4 and shape[-1] else None
-    bundle = load_data(spec, resolution=res) if res else load_data(spec)
-    calib = calibration_from_dataset(bundle.train, calib_size, batch_size=32, seed=seed)
-    if not calib or sum(len(b) for b in calib) == 0:
-        raise BadInputError(f"calibration set is empty (--calib-size {calib_size}, "
-                            f"{len(bundle.train)} training samples in '{spec}')",
-                            hint="use --calib-size of at least 1 and data with training samples")
-    x_val, y_val = dataset_arrays(bundle.val, val_size, seed=seed)
-    if len(x_val) == 0:
-        raise BadInputError(f"'{spec}' has no labelled validation samples",
-                            hint="give data with a validation split")
-    return calib, x_val, y_val
 
 
 def _fmt(v, spec: str) -> str:

@@ -1,6 +1,7 @@
 """Datasets for distillation: specs (digits, folder:, npz:, py:), tensor transforms, loaders."""
 from __future__ import annotations
 
+from .arrays import calibration_from_dataset, dataset_arrays
 from .base import UNLABELLED, ArrayDataset, DataBundle, SampleDataset
 from .sources import SPEC_FORMS, digits_normalization, load_data
 from .transforms import (AugmentedDataset, Compose, Normalize, RandomHFlip, RandomPadCrop,
@@ -8,5 +9,5 @@ from .transforms import (AugmentedDataset, Compose, Normalize, RandomHFlip, Rand
 
 __all__ = ["UNLABELLED", "ArrayDataset", "AugmentedDataset", "Compose", "DataBundle",
            "Normalize", "RandomHFlip", "RandomPadCrop", "SPEC_FORMS", "SampleDataset",
-           "calibration_batches", "default_augment", "digits_normalization", "load_data",
+           "calibration_batches", "calibration_from_dataset", "dataset_arrays", "default_augment", "digits_normalization", "load_data",
            "make_loader"]

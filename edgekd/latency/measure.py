@@ -6,16 +6,14 @@ of timing, each sample one `perf_counter_ns` around one `session.run`.
 """
 from __future__ import annotations
 
-import contextlib
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..targets import MeasureSettings, TargetSpec, load_target
+from ..backends import require_backend
+from ..targets import MeasureSettings, TargetSpec
 from .environment import fingerprint
 from .stats import LatencyStats
 
@@ -252,32 +250,6 @@ def environment_fingerprint(target: TargetSpec, session, input_shape) -> dict:
                        target=target.name)
 
 
-def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str | Path | None" = None,
-          settings: MeasureSettings | None = None, sample_shape: tuple | None = None,
-          on_progress: Callable[[int, int], None] | None = None) -> BenchResult:
-    """Open MODEL for TARGET (building its artifact if needed) and measure it per LATENCY.md."""
-    from ..backends.resolve import open_model
-
-    spec = load_target(target)
-    if spec.remote is not None:  # measured on the device itself, over SSH (edgekd.remote)
-        from ..remote.ops import remote_bench
-
-        return remote_bench(model_ref, spec, settings=settings, sample_shape=sample_shape, on_progress=on_progress)
-    settings = settings or spec.measure
-    with contextlib.ExitStack() as stack:
-        if work_dir is None and settings.sessions > 1:  # the artifact must outlive the first load
-            work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekd-bench-"))
-        opened = open_model(model_ref, spec, work_dir=Path(work_dir) if work_dir else None,
-                            sample_shape=sample_shape)
-        m, env = measure_opened(opened, spec, settings, on_progress=on_progress)
-    art = opened.artifact
-    return BenchResult(target=spec.name, model=str(model_ref), model_sha256=art.sha256,
-                       artifact_format=art.format, stats=m.stats, samples_ms=m.samples_ms,
-                       first_inference_ms=m.first_inference_ms, build_s=float(opened.build_s or 0.0),
-                       load_s=float(getattr(opened, "first_load_s", 0.0) or 0.0), input_shape=tuple(opened.input_shape),
-                       environment=env)
-
-
 def measure_opened(opened, target: TargetSpec, settings: MeasureSettings, *,
                    on_progress: Callable[[int, int], None] | None = None) -> "tuple[Measurement, dict]":
     """Measure a model open_model has loaded (its artifact reloaded for each further load of
@@ -294,8 +266,6 @@ def measure_opened_together(openeds: Sequence, target: TargetSpec, settings: Mea
 
     ``held`` models (open_model results too) are measured alongside every load of the others,
     after them in the returned list, and are neither reloaded nor closed (the caller's)."""
-    from ..backends import require_backend
-
     backend = require_backend(target)
     try:
         every = [*openeds, *held]

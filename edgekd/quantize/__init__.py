@@ -1,33 +1,32 @@
-"""INT8 post-training quantization, one front door per target runtime.
+"""INT8 post-training quantization: the algorithm, written once for every runtime.
 
     quantize_for_target(onnx, target, out_dir, calib)  -> Artifact      (quantize only)
     quantize_model(onnx, target, out_dir, calib, (x, y)) -> QuantReport (quantize, compare, keep)
 
-ONNX Runtime: static QDQ INT8 (ort.py). OpenVINO: NNCF (nncf_ov.py). TensorRT: the QDQ ONNX file
-TensorRT's explicit quantization consumes (tensorrt.py); the engine is the tensorrt backend's job.
-Each runtime's quantizer is imported inside its branch, so importing this package is cheap.
-
+How a runtime quantizes is its backend's business (Backend.quantize: ONNX Runtime's static QDQ,
+NNCF for OpenVINO, the symmetric QDQ file TensorRT consumes); this package decides what to keep.
 An INT8 model that is not faster than the fp32 model on the same runtime (p50 ratio >= 1.0) is
 not kept unless ``force=True``: quantize_model raises VerdictError with both numbers.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from ..errors import BadInputError, VerdictError, missing_package
-from ..targets import TargetSpec, load_target
-from .evaluate import QuantReport, SideResult, int8_target_names
+from ..backends import get_backend, require_backend
+from ..backends.base import Artifact
+from ..errors import BadInputError, VerdictError
+from ..targets import TargetSpec, int8_target_names, load_target
+from ..util_io import atomic_write_json
+from .evaluate import QuantReport, SideResult, compare
 
-__all__ = ["quantize_for_target", "quantize_model", "require_int8_target", "check_runtime",
+__all__ = ["quantize_for_target", "quantize_model", "quantize_ref", "quantization_data", "require_int8_target", "check_runtime",
            "QuantReport", "SideResult", "int8_target_names"]
 
 
@@ -42,94 +41,20 @@ def require_int8_target(target: "str | TargetSpec") -> TargetSpec:
 
 
 def check_runtime(target: TargetSpec, *, evaluate: bool = True) -> None:
-    """RuntimeMissingError (exit 4) naming the package when the target's runtime is not here."""
-    rt = target.runtime.value
-    need = {"onnxruntime": [("onnxruntime", None)],
-            "openvino": [("openvino", "openvino"), ("nncf", "openvino")],
-            "tensorrt": [("onnxruntime", None)] + ([("tensorrt", "tensorrt")] if evaluate else [])}
-    if rt not in need:
-        raise BadInputError(f"target '{target.name}' uses runtime '{rt}', which has no int8 quantizer",
-                            hint=f"use one of: {', '.join(int8_target_names())}")
-    for pkg, extra in need[rt]:
-        if importlib.util.find_spec(pkg) is None:
-            raise missing_package(pkg, extra=extra, what=f"target '{target.name}'")
-    if evaluate and rt == "tensorrt":
-        from ..backends import require_backend
-
+    """BadInputError when the target's runtime has no INT8 quantizer; RuntimeMissingError (exit 4)
+    naming the package when its quantizer, or (``evaluate``) its runtime, is not here."""
+    get_backend(target.runtime).check_quantizer(target)
+    if evaluate:
         require_backend(target)
 
 
-def _version(pkg: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return ""
-
-
 def quantize_for_target(onnx_path: "str | Path", target: "str | TargetSpec", out_dir: "str | Path",
-                        calib: "Iterable[np.ndarray]", *, method: str = "minmax",
-                        per_channel: bool = True, preset: str = "performance",
-                        subset_size: int = 300, max_drop: float | None = None,
-                        val_data: Any = None, val_fn: Any = None, name: str | None = None):
-    """Quantize ``onnx_path`` for an int8 ``target``; the Artifact lands under ``out_dir``.
-
-    onnxruntime: ``method``/``per_channel`` apply. openvino: ``preset``, ``subset_size`` and, with
-    ``max_drop``, accuracy control on ``val_data``/``val_fn``. tensorrt: a QDQ ONNX model with
-    symmetric int8 activations (the engine is built by the tensorrt backend from it).
-    """
-    from ..backends.base import Artifact, ArtifactFormat
-
+                        calib: "Iterable[np.ndarray]", **opts: Any) -> Artifact:
+    """Quantize ``onnx_path`` for an int8 ``target`` through its backend; the Artifact lands under
+    ``out_dir``. Options (``method``, ``per_channel``, ``preset``, ``subset_size``, ``max_drop``,
+    ``val_data``, ``val_fn``, ``name``) go to the backend, which uses those it knows."""
     spec = require_int8_target(target)
-    check_runtime(spec, evaluate=False)
-    src = Path(onnx_path)
-    if not src.is_file():
-        raise BadInputError(f"ONNX model {src} does not exist", hint="check the path")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    calib = list(calib) if not isinstance(calib, (list, tuple)) else calib
-    stem = name or src.stem
-    n_calib = int(sum(len(np.asarray(b)) for b in calib))
-    t0 = time.perf_counter()
-    rt = spec.runtime.value
-    if rt == "onnxruntime":
-        from .ort import default_activation_type, quantize_onnx_static
-
-        act = default_activation_type()
-        path = quantize_onnx_static(src, out_dir / f"{stem}.int8.onnx", calib, method=method,
-                                    per_channel=per_channel, activation_type=act)
-        return Artifact.from_file(
-            path, ArtifactFormat.ONNX, target=spec.name, precision="int8",
-            tool_versions={"onnxruntime": _version("onnxruntime")}, build_s=time.perf_counter() - t0,
-            meta={"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "method": method,
-                  "activation_type": act, "weight_type": "int8",
-                  "per_channel": per_channel, "calib_samples": n_calib, "source": str(src)})
-    if rt == "openvino":
-        from .nncf_ov import quantize_openvino
-
-        xml = quantize_openvino(src, out_dir / f"{stem}.int8.xml", calib, preset=preset,
-                                subset_size=subset_size, max_drop=max_drop, val_data=val_data,
-                                val_fn=val_fn)
-        return Artifact.from_file(
-            xml, ArtifactFormat.OPENVINO_IR, target=spec.name, precision="int8",
-            extra_paths=(xml.with_suffix(".bin"),),
-            tool_versions={"openvino": _version("openvino"), "nncf": _version("nncf")},
-            build_s=time.perf_counter() - t0,
-            meta={"quantizer": "nncf.quantize_with_accuracy_control" if max_drop is not None
-                  else "nncf.quantize", "preset": preset, "subset_size": subset_size,
-                  "max_drop": max_drop, "calib_samples": n_calib, "source": str(src)})
-    # tensorrt (check_runtime rejected anything else)
-    from .tensorrt import quantize_for_tensorrt
-
-    path = quantize_for_tensorrt(src, out_dir / f"{stem}.int8.qdq.onnx", calib, method=method,
-                                 per_channel=per_channel)
-    return Artifact.from_file(
-        path, ArtifactFormat.ONNX, target=spec.name, precision="int8",
-        tool_versions={"onnxruntime": _version("onnxruntime")}, build_s=time.perf_counter() - t0,
-        meta={"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "consumer": "tensorrt",
-              "method": method, "activation_type": "int8", "symmetric_activations": True,
-              "calib_samples": n_calib, "source": str(src)})
+    return get_backend(spec.runtime).quantize(Path(onnx_path), spec, Path(out_dir), calib, **opts)
 
 
 def _move_into(artifact, dest_dir: Path):
@@ -153,9 +78,6 @@ def quantize_model(onnx_path: "str | Path", target: "str | TargetSpec", out_dir:
     nothing is written to ``out_dir``, unless ``force``. The report JSON is written next to the
     kept artifact as ``<stem>.int8.quant.json``.
     """
-    from ..util_io import atomic_write_json
-    from .evaluate import compare
-
     spec = require_int8_target(target)
     check_runtime(spec, evaluate=True)
     x_val, y_val = (np.asarray(val[0], dtype=np.float32), np.asarray(val[1]))
@@ -211,3 +133,48 @@ def _problems(report: QuantReport, max_drop: float | None) -> list[str]:
         out.append(f"accuracy dropped {drop * 100:.2f} points ({report.fp32.accuracy:.4f} -> "
                    f"{report.int8.accuracy:.4f}), more than --max-drop {max_drop}")
     return out
+
+
+def quantization_data(spec: str, onnx_path: "str | Path", calib_size: int, val_size: "int | None",
+                      seed: int = 0) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """(calibration batches, x_val, y_val) from a data spec, at the ONNX model's resolution:
+    ``calib_size`` training samples and at most ``val_size`` labelled validation samples."""
+    from ..backends.calib import onnx_input_info
+    from ..data import calibration_from_dataset, dataset_arrays, load_data
+
+    _, shape = onnx_input_info(onnx_path)
+    res = shape[-1] if len(shape) == 4 and shape[-1] else None
+    bundle = load_data(spec, resolution=res) if res else load_data(spec)
+    calib = calibration_from_dataset(bundle.train, calib_size, batch_size=32, seed=seed)
+    if not calib or sum(len(b) for b in calib) == 0:
+        raise BadInputError(f"calibration set is empty (--calib-size {calib_size}, "
+                            f"{len(bundle.train)} training samples in '{spec}')",
+                            hint="use --calib-size of at least 1 and data with training samples")
+    x_val, y_val = dataset_arrays(bundle.val, val_size, seed=seed)
+    if len(x_val) == 0:
+        raise BadInputError(f"'{spec}' has no labelled validation samples",
+                            hint="give data with a validation split")
+    return calib, x_val, y_val
+
+
+def quantize_ref(model_ref: "str | Path", target: TargetSpec, data_spec: str, out_dir: "str | Path", *,
+                 calib_size: int = 300, val_size: "int | None" = None, seed: int = 0,
+                 method: str = "minmax", preset: str = "performance", max_drop: float | None = None,
+                 force: bool = False, rounds: int = 3) -> QuantReport:
+    """`edgekd quantize`: a model reference (an .onnx file or an edgekd checkpoint) quantized for
+    an int8 ``target`` on data from ``data_spec``, compared with fp32, kept only if it pays."""
+    spec = require_int8_target(target)
+    check_runtime(spec, evaluate=True)
+    if calib_size < 0:
+        raise BadInputError(f"--calib-size {calib_size} must be positive")
+    if max_drop is not None and not 0.0 <= max_drop < 1.0:
+        raise BadInputError(f"--max-drop {max_drop} must be in [0, 1) (0.01 = one point)")
+    if rounds < 1:
+        raise BadInputError(f"--rounds {rounds} must be at least 1")
+    from ..deploy import onnx_for_ref
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-quantize-") as tmp:
+        onnx_path = onnx_for_ref(model_ref, Path(tmp))
+        calib, x_val, y_val = quantization_data(data_spec, onnx_path, calib_size, val_size, seed)
+        return quantize_model(onnx_path, spec, out_dir, calib, (x_val, y_val), method=method,
+                              max_drop=max_drop, force=force, rounds=rounds, preset=preset)

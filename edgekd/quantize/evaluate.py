@@ -14,10 +14,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BadInputError
+from ..accuracy import top1
 from ..latency.measure import environment_fingerprint, make_inputs, measure_session
 from ..latency.stats import LatencyStats
-from ..targets import MeasureSettings, Precision, TargetSpec, load_target, target_names
+from ..targets import MeasureSettings, TargetSpec, fp32_twin
 
 
 @dataclass(frozen=True)
@@ -100,32 +100,6 @@ def _ratio(a: float, b: float) -> float:
     return float(a) / float(b)
 
 
-def int8_target_names() -> list[str]:
-    out = []
-    for name in target_names():
-        try:
-            if load_target(name).is_int8:
-                out.append(name)
-        except BadInputError:
-            continue
-    return out
-
-
-def fp32_twin(target: TargetSpec) -> TargetSpec:
-    """The fp32 target that runs the same runtime, device, threads and batch as ``target``."""
-    if target.runtime.value == "tensorrt":
-        # TensorRT's reference is the fp16 engine (fp32 is never what one deploys there).
-        for cand in ("tensorrt-fp16",):
-            if cand in target_names():
-                return load_target(cand)
-    base = target.name[:-len("-int8")] if target.name.endswith("-int8") else None
-    if base and base in target_names():
-        twin = load_target(base)
-        if (twin.runtime, twin.device, twin.precision) == (target.runtime, target.device, Precision.fp32):
-            return twin.model_copy(update={"threads": target.threads, "batch": target.batch})
-    return target.model_copy(update={"precision": Precision.fp32, "name": f"{target.name}-fp32"})
-
-
 def load_session(artifact, target: TargetSpec):
     """A runnable Session for an artifact, through the target's backend."""
     from ..backends import require_backend
@@ -148,19 +122,10 @@ def _static_batch(session, default: int) -> int:
 
 
 def top1_accuracy(session, x: np.ndarray, y: np.ndarray, *, batch: int = 1) -> float:
-    """Top-1 accuracy of a classifier session on (x, y); the last partial batch is run padded."""
-    if len(x) == 0:
-        raise BadInputError("validation data is empty", hint="give a data spec with a validation split")
+    """Top-1 accuracy of a classifier session on (x, y); a fixed-batch model's last partial
+    batch is run padded."""
     b = _static_batch(session, batch)
-    correct = 0
-    for i in range(0, len(x), b):
-        xb = np.ascontiguousarray(x[i:i + b], dtype=np.float32)
-        n = len(xb)
-        if n < b:  # a fixed-batch model: pad and drop the padding from the result
-            xb = np.concatenate([xb, np.repeat(xb[-1:], b - n, axis=0)])
-        logits = np.asarray(session.run(xb)[0])[:n]
-        correct += int((logits.reshape(n, -1).argmax(axis=1) == np.asarray(y[i:i + n]).reshape(-1)).sum())
-    return correct / len(x)
+    return top1(lambda xb: np.asarray(session.run(xb)[0]), x, y, batch=b, fixed_batch=True)
 
 
 def measure_pair(sessions: Mapping[str, Any], inputs: Mapping[str, Any], settings: MeasureSettings,

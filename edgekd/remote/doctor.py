@@ -98,7 +98,7 @@ def _skip(checks: list[Check], names: list[str], why: str, on_check) -> None:
 
 
 def _round_trip(target: TargetSpec, model: str, sample_shape=None) -> str:
-    from ..latency.measure import bench
+    from ..latency.bench import bench
 
     r = bench(model, target, settings=TINY_SETTINGS, sample_shape=sample_shape)
     e = r.environment

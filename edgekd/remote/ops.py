@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .._version import __version__
 from ..errors import BadInputError, RuntimeMissingError
 from ..targets import MeasureSettings, TargetSpec, load_target
+from ..backends.base import side_files  # noqa: F401 - the files a model needs beside it
 from .ssh import Completed, Remote, SSHTarget, rjoin, rquote
 
 log = logging.getLogger(__name__)
@@ -122,54 +123,12 @@ def remote_target_yaml(target: TargetSpec, settings: MeasureSettings | None = No
     return yaml.safe_dump(d, sort_keys=False)
 
 
-def side_files(path: "str | Path") -> list[Path]:
-    """The files a model loads beside itself: an OpenVINO .xml's .bin, an ONNX file's external data.
-
-    External data must sit in the model's own folder (as `edgekd export` writes it); a location
-    in a sub-folder or outside is refused, since the device keeps one folder per model. An ONNX
-    file that does not parse has none here: whatever loads it says what is wrong with it.
-    """
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix == ".xml":
-        return [p.with_suffix(".bin")]
-    if suffix != ".onnx" or not p.is_file():
-        return []
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception:  # noqa: BLE001 - onnx raises several unrelated types for bad files
-        return []
-    names: dict[str, None] = {}
-    graphs = [model.graph]
-    while graphs:
-        g = graphs.pop()
-        tensors = list(g.initializer)
-        for node in g.node:
-            for a in node.attribute:
-                tensors += ([a.t] if a.HasField("t") else []) + list(a.tensors)
-                graphs += ([a.g] if a.HasField("g") else []) + list(a.graphs)
-        for t in tensors:
-            if uses_external_data(t):
-                names[ExternalDataInfo(t).location] = None
-    out = []
-    for loc in names:
-        if Path(loc).name != loc:
-            raise BadInputError(f"{p.name} keeps external data at '{loc}', not in its own folder",
-                                hint="save it with the data file beside the model "
-                                     "(onnx.save(..., location='NAME.data'))")
-        out.append(p.parent / loc)
-    return out
-
-
 def push_group(ssh: SSHTarget, path: "str | Path") -> dict[Path, str]:
     """Copy a model file and its side files to one device folder; {local path: remote path}.
 
     A lone file is keyed by its own sha256; a model with side files by the hash of all of them,
     so they share a folder and the model finds its data there."""
-    from ..backends.base import sha256_file
+    from ..util_io import sha256_file
 
     p = Path(path)
     if not p.is_file():
@@ -192,9 +151,9 @@ def push_model(ssh: SSHTarget, path: "str | Path") -> str:
 
 
 def _looks_like_file(ref: str) -> bool:
-    from ..backends.resolve import _looks_like_path
+    from ..models.ref import looks_like_path
 
-    return _looks_like_path(ref)
+    return looks_like_path(ref)
 
 
 @dataclass

@@ -52,7 +52,7 @@ _SSH_CAUSES: tuple[tuple[str, str, str], ...] = (
 
 
 def _cache_dir() -> Path:
-    from ..distill.cache import cache_root
+    from ..util_io import cache_root
 
     return cache_root()
 
@@ -235,7 +235,7 @@ class SSHTarget:
         directory). The file is written under a temporary name, sha256-checked on the device, and
         only then renamed; a failed or interrupted copy is retried up to ``copy_retries`` times.
         """
-        from ..backends.base import sha256_file
+        from ..util_io import sha256_file
 
         local = Path(local)
         digest = sha256_file(local)

@@ -36,7 +36,7 @@ NPZ_SCHEMA = b"edgekd.remote-val/v1"
 
 def val_npz(x: np.ndarray, y: np.ndarray) -> Path:
     """The validation arrays as an .npz in the cache, named by their content (written once, atomically)."""
-    from ..distill.cache import cache_root
+    from ..util_io import cache_root
     from ..util_io import atomic_path
 
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -83,7 +83,7 @@ def remote_verify(art: Path, spec: TargetSpec, x: np.ndarray, y: np.ndarray, *, 
     verify's does; any other exit raises the same EdgeKDError class as it would here (2 bad
     input, 4 runtime missing), naming the device."""
     from ..latency.stats import LatencyStats
-    from ..verify import Check, VerifyReport
+    from ..verify.report import Check, VerifyReport
     from .ops import TARGET, Upload, check_device, remote_fingerprint, run_edgekd, ssh_for
 
     if reference is not None and not isinstance(reference, (str, Path)):

@@ -97,7 +97,7 @@ def _nncf_logs_to_stderr():
 
 def save_ir_atomic(ov, model, out_xml: "str | Path") -> Path:
     """Save an openvino.Model as IR with the backend's atomic writer (.bin first, then .xml)."""
-    from ..backends.openvino import save_ir
+    from ._common import save_ir
 
     out_xml = Path(out_xml)
     if out_xml.suffix.lower() != ".xml":

@@ -1,4 +1,5 @@
-"""Static QDQ INT8 quantization with ONNX Runtime (onnxruntime.quantization).
+"""Static QDQ INT8 quantization with ONNX Runtime (onnxruntime.quantization), for the
+onnxruntime targets and, symmetric, for TensorRT.
 
 Choices:
 - Format QDQ: ONNX Runtime's CPU kernels fuse DequantizeLinear -> op -> QuantizeLinear into
@@ -134,3 +135,15 @@ def count_qdq_nodes(onnx_path: "str | Path") -> dict[str, int]:
         if n.op_type in counts:
             counts[n.op_type] += 1
     return counts
+
+
+def quantize_for_tensorrt(onnx_path: "str | Path", out_path: "str | Path",
+                          calib: "Iterable[np.ndarray]", *, method: str = "entropy",
+                          per_channel: bool = True) -> Path:
+    """The QDQ ONNX model TensorRT's explicit quantization consumes: TensorRT reads the
+    QuantizeLinear/DequantizeLinear pairs and picks INT8 kernels where they sit, and it only
+    takes symmetric INT8 (zero point 0): signed QInt8 symmetric activations, QInt8 symmetric
+    per-channel weights. ``method`` defaults to entropy, TensorRT's own default for activations.
+    Nothing here needs TensorRT or a GPU."""
+    return quantize_onnx_static(onnx_path, out_path, calib, method=method, per_channel=per_channel,
+                                activation_type="int8", symmetric_activations=True)

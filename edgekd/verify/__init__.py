@@ -10,107 +10,17 @@ re-measured once with the samples pooled, and what is still undecided is INCONCL
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
 
 import numpy as np
 
-from .errors import BadInputError
-from .latency.stats import LatencyStats
-
-PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
-
-
-@dataclass
-class Check:
-    name: str
-    verdict: str
-    value: Optional[float]
-    limit: Optional[float]
-    detail: str = ""
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "verdict": self.verdict, "value": self.value,
-                "limit": self.limit, "detail": self.detail}
-
-
-@dataclass
-class VerifyReport:
-    artifact: str
-    artifact_sha256: str
-    target: str
-    accuracy: float
-    n_val: int
-    latency: LatencyStats
-    metric: str = "p90"
-    budget_ms: Optional[float] = None
-    reference_accuracy: Optional[float] = None
-    parity: Optional[dict] = None
-    checks: list[Check] = field(default_factory=list)
-    samples_ms: Any = None
-    first_inference_ms: Optional[float] = None
-    manifest: Optional[str] = None
-    remote: Optional[dict] = None  # set when it ran on a remote target's device: host, port, user, ...
-
-    @property
-    def where(self) -> str:
-        """'' here, else ' (on device D via user@host:port)'."""
-        if not self.remote:
-            return ""
-        r = self.remote
-        who = f"{r['user']}@{r['host']}" if r.get("user") else str(r.get("host"))
-        device = self.latency.environment.get("host") or r.get("device_host")
-        return f" (on device {device} via {who}:{r.get('port')})"
-
-    @property
-    def verdict(self) -> str:
-        got = {c.verdict for c in self.checks}
-        return FAIL if FAIL in got else INCONCLUSIVE if INCONCLUSIVE in got else PASS
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == PASS
-
-    def failures(self) -> list[Check]:
-        return [c for c in self.checks if c.verdict != PASS]
-
-    def one_line(self) -> str:
-        s = self.latency
-        parts = [f"accuracy {self.accuracy:.4f} on {self.n_val} samples",
-                 f"{self.metric} {s.metric(self.metric):.4f} ms (CI {s.p90_ci[0]:.4f}..{s.p90_ci[1]:.4f}, "
-                 f"n {s.n})"]
-        if self.budget_ms is not None:
-            parts.append(f"budget {self.budget_ms:g} ms")
-        return f"{self.verdict.upper()}: " + ", ".join(parts) + self.where
-
-    def to_dict(self, include_samples: bool = False) -> dict:
-        d = {"artifact": self.artifact, "artifact_sha256": self.artifact_sha256,
-             "target": self.target, "verdict": self.verdict, "passed": self.passed,
-             "accuracy": self.accuracy, "n_val": self.n_val, "metric": self.metric,
-             "budget_ms": self.budget_ms, "reference_accuracy": self.reference_accuracy,
-             "parity": self.parity, "latency": self.latency.to_dict(),
-             "first_inference_ms": self.first_inference_ms, "manifest": self.manifest,
-             "remote": self.remote, "checks": [c.to_dict() for c in self.checks]}
-        if include_samples and self.samples_ms is not None:
-            d["samples_ms"] = [round(float(v), 6) for v in self.samples_ms]
-        return d
-
-
-def latency_verdict(stats: LatencyStats, budget_ms: float, metric: str = "p90") -> str:
-    """PASS/FAIL/INCONCLUSIVE of ``metric`` against a budget (interval rule for p90)."""
-    if metric != "p90":
-        return PASS if stats.metric(metric) <= budget_ms else FAIL
-    lo, hi = stats.p90_ci
-    if hi <= budget_ms:
-        return PASS
-    if lo > budget_ms:
-        return FAIL
-    return INCONCLUSIVE
+from ..errors import BadInputError
+from ..latency.stats import LatencyStats
+from .report import FAIL, INCONCLUSIVE, PASS, Check, VerifyReport, check, latency_verdict  # noqa: F401
 
 
 def _val_arrays(bundle) -> tuple[np.ndarray, np.ndarray]:
-    from .quantize.calib import dataset_arrays
+    from ..data.arrays import dataset_arrays
 
     x, y = dataset_arrays(bundle.val)
     if len(x) == 0:
@@ -123,7 +33,7 @@ def _reference_module(reference):
     if reference is None:
         return None
     if isinstance(reference, (str, Path)):
-        from .models.checkpoint import load_checkpoint
+        from ..models.checkpoint import load_checkpoint
 
         p = Path(reference)
         if not p.is_file():
@@ -136,10 +46,10 @@ def _reference_module(reference):
 def _torch_accuracy(module, x: np.ndarray, y: np.ndarray) -> float:
     import torch
 
+    from ..accuracy import top1
+
     with torch.no_grad():
-        out = [module(torch.from_numpy(np.ascontiguousarray(x[i:i + 256]))).argmax(1).numpy()
-               for i in range(0, len(x), 256)]
-    return float((np.concatenate(out) == y).mean())
+        return top1(lambda xb: module(torch.from_numpy(xb)), x, y, batch=256)
 
 
 def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | None = None,
@@ -151,12 +61,12 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
     DataBundle). ``reference`` (a student.pt path or a torch module) adds a parity check and is
     the baseline of ``max_drop`` (an absolute drop in top-1, e.g. 0.01). Refuses (BadInputError)
     an artifact that no longer matches the manifest.json beside it."""
-    from .backends.resolve import open_model
-    from .export import check_parity
-    from .latency.measure import environment_fingerprint, make_inputs, measure_session
-    from .manifest import check_against_manifest
-    from .quantize.evaluate import top1_accuracy
-    from .targets import Precision, load_target
+    from ..deploy import open_model
+    from ..export import check_parity
+    from ..latency.measure import environment_fingerprint, make_inputs, measure_session
+    from ..manifest import check_against_manifest
+    from ..quantize.evaluate import top1_accuracy
+    from ..targets import Precision, load_target
 
     spec = load_target(target)
     art = Path(artifact)
@@ -168,19 +78,19 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
         raise BadInputError(f"--min-accuracy {min_accuracy} must be a fraction in [0, 1]")
     if max_drop is not None and reference is None:
         raise BadInputError("--max-drop needs --reference (the torch student to compare with)")
-    from .remote.ops import side_files
+    from ..backends.base import side_files
 
     mpath = check_against_manifest(art, side_files(art)) if check_manifest else None
 
     if isinstance(data, str):
-        from .data import load_data
+        from ..data import load_data
 
         bundle = load_data(data, resolution=resolution or _artifact_resolution(art))
     else:
         bundle = data
     x, y = _val_arrays(bundle)
     if spec.remote is not None:  # accuracy, parity and latency on the device itself, over SSH
-        from .remote.verify import remote_verify
+        from ..remote.verify import remote_verify
 
         return remote_verify(art, spec, x, y, manifest=mpath, budget_ms=budget_ms, min_accuracy=min_accuracy,
                              max_drop=max_drop, reference=reference, metric=metric, settings=settings)
@@ -222,14 +132,14 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
                             f"{metric} {stats.metric(metric):.4f} ms, 95% CI of p90 "
                             f"[{lo:.4f}, {hi:.4f}] ms vs budget {budget_ms:g} ms"))
     if min_accuracy is not None:
-        checks.append(Check("accuracy", PASS if acc >= min_accuracy else FAIL, acc, min_accuracy,
+        checks.append(Check("accuracy", check(acc >= min_accuracy), acc, min_accuracy,
                             f"top-1 {acc:.4f} vs minimum {min_accuracy:.4f}"))
     if max_drop is not None and ref_acc is not None:
         drop = ref_acc - acc
-        checks.append(Check("accuracy_drop", PASS if drop <= max_drop + 1e-12 else FAIL, drop, max_drop,
+        checks.append(Check("accuracy_drop", check(drop <= max_drop + 1e-12), drop, max_drop,
                             f"drop {drop:+.4f} from the torch reference's {ref_acc:.4f}"))
     if parity is not None:
-        checks.append(Check("parity", PASS if parity["passed"] else FAIL, parity["top1_agreement"],
+        checks.append(Check("parity", check(parity["passed"]), parity["top1_agreement"],
                             parity["min_top1"], f"max|diff| {parity['max_abs_diff']:.3g}, cosine "
                             f"{parity['cosine']:.6f}, top-1 agreement {parity['top1_agreement']:.4f}"))
     return VerifyReport(artifact=str(art), artifact_sha256=opened.artifact.sha256, target=spec.name,
@@ -243,7 +153,7 @@ def _artifact_resolution(art: Path) -> int | None:
     """The square input size the artifact declares (ONNX or OpenVINO IR), if static."""
     try:
         if art.suffix.lower() == ".onnx":
-            from .quantize.calib import onnx_input_info
+            from ..backends.calib import onnx_input_info
 
             _, shape = onnx_input_info(art)
         elif art.suffix.lower() == ".xml":
