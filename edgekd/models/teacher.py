@@ -12,12 +12,13 @@ import hashlib
 import logging
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import BadInputError
+from ..util_io import sha256_file
 from .checkpoint import LOAD_ERRORS, build_from_spec, is_checkpoint, load_state, model_from_checkpoint
+from .ref import module_sha256, torch_file_kind
 
 log = logging.getLogger(__name__)
 
@@ -25,25 +26,6 @@ KINDS = ("torch", "torchscript", "export", "onnx")
 _FILE_SUFFIXES = (".pt", ".pth", ".ts", ".pt2", ".onnx", ".bin", ".ckpt")
 _TRUST_HINT = ("pass --trust-pickle if you trust the file, or save model.state_dict(), a "
                "TorchScript (torch.jit.save) or a torch.export .pt2 instead")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _sha256_state(module) -> str:
-    import torch
-
-    h = hashlib.sha256()
-    for k, v in sorted(module.state_dict().items()):
-        t = v.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{k}:{tuple(v.shape)}:{v.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def _logits_of(out: Any):
@@ -211,9 +193,9 @@ def _from_factory(spec: str, weights, trust_pickle, num_classes, in_channels, de
     module = build_from_spec(spec, num_classes=num_classes, in_channels=in_channels)
     if state is not None:
         load_state(module, state, str(weights))
-        fp = _fingerprint("torch", spec, _sha256_file(Path(weights).expanduser()))
+        fp = _fingerprint("torch", spec, sha256_file(Path(weights).expanduser()))
     else:
-        fp = _fingerprint("torch", spec, _sha256_state(module))
+        fp = _fingerprint("torch", spec, module_sha256(module))
     return _torch_teacher(module, spec=spec, fingerprint=fp, device=device,
                           num_classes=num_classes, input_shape=meta.get("input_shape"),
                           source=spec)
@@ -221,17 +203,6 @@ def _from_factory(spec: str, weights, trust_pickle, num_classes, in_channels, de
 
 def _fingerprint(kind: str, spec: str, *parts: str) -> str:
     return hashlib.sha256("|".join(("edgekd.teacher/v1", kind, spec, *parts)).encode()).hexdigest()
-
-
-def _zip_kind(path: Path) -> str | None:
-    if not zipfile.is_zipfile(path):
-        return None
-    names = zipfile.ZipFile(path).namelist()
-    if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
-        return "torchscript"
-    if any(n.endswith("archive_format") for n in names):
-        return "export"
-    return "torch"
 
 
 def _from_torch_file(path: Path, spec, weights, trust_pickle, device, file_sha):
@@ -266,7 +237,7 @@ def _from_torch_file(path: Path, spec, weights, trust_pickle, device, file_sha):
     if weights is not None:
         state, _ = _read_weights(weights, trust_pickle)
         load_state(module, state, str(weights))
-        parts.append(_sha256_file(Path(weights).expanduser()))
+        parts.append(sha256_file(Path(weights).expanduser()))
     shape = meta.get("input_shape")
     return _torch_teacher(module, spec=spec, fingerprint=_fingerprint("torch", spec, *parts),
                           device=device, num_classes=meta.get("num_classes"),
@@ -389,8 +360,8 @@ def load_teacher(spec: str, *, weights: str | None = None, trust_pickle: bool = 
         return _from_factory(spec, weights, trust_pickle, num_classes, in_channels, device)
     path = Path(spec).expanduser()
     if path.is_file():
-        file_sha = _sha256_file(path)
-        kind = _zip_kind(path)
+        file_sha = sha256_file(path)
+        kind = torch_file_kind(path)
         if kind in ("torchscript", "export") and weights is not None:
             raise BadInputError(f"--teacher-weights does not apply to {kind} teacher '{path}'",
                                 hint="its weights are inside the file; drop --teacher-weights")
