@@ -46,7 +46,6 @@ def demo_teacher(echo: Callable[[str], None] = print, show: bool = True) -> tupl
     """(path of the cached teacher checkpoint, whether it was trained now)."""
     from .data import load_data
     from .distill.run import distill
-    from .models.checkpoint import save_checkpoint
 
     final = cache_dir() / f"demo-teacher-{teacher_key()}" / "teacher.pt"
     if final.is_file():
@@ -57,9 +56,7 @@ def demo_teacher(echo: Callable[[str], None] = print, show: bool = True) -> tupl
     bundle = load_data(DATA, resolution=RESOLUTION, seed=TEACHER_TRAIN["seed"])
     res = distill(TEACHER_SPEC, None, bundle, work, config=TEACHER_TRAIN, loss="ce", resume=True,
                   progress=show)
-    save_checkpoint(final, res.model, spec=TEACHER_SPEC, num_classes=bundle.num_classes,
-                    in_channels=bundle.in_channels, input_shape=tuple(bundle.input_shape),
-                    extra={"val_acc": res.best_acc, "data": bundle.fingerprint})
+    res.save(final, spec=TEACHER_SPEC, bundle=bundle)
     shutil.rmtree(work, ignore_errors=True)
     echo(f"teacher: val accuracy {res.best_acc:.4f}")
     return final, True

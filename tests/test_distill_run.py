@@ -100,3 +100,19 @@ def test_plain_training_needs_no_teacher(tmp_path):
     got = distill(SPEC, None, _bundle(), tmp_path, config={"epochs": 1, "batch_size": 32},
                   loss="ce", progress=False)
     assert got.model(torch.zeros(2, 1, RES, RES)).shape == (2, C) and got.cache == "off"
+
+
+def test_save_writes_a_checkpoint_that_rebuilds_the_deployable(tmp_path):
+    from edgekd.models.checkpoint import load_checkpoint
+
+    bundle = _bundle()
+    got = distill(SPEC, None, bundle, tmp_path / "run", config={"epochs": 1, "batch_size": 32},
+                  loss="ce", progress=False)
+    path = got.save(tmp_path / "m.pt", spec=SPEC, bundle=bundle, loss="ce")
+    again, meta = load_checkpoint(path)
+    assert meta["extra"] == {"val_acc": got.best_acc, "loss": "ce", "data": "toy-v1"}
+    x = torch.randn(3, 1, RES, RES)
+    with torch.no_grad():
+        assert torch.equal(again(x), got.model(x))
+    _, meta = load_checkpoint(got.save(tmp_path / "t.pt", spec=SPEC, bundle=bundle))
+    assert "loss" not in meta["extra"]

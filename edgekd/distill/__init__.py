@@ -1,4 +1,13 @@
-"""Knowledge distillation: losses (pure functions + registry), feature taps, the criterion.
+"""Knowledge distillation.
+
+    losses.py        the losses (pure functions) and their registry
+    options.py       a loss's options: defaults, user overrides, --loss-opt pairs
+    taps.py          feature taps (forward hooks by module path); stages.py: matching stages
+    criterion.py     CE + one distillation loss, with its extra trainable modules
+    train_config.py  TrainConfig; loop.py: pieces of the loop; runstate.py: RNG, DDP, states
+    cache.py         the teacher-logit cache
+    trainer.py       fit(): the training loop, checkpoints, exact resume
+    run.py           distill(): the one fit-restore-deploy entry point; train_to_dir()
 
 Names load lazily so importing this package does not import torch.
 """
@@ -13,6 +22,11 @@ _API: dict[str, str] = {
     "penultimate_path": "taps:penultimate_path",
     "LOSSES": "losses:LOSSES",
     "LossInfo": "losses:LossInfo",
+    "TrainConfig": "train_config:TrainConfig",
+    "fit": "trainer:fit",
+    "distill": "run:distill",
+    "Distilled": "run:Distilled",
+    "train_to_dir": "run:train_to_dir",
 }
 
 

@@ -40,6 +40,17 @@ class Distilled:
     cache: str = "off"
     config: Optional[TrainConfig] = None
 
+    def save(self, path: "str | Path", *, spec: str, bundle, loss: Optional[str] = None) -> Path:
+        """Write the deployable model as an edgekd checkpoint rebuilt from ``spec``; its extra
+        holds the best validation accuracy, the data's fingerprint and ``loss`` (when given)."""
+        from ..models.checkpoint import save_checkpoint
+
+        extra = {"val_acc": self.best_acc, **({"loss": loss} if loss is not None else {}),
+                 "data": bundle.fingerprint}
+        return save_checkpoint(path, self.model, spec=spec, num_classes=bundle.num_classes,
+                               in_channels=bundle.in_channels,
+                               input_shape=tuple(bundle.input_shape), extra=extra)
+
 
 def distill(student, teacher, bundle, out_dir: "str | Path", *,
             config: "TrainConfig | dict | None" = None, loss: str = "kd",
@@ -138,7 +149,6 @@ def train_to_dir(*, kind: str, model_spec: str, data: str, out: "str | Path",
     "train"``, writes model.*). ``loss_options`` is a dict or "key=value" strings (values parsed
     as bool/int/float where they read as one). None on torchrun ranks other than 0."""
     from ..data import load_data
-    from ..models.checkpoint import save_checkpoint
     from ..models.cost import cost_or_none
     from ..util_io import atomic_write_json
     from .options import parse_pairs
@@ -163,10 +173,7 @@ def train_to_dir(*, kind: str, model_spec: str, data: str, out: "str | Path",
         return None
     stem = "student" if kind == "distill" else "model"
     deploy = result.model
-    save_checkpoint(out_dir / f"{stem}.pt", deploy, spec=model_spec,
-                    num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                    input_shape=tuple(bundle.input_shape),
-                    extra={"val_acc": result.best_acc, "loss": loss, "data": bundle.fingerprint})
+    result.save(out_dir / f"{stem}.pt", spec=model_spec, bundle=bundle, loss=loss)
     exported = export_with_parity(deploy, bundle, out_dir, stem, model_spec) if export else {}
     teacher_cost = None
     if teacher is not None and getattr(teacher, "module", None) is not None:
