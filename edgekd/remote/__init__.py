@@ -2,8 +2,9 @@
 
 A target with a ``remote:`` section runs on that device: the model is copied there (verified,
 content-addressed, never used half-written), `edgekd` runs there on the same target minus
-``remote:``, and its JSON comes back with the device's fingerprint. `verify` also sends the
-validation arrays and the reference there (remote/verify.py). Names load lazily.
+``remote:``, and its JSON comes back with the device's fingerprint. `verify` on such a target
+sends the validation arrays and the reference there too (edgekd/verify/remote.py). Names load
+lazily.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ _API: dict[str, str] = {
     "remote_target_yaml": "ops:remote_target_yaml",
     "side_files": "ops:side_files",
     "push_group": "ops:push_group",
-    "remote_verify": "verify:remote_verify",
     "profile_remote": "profile:profile_remote",
     "profile_targets": "profile:profile_targets",
     "profile_cli": "profile:profile_cli",

@@ -1,7 +1,7 @@
 """Verification of a built artifact on its target: accuracy through the target's runtime on the
 validation set, parity against the torch student, and latency per LATENCY.md.
 
-A target with ``remote:`` is verified on its device, all three checks (edgekd.remote.verify);
+A target with ``remote:`` is verified on its device, all three checks (verify/remote.py);
 the report then carries ``remote`` (how the device was reached) and the device's fingerprint.
 
 Latency is judged on the p90's order-statistic confidence interval: PASS when its upper bound
@@ -90,7 +90,7 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
         bundle = data
     x, y = _val_arrays(bundle)
     if spec.remote is not None:  # accuracy, parity and latency on the device itself, over SSH
-        from ..remote.verify import remote_verify
+        from .remote import remote_verify
 
         return remote_verify(art, spec, x, y, manifest=mpath, budget_ms=budget_ms, min_accuracy=min_accuracy,
                              max_drop=max_drop, reference=reference, metric=metric, settings=settings)

@@ -58,7 +58,7 @@ def _links(ssh, art: Path, manifest: Path | None) -> tuple[str, dict[str, str]]:
     """(the artifact's path in the run folder, {path in the run folder: remote copy}) for the
     artifact, its side files and the manifest, laid out as here relative to the manifest's
     folder (else the artifact's)."""
-    from .ops import push_group
+    from ..remote.ops import push_group
 
     base = manifest.resolve().parent if manifest else art.resolve().parent
     pushed = push_group(ssh, art)
@@ -83,8 +83,8 @@ def remote_verify(art: Path, spec: TargetSpec, x: np.ndarray, y: np.ndarray, *, 
     verify's does; any other exit raises the same EdgeKDError class as it would here (2 bad
     input, 4 runtime missing), naming the device."""
     from ..latency.stats import LatencyStats
-    from ..verify.report import Check, VerifyReport
-    from .ops import TARGET, Upload, check_device, remote_fingerprint, run_edgekd, ssh_for
+    from .report import Check, VerifyReport
+    from ..remote.ops import TARGET, Upload, check_device, remote_fingerprint, run_edgekd, ssh_for
 
     if reference is not None and not isinstance(reference, (str, Path)):
         raise BadInputError(f"target '{spec.name}' runs on a remote device: give the reference as a "
