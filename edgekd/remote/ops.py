@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .._version import __version__
 from ..errors import BadInputError, RuntimeMissingError
-from ..targets import MeasureSettings, TargetSpec, load_target
+from ..targets import MeasureSettings, TargetSpec
 from ..backends.base import side_files  # noqa: F401 - the files a model needs beside it
 from .ssh import Completed, Remote, SSHTarget, rjoin, rquote
 
@@ -60,8 +60,8 @@ def ssh_for(target: TargetSpec) -> SSHTarget:
     return SSHTarget(target.remote, target.name)
 
 
-def is_remote(target: "str | TargetSpec") -> bool:
-    return load_target(target).remote is not None
+def is_remote(target: TargetSpec) -> bool:
+    return target.remote is not None
 
 
 _probe_cache: dict[tuple, Probe] = {}
@@ -179,7 +179,7 @@ class RemoteRun:
                                       hint="run the command on the device by hand to see what it prints") from exc
 
 
-def run_edgekd(target: "str | TargetSpec", args: Sequence[Any], *, settings: MeasureSettings | None = None,
+def run_edgekd(target: TargetSpec, args: Sequence[Any], *, settings: MeasureSettings | None = None,
                env: Mapping[str, str] | None = None, collect: str | None = None, stdout_to_stderr: bool = False,
                stderr_lines: Callable[[str], None] | None = None, timeout_s: float | None = None,
                what: str = "", allow_fail: bool = False, inputs: Mapping[str, str] | None = None,
@@ -196,7 +196,7 @@ def run_edgekd(target: "str | TargetSpec", args: Sequence[Any], *, settings: Mea
     a model keeps its place beside a manifest.json). A non-zero remote exit raises the
     same EdgeKDError class as it would here, with the device named (unless ``allow_fail``).
     """
-    spec = load_target(target)
+    spec = target
     ssh = ssh_for(spec)
     p = check_device(spec)
     run_dir = rjoin(ssh.workdir, "runs", secrets.token_hex(6))
@@ -246,7 +246,7 @@ def remote_fingerprint(ssh: SSHTarget, p: Probe) -> dict:
             "edgekd_version": p.edgekd_version}
 
 
-def remote_bench(model_ref: "str | Path", target: "str | TargetSpec", *, settings: MeasureSettings | None = None,
+def remote_bench(model_ref: "str | Path", target: TargetSpec, *, settings: MeasureSettings | None = None,
                  sample_shape: tuple | None = None, on_progress: Callable[[int, int], None] | None = None,
                  env: Mapping[str, str] | None = None):
     """`bench` on the target's device: copy the model there (if it is a file), run
@@ -257,7 +257,7 @@ def remote_bench(model_ref: "str | Path", target: "str | TargetSpec", *, setting
     from ..latency.measure import BenchResult
     from ..latency.stats import LatencyStats
 
-    spec = load_target(target)
+    spec = target
     ref = str(model_ref)
     model_arg: Any = Upload(ref) if _looks_like_file(ref) else ref
     args: list[Any] = ["bench", model_arg, "--target", TARGET, "--json", "--samples", "samples.json"]
