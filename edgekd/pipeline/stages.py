@@ -24,29 +24,15 @@ def distill_stage(ctx: Context, sel: SelectResult) -> DistillResult:
     """Distill the selected student from the teacher into OUT/student.pt (resumes inside the
     trainer from OUT/distill's last checkpoint)."""
     from ..accuracy import top1
-    from ..distill.criterion import build_criterion
-    from ..distill.trainer import TrainConfig, fit, restore_weights, seed_everything
-    from ..models import build_model, count_macs_params
-    from ..models.checkpoint import save_checkpoint
+    from ..distill.run import distill
+    from ..models import count_macs_params
 
     cfg, b, spec = ctx.cfg, ctx.bundle, sel.spec
     teacher = ctx.teacher
-    tconf = TrainConfig.make(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
-    seed_everything(tconf.seed)
-    student = build_model(spec, num_classes=b.num_classes, in_channels=b.in_channels)
-    criterion = build_criterion(cfg.loss, {}, num_classes=b.num_classes, student=student, teacher=teacher,
-                                epochs=tconf.epochs)
-    try:
-        res = fit(student, criterion, b, tconf, ctx.out / "distill", teacher=teacher, resume=True,
-                  progress=ctx.show)
-        restore_weights(res.paths["best"], student, criterion)
-        deploy = criterion.deployable(student).eval()
-    finally:
-        if hasattr(criterion, "close"):
-            criterion.close()
-    save_checkpoint(ctx.out / "student.pt", deploy, spec=spec, num_classes=b.num_classes,
-                    in_channels=b.in_channels, input_shape=tuple(b.input_shape),
-                    extra={"val_acc": res.best_acc, "loss": cfg.loss, "data": b.fingerprint})
+    res = distill(spec, teacher, b, ctx.out / "distill", loss=cfg.loss, resume=True, progress=ctx.show,
+                  config={"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed})
+    deploy = res.model
+    res.save(ctx.out / "student.pt", spec=spec, bundle=b, loss=cfg.loss)
     x, y = ctx.val_arrays()
     t_acc = top1(_torch_predict(teacher), x, y)
     macs, params = count_macs_params(deploy, tuple(b.input_shape))
