@@ -36,20 +36,12 @@ def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes
     few whole models, validated on the rest). Shows progress with an ETA on stderr and prints
     the elapsed time. Interrupted runs keep what was complete; finish them with --resume.
     """
-    from ..errors import BadInputError
     from ..latency.profile import profile_family
 
-    if in_channels < 1 or num_classes < 1:
-        raise BadInputError(f"--in-channels {in_channels} and --num-classes {num_classes} must be at least 1")
-    for opt, v in (("--min-time", min_time_s), ("--block-min-time", block_min_time_s)):
-        if v is not None and v < 0:
-            raise BadInputError(f"{opt} {v} must not be negative")
     target = resolve_target(target_name[0])
     kwargs = dict(out=out, grid=grid, resume=resume, in_channels=in_channels, num_classes=num_classes,
                   min_time_s=min_time_s, block_min_time_s=block_min_time_s, work_dir=work_dir)
     if len(target_name) > 1 or target.remote is not None:
-        from ..remote.profile import profile_cli
-
         return profile_cli(list(target_name), family, as_json=as_json, **kwargs)
 
     if as_json or not sys.stderr.isatty():
@@ -137,3 +129,63 @@ def _print_summary(prof, run) -> None:
     if not prof.complete:
         c.print("[yellow]profile incomplete: finish it with --resume[/]")
     c.print(f"elapsed {run.elapsed_s:.1f} s")
+
+
+def profile_cli(target_names, family: str, *, out: str, as_json: bool = False,
+                progress: bool | None = None, **kwargs) -> int:
+    """`edgekd profile --target A --target B ...` (or one remote target): remote.profile.profile_targets
+    with one progress line per target, then a summary (or JSON); the first target's error is raised
+    after all finish (with --json: its exit code is returned, the error in the JSON)."""
+    import threading
+
+    from ..remote.profile import profile_targets
+    from ..targets import load_target
+
+    progress = (not as_json and sys.stderr.isatty()) if progress is None else progress
+    specs = [load_target(t) for t in target_names]
+    if progress:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TextColumn("{task.fields[now]}"), console=Console(stderr=True))
+        tasks = {s.name: bar.add_task(f"{family} on {s.name}", total=None, now="") for s in specs}
+
+        def on_event(name, ev):
+            t = tasks[name]
+            if ev.kind == "planned" and ev.total:
+                bar.update(t, total=ev.total, completed=0)
+            elif ev.kind == "start":
+                bar.update(t, now=f"{ev.what} {ev.name}")
+            elif ev.kind == "measured":
+                bar.update(t, total=ev.total or None, completed=ev.done, now=f"{ev.what} {ev.name}")
+            elif ev.kind == "done":
+                bar.update(t, total=max(ev.total, 1), completed=max(ev.total, 1), now="done")
+        with bar:
+            runs = profile_targets(specs, family, out=out, on_event=on_event, **kwargs)
+    else:
+        lock = threading.Lock()
+
+        def on_event(name, ev):
+            if ev.kind == "measured" and not as_json:
+                with lock:
+                    click.echo(f"{name}: [{ev.done}/{ev.total}] {ev.what} {ev.name}: p50 {ev.latency_ms:.4f} ms",
+                               err=True)
+        runs = profile_targets(specs, family, out=out, on_event=on_event, **kwargs)
+
+    summary = [r.to_dict() for r in runs]
+    if as_json:
+        emit_json({"family": family, "targets": summary})
+    else:
+        for row in summary:
+            if row["ok"]:
+                click.echo(f"{row['target']}: {row['profile']} ({row['models']} models, {row['blocks']} blocks, "
+                           f"measured on {row['fingerprint_host']}, {row['elapsed_s']} s)")
+            else:
+                click.echo(f"{row['target']}: failed: {row['error']}", err=True)
+    failed = [r for r in runs if r.error is not None]
+    if failed:
+        if as_json:
+            return failed[0].error.exit_code
+        raise failed[0].error
+    return 0

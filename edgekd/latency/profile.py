@@ -86,6 +86,16 @@ def check_fingerprint(profile: Profile, current: Mapping[str, Any], *, strict: b
     return text + "; its numbers may not hold here"
 
 
+def check_options(*, in_channels: int = 1, num_classes: int = 10, min_time_s: float | None = None,
+                  block_min_time_s: float | None = None) -> None:
+    """BadInputError for the options no profile can be made with (named as `edgekd profile` does)."""
+    if in_channels < 1 or num_classes < 1:
+        raise BadInputError(f"--in-channels {in_channels} and --num-classes {num_classes} must be at least 1")
+    for opt, v in (("--min-time", min_time_s), ("--block-min-time", block_min_time_s)):
+        if v is not None and v < 0:
+            raise BadInputError(f"{opt} {v} must not be negative")
+
+
 def read_grid(grid: str, family: str, *, in_channels: int = 1, num_classes: int = 10) -> list[str]:
     """Canonical specs of a named grid ('small', 'default') or a grid file (one spec per line)."""
     from ..models import family_grid, parse_spec
@@ -157,6 +167,8 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     from ..targets import load_target, measure_settings
 
     t0 = time.monotonic()
+    check_options(in_channels=in_channels, num_classes=num_classes, min_time_s=min_time_s,
+                  block_min_time_s=block_min_time_s)
     target = load_target(target)
     out = Path(out)
     specs = read_grid(grid, family, in_channels=in_channels, num_classes=num_classes)

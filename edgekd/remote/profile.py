@@ -4,14 +4,13 @@
 progress lines back as ProfileEvents and writes the device's profile here atomically; a failed or
 interrupted run still brings back what was complete, and ``resume`` sends the local file over
 first. `profile_targets` profiles several targets in parallel, a thread per target, each with its
-own output file; `profile_cli` is the same with one rich progress line per target.
+own output file (`edgekd profile` shows one progress line per target).
 """
 from __future__ import annotations
 
 import json
 import logging
 import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,6 +108,18 @@ class TargetRun:
     error: EdgeKDError | None = None
     remote: bool = False
 
+    def to_dict(self) -> dict:
+        """What became of this target: its profile file and counts, or its error and exit code."""
+        row: dict = {"target": self.target, "profile": str(self.out), "remote": self.remote, "ok": self.error is None}
+        if self.run is not None:
+            p = self.run.profile
+            row.update(models=len(p.models), blocks=len(p.blocks), complete=p.complete,
+                       measured=len(self.run.measured), fingerprint_host=p.fingerprint.get("host"),
+                       elapsed_s=round(self.run.elapsed_s, 2))
+        if self.error is not None:
+            row.update(error=self.error.one_line(), exit_code=self.error.exit_code)
+        return row
+
 
 def profile_targets(targets: Sequence["str | TargetSpec"], family: str, *, out: "str | Path",
                     on_event: Callable[[str, Any], None] | None = None, **kwargs) -> list[TargetRun]:
@@ -117,8 +128,10 @@ def profile_targets(targets: Sequence["str | TargetSpec"], family: str, *, out: 
     Each target gets its own file (`out_path_for`). Errors are collected per target (the others
     keep going); ``on_event(target_name, ProfileEvent)`` reports progress from every thread.
     """
-    from ..latency.profile import profile_family
+    from ..latency.profile import check_options, profile_family
 
+    check_options(**{k: kwargs[k] for k in ("in_channels", "num_classes", "min_time_s", "block_min_time_s")
+                     if k in kwargs})
     specs = [load_target(t) for t in targets]
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -150,71 +163,3 @@ def profile_targets(targets: Sequence["str | TargetSpec"], family: str, *, out: 
         for f in [pool.submit(one, s, r) for s, r in zip(specs, runs)]:
             f.result()
     return runs
-
-
-def profile_cli(target_names: Sequence[str], family: str, *, out: str, as_json: bool = False,
-                progress: bool | None = None, **kwargs) -> int:
-    """What `edgekd profile --target A --target B ...` does: profile in parallel with one progress
-    line per target, print a summary (or JSON), raise the first target's error after all finish."""
-    import sys
-
-    import click
-
-    from ..cli.common import emit_json
-
-    progress = (not as_json and sys.stderr.isatty()) if progress is None else progress
-    specs = [load_target(t) for t in target_names]
-    lock = threading.Lock()
-    if progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TextColumn("{task.fields[now]}"), console=Console(stderr=True))
-        tasks = {s.name: bar.add_task(f"{family} on {s.name}", total=None, now="") for s in specs}
-
-        def on_event(name, ev):
-            t = tasks[name]
-            if ev.kind == "planned" and ev.total:
-                bar.update(t, total=ev.total, completed=0)
-            elif ev.kind == "start":
-                bar.update(t, now=f"{ev.what} {ev.name}")
-            elif ev.kind == "measured":
-                bar.update(t, total=ev.total or None, completed=ev.done, now=f"{ev.what} {ev.name}")
-            elif ev.kind == "done":
-                bar.update(t, total=max(ev.total, 1), completed=max(ev.total, 1), now="done")
-        with bar:
-            runs = profile_targets(specs, family, out=out, on_event=on_event, **kwargs)
-    else:
-        def on_event(name, ev):
-            if ev.kind == "measured" and not as_json:
-                with lock:
-                    click.echo(f"{name}: [{ev.done}/{ev.total}] {ev.what} {ev.name}: p50 {ev.latency_ms:.4f} ms",
-                               err=True)
-        runs = profile_targets(specs, family, out=out, on_event=on_event, **kwargs)
-
-    summary = []
-    for r in runs:
-        row: dict = {"target": r.target, "profile": str(r.out), "remote": r.remote, "ok": r.error is None}
-        if r.run is not None:
-            p = r.run.profile
-            row.update(models=len(p.models), blocks=len(p.blocks), complete=p.complete, measured=len(r.run.measured),
-                       fingerprint_host=p.fingerprint.get("host"), elapsed_s=round(r.run.elapsed_s, 2))
-        if r.error is not None:
-            row.update(error=r.error.one_line(), exit_code=r.error.exit_code)
-        summary.append(row)
-    if as_json:
-        emit_json({"family": family, "targets": summary})
-    else:
-        for row in summary:
-            if row["ok"]:
-                click.echo(f"{row['target']}: {row['profile']} ({row['models']} models, {row['blocks']} blocks, "
-                           f"measured on {row['fingerprint_host']}, {row['elapsed_s']} s)")
-            else:
-                click.echo(f"{row['target']}: failed: {row['error']}", err=True)
-    failed = [r for r in runs if r.error is not None]
-    if failed:
-        if as_json:
-            return failed[0].error.exit_code
-        raise failed[0].error
-    return 0
