@@ -33,23 +33,7 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, der
     by up to three larger candidates, predicted with the pick's measured/predicted ratio, and
     the largest one measured under the budget is kept.
     """
-    from ..errors import EdgeKDError
-    from ..latency.profile import check_fingerprint, current_fingerprint, load_profile
-    from ..latency.select import select_student
-    from ..targets import target_from_dict
-
-    profile = load_profile(profile_path)
-    warnings = []
-    try:
-        target = target_from_dict({k: v for k, v in profile.target.items() if k != "source"})
-        here = current_fingerprint(target)
-    except EdgeKDError:  # a target this install cannot describe: nothing to compare against
-        here = None
-    if here is not None:
-        msg = check_fingerprint(profile, here, strict=strict)
-        if msg:
-            warnings.append(msg)
-            click.echo(f"edgekd: warning: {msg}", err=True)
+    from ..latency.select import select_from_file
 
     on_attempt = None
     if verify and not as_json:
@@ -58,12 +42,10 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, der
             click.echo(f"verify {c.spec}: measured {metric} {c.verified_ms:.4f} ms ({ok} {budget_ms:g} ms)",
                        err=True)
 
-    sel = select_student(profile, budget_ms, metric=metric, extra_specs=extra_specs, derive=derive, verify=verify,
-                         on_attempt=on_attempt)
-    if warnings:
-        from dataclasses import replace
-
-        sel = replace(sel, warnings=tuple(warnings))
+    sel = select_from_file(profile_path, budget_ms, strict=strict,
+                           on_warning=lambda msg: click.echo(f"edgekd: warning: {msg}", err=True),
+                           metric=metric, extra_specs=extra_specs, derive=derive, verify=verify,
+                           on_attempt=on_attempt)
     if as_json:
         emit_json(sel.to_dict())
         return

@@ -73,6 +73,23 @@ def current_fingerprint(target) -> dict:
                        input_shape=None, device=target.device.value, target=target.name)
 
 
+def profile_target(profile: Profile):
+    """The TargetSpec the profile was measured on, as stored in it."""
+    from ..targets import target_from_dict
+
+    return target_from_dict({k: v for k, v in profile.target.items() if k != "source"})
+
+
+def check_here(profile: Profile, *, strict: bool = False) -> str | None:
+    """check_fingerprint against this machine's fingerprint for the profile's own target; None
+    also when this install cannot describe that target (nothing to compare against)."""
+    try:
+        here = current_fingerprint(profile_target(profile))
+    except EdgeKDError:
+        return None
+    return check_fingerprint(profile, here, strict=strict)
+
+
 def check_fingerprint(profile: Profile, current: Mapping[str, Any], *, strict: bool = False) -> str | None:
     """None when the profile applies here; else the mismatch text (BadInputError if strict)."""
     keys = [k for k in ("cpu", "logical_cores", "threads", "runtime", "runtime_version", "precision",

@@ -214,6 +214,23 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
                      profile=profile.label)
 
 
+def select_from_file(path: "str | Path", budget_ms: float, *, strict: bool = False,
+                     on_warning: Callable[[str], None] | None = None, **kwargs) -> Selection:
+    """select_student on the profile at ``path`` (fit.load_profile), checked first against this
+    machine (profile.check_here: a profile measured elsewhere is refused with ``strict``, else
+    ``on_warning`` hears why and the Selection carries it in ``warnings``). ``kwargs`` go to
+    select_student."""
+    from .fit import load_profile
+    from .profile import check_here
+
+    profile = load_profile(path)
+    msg = check_here(profile, strict=strict)
+    if msg and on_warning:
+        on_warning(msg)
+    sel = select_student(profile, budget_ms, **kwargs)
+    return replace(sel, warnings=(msg,)) if msg else sel
+
+
 def _step_up(chosen: Candidate, cands: list[Candidate], budget_ms: float, measure, attempts: list,
              on_attempt, headroom: float, max_up: int) -> tuple[Candidate, list[Candidate]]:
     """Larger candidates, judged by predictions scaled to the last measurement (see module doc)."""
@@ -248,11 +265,12 @@ def make_measure(profile: Profile, metric: str, *, target=None,
 
     from ..backends import require_backend
     from ..models import build_model, input_shape
-    from ..targets import load_target, target_from_dict
+    from ..targets import load_target
     from .pieces import measure_module
+    from .profile import profile_target
 
     if target is None:  # the very target the profile was measured on
-        target = target_from_dict({k: v for k, v in profile.target.items() if k != "source"})
+        target = profile_target(profile)
     else:
         target = load_target(target)
     require_backend(target)
