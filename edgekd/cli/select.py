@@ -34,11 +34,12 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, der
     the largest one measured under the budget is kept.
     """
     from ..latency.select import select_from_file
+    from ..verdict import judge_value
 
     on_attempt = None
     if verify and not as_json:
         def on_attempt(c):
-            ok = "meets" if c.verified_ms <= budget_ms else "misses"
+            ok = "meets" if judge_value(c.verified_ms, budget_ms).passed else "misses"
             click.echo(f"verify {c.spec}: measured {metric} {c.verified_ms:.4f} ms ({ok} {budget_ms:g} ms)",
                        err=True)
 

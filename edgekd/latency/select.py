@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import BadInputError, VerdictError
+from ..verdict import judge_value
 from .predict import check_metric, epsilon, get_calibration, predict_blocks
 from .profile_file import Profile
 
@@ -196,7 +197,7 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
             if on_attempt:
                 on_attempt(got)
             cands = [got if c.spec == got.spec else c for c in cands]
-            if got.verified_ms <= budget_ms:
+            if judge_value(got.verified_ms, budget_ms).passed:
                 chosen = got
                 break
             # step down: only candidates predicted faster than the one that missed
@@ -252,7 +253,7 @@ def _step_up(chosen: Candidate, cands: list[Candidate], budget_ms: float, measur
             on_attempt(got)
         cands = [got if c.spec == got.spec else c for c in cands]
         ref = got
-        if got.verified_ms <= budget_ms:
+        if judge_value(got.verified_ms, budget_ms).passed:
             chosen = got
     return chosen, cands
 
