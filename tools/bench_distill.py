@@ -30,24 +30,13 @@ STUDENT = "convnet:width=8,res=16"
 LOSSES = ("kd", "dkd", "dist")
 
 
-def _train(spec_or_model, loss, bundle, config, out, teacher=None, options=None):
-    from edgekd.distill.criterion import build_criterion
-    from edgekd.distill.trainer import fit, seed_everything
-    from edgekd.models import build_model
+def _train(spec, loss, bundle, config, out, teacher=None, options=None):
+    """edgekd's one fit-restore-deploy entry point: (deployable model, its Distilled result)."""
+    from edgekd.distill.run import distill
 
-    if isinstance(spec_or_model, str):
-        seed_everything(config.seed)
-        model = build_model(spec_or_model, num_classes=bundle.num_classes,
-                            in_channels=bundle.in_channels)
-    else:
-        model = spec_or_model
-    crit = build_criterion(loss, options or {}, num_classes=bundle.num_classes, student=model,
-                           teacher=teacher, epochs=config.epochs)
-    try:
-        res = fit(model, crit, bundle, config, out, teacher=teacher, progress=False)
-    finally:
-        crit.close()
-    return model, res
+    res = distill(spec, teacher, bundle, out, config=config, loss=loss, loss_options=options,
+                  progress=False)
+    return res.model, res
 
 
 def _epoch_time(res, key: str, skip: int = 1) -> float:
@@ -94,10 +83,7 @@ def main(argv=None) -> int:
     shape = tuple(full.input_shape)
     cfg_t = TrainConfig.make(epochs=args.teacher_epochs, batch_size=64, lr=0.1, seed=0,
                              augment="padcrop")
-    tmodel, tres = _train(TEACHER, "ce", full, cfg_t, work / "teacher")
-    from edgekd.distill.trainer import restore_weights
-
-    restore_weights(tres.paths["best"], tmodel)
+    tmodel, tres = _train(TEACHER, "ce", full, cfg_t, work / "teacher")  # the best epoch's weights
     tpath = save_checkpoint(work / "teacher.pt", tmodel.eval(), spec=TEACHER,
                             num_classes=full.num_classes, in_channels=full.in_channels,
                             input_shape=shape)

@@ -34,27 +34,17 @@ from pathlib import Path
 
 def _train(spec, bundle, out: Path, *, epochs: int, teacher=None, loss: str = "ce"):
     """Train (or reuse) OUT/model.pt: SPEC on BUNDLE, with ``loss`` (kd needs ``teacher``)."""
-    from edgekd.distill.criterion import build_criterion
-    from edgekd.distill.runstate import restore_weights
-    from edgekd.distill.trainer import TrainConfig, fit, seed_everything
-    from edgekd.models import build_model
+    from edgekd.distill.run import distill
     from edgekd.models.checkpoint import read_checkpoint, save_checkpoint
 
     final = out / "model.pt"
     if final.is_file() and read_checkpoint(final)["extra"].get("epochs") == epochs:
         return final, float(read_checkpoint(final)["extra"]["val_acc"]), 0.0
     t0 = time.perf_counter()
-    config = TrainConfig.make(epochs=epochs)
-    seed_everything(config.seed)
-    model = build_model(spec, num_classes=bundle.num_classes, in_channels=bundle.in_channels)
-    crit = build_criterion(loss, {}, num_classes=bundle.num_classes, student=model,
-                           teacher=teacher, epochs=epochs)
-    r = fit(model, crit, bundle, config, out / "train", teacher=teacher, progress=False,
-            log_json=False)
-    restore_weights(r.paths["best"], model, crit)
-    save_checkpoint(final, crit.deployable(model).eval(), spec=spec,
-                    num_classes=bundle.num_classes, in_channels=bundle.in_channels,
-                    input_shape=tuple(bundle.input_shape),
+    r = distill(spec, teacher, bundle, out / "train", config={"epochs": epochs}, loss=loss,
+                progress=False, log_json=False)
+    save_checkpoint(final, r.model, spec=spec, num_classes=bundle.num_classes,
+                    in_channels=bundle.in_channels, input_shape=tuple(bundle.input_shape),
                     extra={"val_acc": r.best_acc, "epochs": epochs})
     return final, float(r.best_acc), time.perf_counter() - t0
 
