@@ -15,23 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..util_io import atomic_path, atomic_write_json
+from ..util_io import CACHE_ENV, atomic_path, atomic_write_json, cache_root  # noqa: F401 - CACHE_ENV re-exported
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "EDGEKD_CACHE_DIR"
 CACHE_FORMAT = 1
-
-
-def cache_root() -> Path:
-    """The edgekd cache directory: $EDGEKD_CACHE_DIR, else ~/.cache/edgekd."""
-    env = os.environ.get(CACHE_ENV, "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "edgekd"
 
 
 class IndexedDataset:
