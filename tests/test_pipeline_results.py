@@ -111,3 +111,16 @@ def test_resume_reads_the_finished_stages_back_typed():
     assert isinstance(got["distill"], DistillResult) and got["distill"].student_cost.params > 0
     pru = got["prune"]
     assert isinstance(pru, PruneStageResult) and pru.checkpoint == "pruned.pt" and pru.search["met"] is True
+
+
+def test_compress_options_take_their_defaults_from_the_config():
+    from click.testing import CliRunner
+
+    from edgekd.cli.compress import compress_cmd
+    from edgekd.pipeline import CompressConfig
+
+    text = " ".join(CliRunner().invoke(compress_cmd, ["--help"], terminal_width=400).output.split())
+    for name in ("metric", "student", "family", "grid", "loss", "prune", "quantize", "epochs", "seed"):
+        opt = next(p for p in compress_cmd.params if p.name == name)
+        assert opt.default is None  # so that CompressConfig.make applies its own
+        assert f"[default: {CompressConfig.model_fields[name].default}]" in text, name

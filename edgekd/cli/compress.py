@@ -6,6 +6,22 @@ import click
 from .common import emit_json, json_option
 
 
+class _ConfigDefault(click.Option):
+    """An option left None unless given, so that CompressConfig's default applies (the defaults
+    live in edgekd/pipeline/config.py only); --help shows that default, looked up when printed."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, default=None, **kw)
+
+    def get_help_record(self, ctx):
+        rec = super().get_help_record(ctx)
+        if rec is None:
+            return rec
+        from ..pipeline.config import CompressConfig
+
+        return rec[0], f"{rec[1]}  [default: {CompressConfig.model_fields[self.name].default}]"
+
+
 def _finish(result, as_json: bool) -> None:
     """Print where the run went (or its JSON) and turn a missed requirement into its exit code."""
     from ..errors import InconclusiveError, VerdictError
@@ -34,27 +50,28 @@ def _finish(result, as_json: bool) -> None:
               help="Resize images to N×N [default: the teacher's input size, else the data's].")
 @click.option("--target", "-t", "target", default=None, help="Target name (see `edgekd targets`) or YAML path.")
 @click.option("--budget-ms", type=float, default=None, help="Latency budget in milliseconds.")
-@click.option("--metric", type=click.Choice(["p50", "p90"]), default="p90", show_default=True,
+@click.option("--metric", type=click.Choice(["p50", "p90"]), cls=_ConfigDefault,
               help="Latency statistic the budget applies to.")
-@click.option("--student", default="auto", show_default=True,
+@click.option("--student", cls=_ConfigDefault,
               help="'auto' (select from the target's profile) or a student spec.")
-@click.option("--family", default="auto", show_default=True,
+@click.option("--family", cls=_ConfigDefault,
               help="Student family for --student auto ('auto': one with a profile here, else convnet).")
-@click.option("--grid", default="small", show_default=True,
+@click.option("--grid", cls=_ConfigDefault,
               help="Grid to profile when no profile applies: small, default or a file of specs.")
-@click.option("--loss", default="kd", show_default=True, help="Distillation loss (see KD_METHODS.md).")
-@click.option("--prune", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+@click.option("--loss", cls=_ConfigDefault,
+              help="Distillation loss: kd, dkd, nkd, dist, ... (the losses `edgekd distill --loss` takes).")
+@click.option("--prune", type=click.Choice(["auto", "off"]), cls=_ConfigDefault,
               help="auto: when the distilled student misses the budget on the target, prune it with "
                    "torch-pruning until it fits, then fine-tune it by KD; off: never prune.")
 @click.option("--prune-epochs", type=int, default=None,
               help="KD fine-tuning epochs after pruning [default: max(2, epochs // 2)].")
-@click.option("--quantize", type=click.Choice(["int8", "fp16", "off"]), default="off", show_default=True,
+@click.option("--quantize", type=click.Choice(["int8", "fp16", "off"]), cls=_ConfigDefault,
               help="int8: through the target's -int8 twin, kept only when faster.")
-@click.option("--epochs", type=int, default=None, help="Distillation epochs [default: 10].")
+@click.option("--epochs", type=int, cls=_ConfigDefault, help="Distillation epochs.")
 @click.option("--min-accuracy", type=float, default=None, help="Require this top-1 accuracy on the target.")
 @click.option("--max-drop", type=float, default=None,
               help="Require at most this top-1 drop from the torch student (e.g. 0.01).")
-@click.option("--seed", type=int, default=None, help="Random seed [default: 0].")
+@click.option("--seed", type=int, cls=_ConfigDefault, help="Random seed.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output directory [--demo default: ./edgekd-out/demo].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished stage.")
