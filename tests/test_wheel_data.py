@@ -44,6 +44,12 @@ print(json.dumps({"edgekd": edgekd.__file__, "targets": sorted(t.name for t in l
 """
 
 
+def _pip_version() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in version("pip").split(".")[:2] if p.isdigit())
+
+
 def _run(cmd, **kw):
     p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
     assert p.returncode == 0, f"{cmd} exited {p.returncode}:\n{p.stdout}\n{p.stderr}"
@@ -64,9 +70,14 @@ def test_installed_wheel_finds_its_shipped_targets_and_profiles(tmp_path):
     py = venv / "bin" / "python"
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "EDGEKD_TARGETS_PATH")}
-    _run([sys.executable, "-m", "pip", "--python", py, "install", "--no-deps", "--no-index", "-q", wheel], env=env)
     site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                      env=env).stdout.strip())
+    install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel]
+    if _pip_version() >= (22, 3):
+        install[3:3] = ["--python", py]  # pip runs for the fresh interpreter: a full install there
+    else:
+        install += ["--target", site]
+    _run(install, env=env)
     # the dependencies (torch, pydantic, ...) from this environment; a path line adds the directory
     # only, so the editable install's own .pth there is not processed and edgekd comes from the wheel
     (site / "zz_edgekd_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
@@ -77,15 +88,15 @@ def test_installed_wheel_finds_its_shipped_targets_and_profiles(tmp_path):
     outside.mkdir()
     got = json.loads(_run([py, "-c", PROBE, json.dumps(shipped)], cwd=outside, env=env).stdout)
 
-    package = Path(got["edgekd"]).parent
-    assert package.is_relative_to(venv) and package.parent == site, got["edgekd"]
+    package = Path(got["edgekd"]).resolve().parent
+    assert package.is_relative_to(venv.resolve()) and package.parent == site.resolve(), got["edgekd"]
     data = package / "_data"
     assert set(got["targets"]) >= {p.stem for p in (REPO / "targets").glob("*.yaml")}
-    assert got["targets_dirs"] == [str(data / "targets")]
-    assert got["profile_dirs"] == [str(data / "profiles")]
+    assert [Path(d).resolve() for d in got["targets_dirs"]] == [data / "targets"]
+    assert [Path(d).resolve() for d in got["profile_dirs"]] == [data / "profiles"]
     assert shipped["ort_profiles"], "the repository ships ort-cpu profiles"
     for name in shipped_profiles:
-        assert got["located"][name] == str(data / "profiles" / f"{name}.json")
+        assert Path(got["located"][name]).resolve() == data / "profiles" / f"{name}.json"
     for name in shipped["ort_profiles"]:
         # found and read: used when measured in this environment, else set aside with the reason
         for path, note in (got["found"][name], got["plans"][name]):
