@@ -32,7 +32,7 @@ from .context import Context
 from .plan import Plan, find_profile, locate_profile, make_plan, profile_dirs
 from .results import (RESULT_TYPES, STAGES, Cost, DistillResult, ExportResult, PruneStageResult, QuantizeResult,
                       ReportResult, SelectResult, StageResult, VerifyStageResult, result_from_dict)
-from .select import _at_resolution, select_stage
+from .select import _at_resolution, select_stage  # noqa: F401 (_at_resolution: tests use it here)
 from .stages import (deployed_checkpoint, distill_stage, export_stage, final_artifact, prune_stage,
                      quantize_stage, report_stage, summary, verify_stage)
 from .state import (STATE, STATE_SCHEMA, finished_results, prepare_out, read_state, record_done, record_start,
