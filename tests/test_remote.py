@@ -338,7 +338,8 @@ def test_interrupted_copy_is_retried_and_never_used_half_written(lab, tiny, tmp_
 
 
 def test_profile_two_devices_in_parallel(lab, tmp_path, capsys):
-    from edgekd.remote.profile import profile_cli, profile_targets
+    from edgekd.cli.profile import profile_cli
+    from edgekd.remote.profile import profile_targets
 
     grid = tmp_path / "grid.txt"
     grid.write_text("convnet:width=8,depth=2,res=16\n")

@@ -27,7 +27,6 @@ _API: dict[str, str] = {
     "push_group": "ops:push_group",
     "profile_remote": "profile:profile_remote",
     "profile_targets": "profile:profile_targets",
-    "profile_cli": "profile:profile_cli",
     "doctor": "doctor:doctor",
 }
 
