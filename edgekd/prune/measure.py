@@ -78,7 +78,7 @@ def measure_model(model, sample_shape, target, settings=None):
     import torch
 
     from ..export import export_onnx
-    from ..latency.measure import bench
+    from ..latency.bench import bench
     from ..targets import load_target
 
     target = load_target(target)
