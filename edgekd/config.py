@@ -1,4 +1,4 @@
-"""Pydantic models for user files, validated once at load (DESIGN.md).
+"""Pydantic models for user files, validated once at load (docs/ARCHITECTURE.md).
 
 budgets.yaml (the CI gate):
 

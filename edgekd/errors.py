@@ -4,7 +4,7 @@ Every error carries a one-line message that names the bad value and, where there
 """
 from __future__ import annotations
 
-# Exit codes (DESIGN.md): 0 ok, 1 verdict not met, 2 bad input or usage,
+# Exit codes (docs/ARCHITECTURE.md): 0 ok, 1 verdict not met, 2 bad input or usage,
 # 3 inconclusive measurement, 4 runtime/environment missing, 130 interrupted.
 EXIT_OK = 0
 EXIT_VERDICT = 1

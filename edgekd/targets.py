@@ -33,7 +33,7 @@ class Device(str, Enum):
 
 
 class MeasureSettings(BaseModel):
-    """The measurement protocol's knobs (LATENCY.md). Defaults live here and only here."""
+    """The measurement protocol's knobs (docs/LATENCY.md). Defaults live here and only here."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,4 +1,4 @@
-"""Measure the CI gate's own quality on this machine (LATENCY.md, "The CI gate").
+"""Measure the CI gate's own quality on this machine (docs/LATENCY.md, "The CI gate").
 
 1. Real per-inference samples of a small ONNX model on onnxruntime, 1 thread (edgekd's bench).
 2. 1000 resampling trials per load level: each round of the gate draws a block bootstrap sample

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Our median next to OpenVINO's own `benchmark_app -hint latency` median on the same IR,
-threads and shape. LATENCY.md: they should agree within 10%.
+threads and shape. docs/LATENCY.md: they should agree within 10%.
 
 The two are run alternately (ours, theirs, ours, theirs, ...) and the ratio of each pair is
 reported, with the median ratio at the end.

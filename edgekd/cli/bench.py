@@ -1,4 +1,4 @@
-"""`edgekd bench MODEL --target T`: latency measured exactly as LATENCY.md says."""
+"""`edgekd bench MODEL --target T`: latency measured exactly as docs/LATENCY.md says."""
 from __future__ import annotations
 
 import sys

@@ -95,7 +95,7 @@ def _train_kw(kw: dict) -> dict:
 @click.option("--student", "model_spec", required=True,
               help="Student spec, e.g. 'mobilenetv2:width=0.5,res=16'.")
 @click.option("--loss", default="kd", show_default=True,
-              help="Distillation loss (kd, dkd, nkd, dist, ...; see KD_METHODS.md).")
+              help="Distillation loss (kd, dkd, nkd, dist, ...; see docs/METHODS.md).")
 @click.option("--loss-opt", "loss_opts", multiple=True, metavar="KEY=VALUE",
               help="Loss option, repeatable (e.g. --loss-opt T=4).")
 @click.option("--ls", is_flag=True, help="Logit standardisation before the logit loss.")

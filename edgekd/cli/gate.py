@@ -1,4 +1,4 @@
-"""`edgekd gate`: hold models to latency budgets in CI (LATENCY.md, "The CI gate")."""
+"""`edgekd gate`: hold models to latency budgets in CI (docs/LATENCY.md, "The CI gate")."""
 from __future__ import annotations
 
 import sys

@@ -27,7 +27,7 @@ from .common import emit_json, json_option, resolve_target
 def verify_cmd(artifact, target_name, data, resolution, budget_ms, metric, min_accuracy, max_drop, reference,
                threads, samples_path, as_json):
     """Verify ARTIFACT on a target: top-1 accuracy through the target's runtime on the validation
-    set, parity against the torch student (--reference), and latency measured per LATENCY.md.
+    set, parity against the torch student (--reference), and latency measured per docs/LATENCY.md.
 
     Exit 0 when every requirement holds, 1 when one fails (the numbers are printed), 3 when
     the latency interval straddles the budget, 2 when ARTIFACT no longer matches the

@@ -1,6 +1,6 @@
 """Distillation losses: pure functions of tensors, and the registry that names them.
 
-Conventions (see KD_METHODS.md):
+Conventions (see docs/METHODS.md):
 
 * each function returns the loss *before* the outer weight the criterion applies; temperature
   losses include their T² factor;
@@ -265,8 +265,8 @@ def nd_loss(student_features: Tensor, teacher_features: Tensor, target: Tensor,
 
 @dataclass(frozen=True)
 class LossInfo:
-    """What the criterion needs to know about a loss: defaults are the CIFAR-style column of
-    KD_METHODS.md (w_* are outer weights; options not listed here are rejected)."""
+    """What the criterion needs to know about a loss: defaults are the CIFAR-style ones listed in
+    docs/METHODS.md (w_* are outer weights; options not listed here are rejected)."""
 
     name: str
     defaults: dict[str, Any] = field(default_factory=dict)

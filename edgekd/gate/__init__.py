@@ -1,4 +1,4 @@
-"""The CI latency-budget gate (LATENCY.md, "The CI gate"): decisions on raw samples, re-measure
+"""The CI latency-budget gate (docs/LATENCY.md, "The CI gate"): decisions on raw samples, re-measure
 pooling, baselines, predict-only checks, and JUnit / GitHub outputs. Verdict and METRICS are
 edgekd.verdict's (re-exported here)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Budget decisions on raw latency samples: PASS, FAIL or INCONCLUSIVE (LATENCY.md, "The CI gate").
+"""Budget decisions on raw latency samples: PASS, FAIL or INCONCLUSIVE (docs/LATENCY.md, "The CI gate").
 
 Pure functions on numpy arrays, no runtime needed, so every rule is testable on synthetic samples.
 

@@ -16,7 +16,7 @@ from .measure import BenchResult, measure_opened
 def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str | Path | None" = None,
           settings: MeasureSettings | None = None, sample_shape: tuple | None = None,
           on_progress: Callable[[int, int], None] | None = None) -> BenchResult:
-    """Open MODEL for TARGET (building its artifact if needed) and measure it per LATENCY.md."""
+    """Open MODEL for TARGET (building its artifact if needed) and measure it per docs/LATENCY.md."""
     spec = load_target(target)
     if spec.remote is not None:  # measured on the device itself, over SSH (edgekd.remote)
         return remote_bench(model_ref, spec, settings=settings, sample_shape=sample_shape, on_progress=on_progress)

@@ -1,4 +1,4 @@
-"""Block costs: the features the latency predictor sums (LATENCY.md "Profiles and prediction").
+"""Block costs: the features the latency predictor sums (docs/LATENCY.md "Profiles and prediction").
 
 A block's cost is read in one of two ways (the "method"):
 

@@ -1,4 +1,4 @@
-"""The environment fingerprint recorded with every measurement (LATENCY.md).
+"""The environment fingerprint recorded with every measurement (docs/LATENCY.md).
 
 A profile or baseline only applies where the fingerprint matches on MATCH_KEYS.
 """

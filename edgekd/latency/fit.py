@@ -1,4 +1,4 @@
-"""Fitting the latency predictor to a profile (LATENCY.md "Profiles and prediction"), and the
+"""Fitting the latency predictor to a profile (docs/LATENCY.md "Profiles and prediction"), and the
 profile loader that keeps every fit current.
 
 A candidate's latency is predicted from the blocks the runtime executes, measured on the
@@ -236,7 +236,7 @@ def validate(profile: Profile, calibration: Calibration) -> dict:
 def fit_profile(profile: Profile) -> tuple[dict, dict]:
     """(calibration, validation) dicts as stored in the profile, for every metric in METRICS.
 
-    The top level of the validation is the p50 one (LATENCY.md's headline number); each metric's
+    The top level of the validation is the p50 one (docs/LATENCY.md's headline number); each metric's
     own is under ``by_metric``.
     """
     calibration: dict = {}

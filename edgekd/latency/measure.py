@@ -1,4 +1,4 @@
-"""The measurement protocol (LATENCY.md), one code path for every backend's Session.
+"""The measurement protocol (docs/LATENCY.md), one code path for every backend's Session.
 
 Single stream, fixed inputs prepared before timing; the first inference is timed apart; a
 time-based warm-up (>= warmup_s and >= warmup_iters); then >= min_iters samples and >= min_time_s
@@ -87,7 +87,7 @@ def measure_session(session, inputs, settings: MeasureSettings | None = None, *,
                     environment: Mapping[str, Any] | None = None,
                     on_progress: Callable[[int, int], None] | None = None,
                     clock: Callable[[], int] = time.perf_counter_ns) -> Measurement:
-    """Time ``session.run(inputs)`` per LATENCY.md and summarise the samples."""
+    """Time ``session.run(inputs)`` per docs/LATENCY.md and summarise the samples."""
     return measure_interleaved([session], [inputs], settings, environments=[environment],
                                on_progress=on_progress, clock=clock)[0]
 
@@ -100,7 +100,7 @@ def measure_interleaved(sessions: Sequence, inputs: Sequence, settings: MeasureS
                         environments: Sequence[Mapping[str, Any] | None] | None = None,
                         on_progress: Callable[[int, int], None] | None = None, slice_s: float = SLICE_S,
                         clock: Callable[[], int] = time.perf_counter_ns) -> list[Measurement]:
-    """Time several sessions in alternation, each per LATENCY.md: one Measurement per session.
+    """Time several sessions in alternation, each per docs/LATENCY.md: one Measurement per session.
 
     Each session's first inference is timed apart; the warm-up runs them in turn (>= warmup_s
     in all, >= warmup_iters each); then they take turns in slices of ``slice_s`` until each has

@@ -1,5 +1,5 @@
 """Measuring the pieces of a profile on a target: a module, an ONNX file, a block alone and as
-replicated copies, and the runtime's per-inference overhead (LATENCY.md "Profiles and prediction").
+replicated copies, and the runtime's per-inference overhead (docs/LATENCY.md "Profiles and prediction").
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .stats import LatencyStats
 
 
 def measure_module(module, sample_shape: tuple, target, settings, work_dir: Path, name: str):
-    """Export a torch module to ONNX, open it on ``target`` and measure it (LATENCY.md protocol).
+    """Export a torch module to ONNX, open it on ``target`` and measure it (docs/LATENCY.md protocol).
 
     Returns (Measurement, environment fingerprint).
     """

@@ -1,4 +1,4 @@
-"""The latency predictor (LATENCY.md "Profiles and prediction"): what a candidate is predicted
+"""The latency predictor (docs/LATENCY.md "Profiles and prediction"): what a candidate is predicted
 to take on a profile's target, and the error margin that goes with the prediction.
 
 ``predicted = a * sum(block cost) + b``: the block costs (the features) are read as

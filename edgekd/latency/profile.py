@@ -1,4 +1,4 @@
-"""Latency profiles (LATENCY.md "Profiles and prediction"): the profiler (the file format and its
+"""Latency profiles (docs/LATENCY.md "Profiles and prediction"): the profiler (the file format and its
 entries are in latency.profile_file, the loader and writer that keep the predictor's fit current
 in latency.fit; both re-exported here).
 
@@ -36,7 +36,7 @@ BLOCK_WARMUP_S = 0.05  # >= 500 runs of a block that takes under 0.1 ms
 BLOCK_MIN_TIME_S = 0.25
 # Whole models are what the predictor is fitted on and judged by: their samples are split over
 # this many loads (at least; MeasureSettings.sessions), so that one load's placement of the
-# model's buffers does not move the value by 5-10% (LATENCY.md: "several blocks or processes").
+# model's buffers does not move the value by 5-10% (docs/LATENCY.md, "Several loads").
 MODEL_SESSIONS = 3
 # Blocks too (their cost alone is summed, less the overhead), over fewer loads: they are many,
 # and a profile must stay within minutes.

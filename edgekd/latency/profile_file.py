@@ -1,4 +1,4 @@
-"""The latency profile file (LATENCY.md "Profiles and prediction"): its entries, and reading
+"""The latency profile file (docs/LATENCY.md "Profiles and prediction"): its entries, and reading
 and writing it. A profile is versioned JSON (``"schema": "edgekd.profile/v1"``) for one family on
 one target; latency.profile measures one, latency.fit fits its predictor (and its save_profile and
 load_profile are the ones to use: they keep the fit current).

@@ -1,4 +1,4 @@
-"""Student selection under a latency budget (LATENCY.md "Profiles and prediction").
+"""Student selection under a latency budget (docs/LATENCY.md "Profiles and prediction").
 
 Among the profile's candidates predicted at or under ``budget / (1 + eps)`` (eps = the
 profile's p95 relative prediction error), take the one with the most capacity (params);

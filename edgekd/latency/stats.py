@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-# p99 is only reported as trustworthy from this many samples (LATENCY.md).
+# p99 is only reported as trustworthy from this many samples (docs/LATENCY.md).
 P99_MIN_SAMPLES = 662
 
 

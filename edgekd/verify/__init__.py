@@ -1,5 +1,5 @@
 """Verification of a built artifact on its target: accuracy through the target's runtime on the
-validation set, parity against the torch student, and latency per LATENCY.md.
+validation set, parity against the torch student, and latency per docs/LATENCY.md.
 
 A target with ``remote:`` is verified on its device, all three checks (verify/remote.py);
 the report then carries ``remote`` (how the device was reached) and the device's fingerprint.
