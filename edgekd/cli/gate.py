@@ -53,7 +53,7 @@ def _print_table(results) -> None:
 @click.option("--max-rounds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Measurement rounds per model x target (re-measure while inconclusive, confirm a FAIL).")
 @click.option("--min-iters", type=click.IntRange(min=10), default=None,
-              help="Timed inferences per round (default: the target's protocol, 200).")
+              help="Timed inferences per round (default: at least 1000, or the target's min_iters if larger).")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Where to keep built artifacts (default: a temporary directory).")
 @json_option
