@@ -15,29 +15,25 @@ Under torchrun only rank 0 restores, deploys and writes.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from ..errors import BadInputError
 from .runstate import dist_info, restore_weights, seed_everything
 from .train_config import TrainConfig
+from .trainer import TrainResult
 
 FINISHED = "summary.json"
 
 
 @dataclass
-class Distilled:
-    """What :func:`distill` returns. ``model`` is the deployable student in eval mode (None on
-    torchrun ranks other than 0, which leave restoring and writing to rank 0)."""
+class Distilled(TrainResult):
+    """What :func:`distill` returns: the training run's result plus ``model``, the deployable
+    student in eval mode (None on torchrun ranks other than 0, which leave restoring and
+    writing to rank 0), and the ``config`` it trained with."""
 
-    model: Any
-    best_acc: float
-    best_epoch: int
-    last_acc: float
-    history: list[dict]
-    paths: dict[str, Path] = field(default_factory=dict)
-    cache: str = "off"
+    model: Any = None
     config: Optional[TrainConfig] = None
 
     def save(self, path: "str | Path", *, spec: str, bundle, loss: Optional[str] = None) -> Path:
@@ -86,9 +82,7 @@ def distill(student, teacher, bundle, out_dir: "str | Path", *,
             deploy = criterion.deployable(student).eval()
     finally:
         criterion.close()
-    return Distilled(model=deploy, best_acc=result.best_acc, best_epoch=result.best_epoch,
-                     last_acc=result.last_acc, history=result.history, paths=result.paths,
-                     cache=result.cache, config=config)
+    return Distilled(**vars(result), model=deploy, config=config)
 
 
 # --------------------------------------------------------------------------- a run in a directory

@@ -1,7 +1,6 @@
 """edgekd.distill.run.distill: the one fit-restore-deploy entry point."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 
@@ -10,35 +9,10 @@ nn = torch.nn
 
 from edgekd.distill.run import distill  # noqa: E402
 from edgekd.distill.trainer import TrainConfig, load_state  # noqa: E402
+from test_trainer import make_bundle  # noqa: E402 - tests/distill is on sys.path under pytest
 
 C, RES = 3, 8
 SPEC = "convnet:width=4,res=8"
-
-
-class Pairs:
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return self.x[i], self.y[i]
-
-
-def _bundle():
-    g = torch.Generator().manual_seed(0)
-
-    def part(n):
-        y = torch.arange(n) % C
-        x = 0.3 * torch.randn(n, 1, RES, RES, generator=g)
-        for c in range(C):  # a class is a bright row band
-            x[y == c, :, 2 * c:2 * c + 2, :] += 1.0
-        return x, y
-
-    return SimpleNamespace(name="toy", train=Pairs(*part(96)), val=Pairs(*part(48)),
-                           num_classes=C, in_channels=1, input_shape=(1, RES, RES),
-                           fingerprint="toy-v1", labelled_indices=None)
 
 
 class _Teacher:
@@ -61,7 +35,7 @@ CONFIG = {"epochs": 2, "batch_size": 32, "seed": 3}
 
 
 def test_a_spec_is_built_seeded_and_the_best_epoch_is_deployed(tmp_path):
-    bundle, teacher = _bundle(), _Teacher()
+    bundle, teacher = make_bundle(fingerprint="toy-v1"), _Teacher()
     got = distill(SPEC, teacher, bundle, tmp_path / "a", config=CONFIG, loss="kd", progress=False)
     assert got.model is not None and not got.model.training
     assert isinstance(got.config, TrainConfig) and got.config.seed == 3
@@ -77,7 +51,7 @@ def test_a_spec_is_built_seeded_and_the_best_epoch_is_deployed(tmp_path):
 
 
 def test_resuming_a_finished_run_trains_nothing_more(tmp_path):
-    bundle, teacher = _bundle(), _Teacher()
+    bundle, teacher = make_bundle(fingerprint="toy-v1"), _Teacher()
     first = distill(SPEC, teacher, bundle, tmp_path, config=CONFIG, resume=True, progress=False)
     again = distill(SPEC, teacher, bundle, tmp_path, config=CONFIG, resume=True, progress=False)
     assert again.history == first.history and again.best_acc == first.best_acc
@@ -85,7 +59,7 @@ def test_resuming_a_finished_run_trains_nothing_more(tmp_path):
 
 
 def test_the_criterion_is_closed_and_the_deployable_has_no_hooks(tmp_path):
-    bundle, teacher = _bundle(), _Teacher()
+    bundle, teacher = make_bundle(fingerprint="toy-v1"), _Teacher()
     torch.manual_seed(0)
     student = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
                             nn.AvgPool2d(4), nn.Flatten(), nn.Linear(16, C))
@@ -97,7 +71,7 @@ def test_the_criterion_is_closed_and_the_deployable_has_no_hooks(tmp_path):
 
 
 def test_plain_training_needs_no_teacher(tmp_path):
-    got = distill(SPEC, None, _bundle(), tmp_path, config={"epochs": 1, "batch_size": 32},
+    got = distill(SPEC, None, make_bundle(fingerprint="toy-v1"), tmp_path, config={"epochs": 1, "batch_size": 32},
                   loss="ce", progress=False)
     assert got.model(torch.zeros(2, 1, RES, RES)).shape == (2, C) and got.cache == "off"
 
@@ -105,7 +79,7 @@ def test_plain_training_needs_no_teacher(tmp_path):
 def test_save_writes_a_checkpoint_that_rebuilds_the_deployable(tmp_path):
     from edgekd.models.checkpoint import load_checkpoint
 
-    bundle = _bundle()
+    bundle = make_bundle(fingerprint="toy-v1")
     got = distill(SPEC, None, bundle, tmp_path / "run", config={"epochs": 1, "batch_size": 32},
                   loss="ce", progress=False)
     path = got.save(tmp_path / "m.pt", spec=SPEC, bundle=bundle, loss="ce")
