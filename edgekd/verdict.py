@@ -50,6 +50,11 @@ _QUANTILE = {"p50": 0.50, "p90": 0.90, "p99": 0.99}
 
 METRICS: tuple[str, ...] = tuple(m.value for m in Metric)
 
+# The metrics a latency profile predicts, and so the ones select, compress and verify budgets take
+# (the gate measures every metric).
+PREDICTED: tuple[Metric, ...] = (Metric.p50, Metric.p90)
+PREDICTED_METRICS: tuple[str, ...] = tuple(m.value for m in PREDICTED)
+
 
 class Verdict(str, Enum):
     PASS = "PASS"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..verdict import PREDICTED_METRICS
 from .common import emit_json, json_option
 
 
@@ -50,7 +51,7 @@ def _finish(result, as_json: bool) -> None:
               help="Resize images to N×N [default: the teacher's input size, else the data's].")
 @click.option("--target", "-t", "target", default=None, help="Target name (see `edgekd targets`) or YAML path.")
 @click.option("--budget-ms", type=float, default=None, help="Latency budget in milliseconds.")
-@click.option("--metric", type=click.Choice(["p50", "p90"]), cls=_ConfigDefault,
+@click.option("--metric", type=click.Choice(PREDICTED_METRICS), cls=_ConfigDefault,
               help="Latency statistic the budget applies to.")
 @click.option("--student", cls=_ConfigDefault,
               help="'auto' (select from the target's profile) or a student spec.")

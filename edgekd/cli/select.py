@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..verdict import PREDICTED_METRICS
 from .common import emit_json, json_option
 
 
@@ -10,7 +11,7 @@ from .common import emit_json, json_option
 @click.option("--profile", "profile_path", required=True, type=click.Path(dir_okay=False),
               help="Latency profile JSON written by `edgekd profile`.")
 @click.option("--budget-ms", type=float, required=True, help="Latency budget in milliseconds.")
-@click.option("--metric", type=click.Choice(["p50", "p90"]), default="p90", show_default=True,
+@click.option("--metric", type=click.Choice(PREDICTED_METRICS), default="p90", show_default=True,
               help="Latency statistic the budget applies to.")
 @click.option("--verify", is_flag=True,
               help="Measure the pick on the profile's target; step down while it misses the budget, "

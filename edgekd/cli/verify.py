@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..verdict import PREDICTED_METRICS
 from .common import emit_json, json_option, resolve_target
 
 
@@ -13,7 +14,7 @@ from .common import emit_json, json_option, resolve_target
 @click.option("--data", required=True, help="Data spec whose validation split is used (digits, folder:DIR, ...).")
 @click.option("--resolution", type=int, default=None, help="Resize images to N×N [default: the artifact's input].")
 @click.option("--budget-ms", type=float, default=None, help="Latency budget in milliseconds.")
-@click.option("--metric", type=click.Choice(["p50", "p90"]), default="p90", show_default=True,
+@click.option("--metric", type=click.Choice(PREDICTED_METRICS), default="p90", show_default=True,
               help="Latency statistic the budget applies to (p90: judged on its 95% interval).")
 @click.option("--min-accuracy", type=float, default=None, help="Minimum top-1 accuracy (a fraction, e.g. 0.95).")
 @click.option("--max-drop", type=float, default=None,

@@ -31,14 +31,13 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..verdict import Metric
+from ..verdict import PREDICTED, PREDICTED_METRICS  # noqa: F401 - PREDICTED re-exported
 from .cost import (CACHE_MODELS, FEATURE, METHODS, Cache, feature_ms, has_feature, model_latency,
                    reading_label)
 from .profile_file import Profile, read_profile_file, write_profile_file
 
 # The metrics the predictor is fitted for (and a budget on a prediction can name).
-PREDICTED = (Metric.p50, Metric.p90)
-METRICS = tuple(m.value for m in PREDICTED)
+METRICS = PREDICTED_METRICS
 WITHIN = 0.10  # the validation tolerance: +-10%
 
 # How features are computed; a calibration stored by another version is refitted when its

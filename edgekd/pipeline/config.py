@@ -19,7 +19,7 @@ PRUNE_MARGIN = 0.05  # pruning aims this far under the budget: verify wants the 
 # The budget's statistic: the two of edgekd.verdict.Metric a compress budget may name. A Literal,
 # not the Metric enum: cfg.metric stays a plain str (state.json, the digest and error messages
 # are unchanged) and pydantic names exactly these two when another is given.
-BudgetMetric = Literal["p50", "p90"]
+BudgetMetric = Literal["p50", "p90"]  # edgekd.verdict.PREDICTED_METRICS, spelled out for pydantic
 
 
 class CompressConfig(BaseModel):

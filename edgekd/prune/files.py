@@ -38,11 +38,16 @@ def load_prunable(ref: str, data: str, resolution: Optional[int]):
     the data spec ``data`` (at ``resolution``, else the model's own)."""
     from ..data import load_data
     from ..models import build_model, input_shape
+    from ..models.ref import parse_ref
 
-    if ref.endswith(".pt") or Path(ref).is_file():
+    r = parse_ref(ref)
+    if r.kind not in ("torch", "spec"):
+        raise BadInputError(f"cannot prune {r.path.name}: pruning rebuilds the network from its spec",
+                            hint="give the edgekd checkpoint (.pt) it was exported from, or a student spec")
+    if r.kind == "torch":
         from ..models.checkpoint import load_checkpoint
 
-        model, meta = load_checkpoint(ref)
+        model, meta = load_checkpoint(r.path)
         shape = meta.get("input_shape")
         res = resolution or (shape[-1] if shape else None)
         bundle = load_data(data, resolution=res)
