@@ -20,9 +20,15 @@ _API: dict[str, str] = {
     "TargetSpec": "targets:TargetSpec",
     "load_target": "targets:load_target",
     "list_targets": "targets:list_targets",
-    # backends
+    # budgets: metrics and the one verdict rule
+    "Metric": "verdict:Metric",
+    "Verdict": "verdict:Verdict",
+    # backends, and model references opened for a target
     "Artifact": "backends.base:Artifact",
     "get_backend": "backends:get_backend",
+    "parse_ref": "models.ref:parse_ref",
+    "open_model": "deploy:open_model",
+    "export_ref": "deploy:export_ref",
     # latency
     "LatencyStats": "latency.stats:LatencyStats",
     "measure_latency": "latency.measure:measure_latency",
