@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import BadInputError, EdgeKDError
+from ..errors import BadInputError
 from .config import DEFAULT_FAMILY, CompressConfig
 
 
@@ -78,15 +78,13 @@ def find_profile(target, family: str) -> tuple[Optional[Path], str]:
 
 
 def _teacher_resolution(cfg: CompressConfig) -> Optional[int]:
+    """The input resolution an edgekd checkpoint teacher records, else None."""
     p = Path(cfg.teacher)
     if not p.is_file() or p.suffix.lower() not in (".pt", ".pth"):
         return None
-    from ..models.checkpoint import read_checkpoint
+    from ..models.ref import stored_input_shape
 
-    try:
-        shape = read_checkpoint(p).get("input_shape")
-    except EdgeKDError:
-        return None
+    shape = stored_input_shape(p)
     return int(shape[-1]) if shape and len(shape) == 3 else None
 
 
