@@ -115,10 +115,10 @@ class OVSession(Session):
                 self._raise_run_error(exc, feed)
             self._bound, self._bound_feed = inputs, feed  # keep the arrays alive while bound
         try:
-            self._req.infer()
+            results = self._req.infer()  # copies the outputs out of the request once
         except RuntimeError as exc:  # diagnose off the timed path: only when OpenVINO refuses
             self._raise_run_error(exc, self._bound_feed)
-        return [self._req.get_tensor(o).data.copy() for o in self.compiled.outputs]
+        return [results[o] for o in self.compiled.outputs]
 
     def _raise_run_error(self, exc: Exception, feed: Mapping[str, np.ndarray]):
         self._bound, self._bound_feed = None, {}
