@@ -10,10 +10,39 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+_PROC_STATUS = "/proc/self/status"
+
+
+def _proc_umask() -> "int | None":
+    """The process umask as the kernel reports it (Linux 4.7+), read without changing it."""
+    try:
+        with open(_PROC_STATUS, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_at_import() -> int:
+    """Where /proc does not say: the umask read once, here at import. os.umask can only read
+    it by setting it, so this is the one place it is set (and put back at once)."""
+    mask = _proc_umask()
+    if mask is None:
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
+
+
+_IMPORT_UMASK = _umask_at_import()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it: setting it to 0 even for an instant would
+    let a file another thread creates meanwhile come out world-writable."""
+    mask = _proc_umask()
+    return _IMPORT_UMASK if mask is None else mask
 
 
 @contextlib.contextmanager
