@@ -1,7 +1,9 @@
 """Targets: a named device + runtime + precision, loaded from targets/*.yaml (data, not code)."""
 from __future__ import annotations
 
+import logging
 import os
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Literal, Optional
@@ -9,6 +11,13 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+# A target name becomes a file and folder name (OUT/<target>/, <target>-<family>.json): a slug.
+_SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+_HOST = re.compile(r"[A-Za-z0-9._:%-]+")  # a host name, IPv4 or IPv6 address (no shell characters)
+_USER = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class Runtime(str, Enum):
@@ -74,20 +83,91 @@ class RemoteSpec(BaseModel):
 
     @field_validator("host", "user")
     @classmethod
-    def _no_option_lookalike(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and (not v or v.startswith("-") or any(c.isspace() or c in "@/" for c in v)):
-            raise ValueError("must be a plain host or user name (no leading '-', spaces, '@' or '/')")
+    def _no_option_lookalike(cls, v: Optional[str], info) -> Optional[str]:
+        allowed = _HOST if info.field_name == "host" else _USER
+        if v is not None and (v.startswith("-") or not allowed.fullmatch(v)):
+            raise ValueError(f"must be a plain {info.field_name} name (letters, digits, '.', '-', '_'"
+                             f"{', :, %' if info.field_name == 'host' else ''}; no leading '-')")
+        return v
+
+    @field_validator("known_hosts_file")
+    @classmethod
+    def _known_hosts_name(cls, v: Optional[str]) -> Optional[str]:
+        # ssh appends host keys to it: a target must not be able to aim that at ~/.bashrc
+        if v is not None and "known_hosts" not in Path(v).name:
+            raise ValueError("must be a file whose name contains 'known_hosts' (ssh appends host keys to it)")
         return v
 
     @field_validator("env", "ssh_options")
     @classmethod
     def _names(cls, v: dict[str, str]) -> dict[str, str]:
-        import re
-
-        for k in v:
+        for k, val in v.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
                 raise ValueError(f"'{k}' is not a valid name (letters, digits, '_')")
+            if any(ord(c) < 32 or ord(c) == 127 for c in str(val)):
+                raise ValueError(f"the value of '{k}' holds a control character (a line break?)")
         return v
+
+
+# ---------------------------------------------------------------- ssh options a target may set
+
+SSH_ALLOW_ENV = "EDGEKD_SSH_ALLOW"
+# Options that only tune the one connection to remote.host: ciphers and keys, timeouts and
+# keep-alives, authentication methods, host-key handling, logging. Everything else (ProxyCommand,
+# LocalCommand, KnownHostsCommand, ProxyJump, Include, Match, forwardings, ControlPath, SendEnv,
+# SetEnv, ForwardAgent, PKCS11Provider, ...) can run a program here, open another connection, or
+# send local data or credentials somewhere: refused unless SSH_ALLOW_ENV names it.
+SAFE_SSH_OPTIONS = frozenset(o.lower() for o in (
+    "AddressFamily", "CASignatureAlgorithms", "CheckHostIP", "Ciphers", "Compression",
+    "ConnectionAttempts", "ConnectTimeout", "FingerprintHash", "GSSAPIAuthentication",
+    "HashKnownHosts", "HostKeyAlgorithms", "HostKeyAlias", "IdentitiesOnly", "IPQoS",
+    "KbdInteractiveAuthentication", "KexAlgorithms", "LogLevel", "MACs", "NumberOfPasswordPrompts",
+    "PasswordAuthentication", "PreferredAuthentications", "PubkeyAcceptedAlgorithms",
+    "PubkeyAcceptedKeyTypes", "PubkeyAuthentication", "RekeyLimit", "RequiredRSASize",
+    "ServerAliveCountMax", "ServerAliveInterval", "TCPKeepAlive", "UpdateHostKeys",
+    "VerifyHostKeyDNS"))
+# Options a field of remote: (or edgekd itself) sets: never taken from ssh_options.
+_SSH_OPTION_FIELDS = {"hostname": "remote.host", "port": "remote.port", "user": "remote.user",
+                      "identityfile": "remote.identity_file", "remotecommand": "remote.command",
+                      "userknownhostsfile": "remote.known_hosts_file",
+                      "stricthostkeychecking": "remote.strict_host_key_checking",
+                      "batchmode": "nothing (edgekd always runs ssh with BatchMode=yes)"}
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9@%+,._:/~-]+")
+
+
+def ssh_options_allowed_here() -> frozenset[str]:
+    """The ssh options this machine's user allows beyond SAFE_SSH_OPTIONS (lower case): the
+    environment variable EDGEKD_SSH_ALLOW, e.g. ``ProxyJump,ControlPath``. A target file cannot
+    set it (remote.env is the device's environment, never this process's)."""
+    raw = os.environ.get(SSH_ALLOW_ENV, "")
+    return frozenset(w.lower() for w in re.split(r"[\s,]+", raw) if w)
+
+
+def checked_ssh_options(remote: "RemoteSpec", target: str = "", source: "str | None" = None) -> dict[str, str]:
+    """``remote.ssh_options`` once each is allowed: an option of SAFE_SSH_OPTIONS with a plain
+    value, or one that EDGEKD_SSH_ALLOW names. BadInputError (exit 2) names the first refused."""
+    allowed = ssh_options_allowed_here()
+    where = f"target '{target}'" + (f" ({source})" if source else "")
+    out: dict[str, str] = {}
+    for key, value in remote.ssh_options.items():
+        low = key.lower()
+        if low in _SSH_OPTION_FIELDS:
+            raise BadInputError(f"remote.ssh_options.{key} of {where} is not taken from ssh_options",
+                                hint=f"set {_SSH_OPTION_FIELDS[low]} instead")
+        if low in allowed:
+            out[key] = str(value)
+            continue
+        if low not in SAFE_SSH_OPTIONS:
+            raise BadInputError(f"remote.ssh_options.{key} of {where} is refused: ssh options other than "
+                                f"connection settings can run a program here or send local data elsewhere",
+                                hint=f"if you trust that file, allow it on this machine with "
+                                     f"{SSH_ALLOW_ENV}={key} (README, 'Remote targets')")
+        if not _SAFE_VALUE.fullmatch(str(value)):
+            raise BadInputError(f"remote.ssh_options.{key} of {where} has the value {str(value)!r}, with "
+                                f"spaces, quotes or other characters ssh options do not need",
+                                hint=f"write it without them, or allow it as given with {SSH_ALLOW_ENV}={key}")
+        out[key] = str(value)
+    return out
 
 
 class TargetSpec(BaseModel):
@@ -110,6 +190,15 @@ class TargetSpec(BaseModel):
     remote: Optional[RemoteSpec] = None
     source: Optional[str] = Field(None, description="file the target was loaded from")
 
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not _SLUG.fullmatch(v):
+            raise ValueError(f"{v!r} is not a target name: use up to 100 lowercase letters, digits, "
+                             f"'-', '_' and '.', starting with a letter or digit (e.g. 'my-board'); "
+                             f"set name: (or rename the file) to such a slug")
+        return v
+
     @field_validator("layout")
     @classmethod
     def _layout(cls, v: str) -> str:
@@ -126,18 +215,25 @@ class TargetSpec(BaseModel):
         return f"{self.runtime.value} on {self.device.value}, {self.precision.value}, batch {self.batch}{thr}"
 
 
+def _shipped_targets_dirs() -> list[Path]:
+    """The targets edgekd ships: the repository's targets/ (editable install) and the wheel's copy."""
+    here = Path(__file__).resolve().parent
+    return [here.parent / "targets", here / "_data" / "targets"]
+
+
 def targets_dirs() -> list[Path]:
     """Where named targets are looked up, first match wins.
 
     EDGEKD_TARGETS_PATH (os.pathsep-separated), ./targets, the repository's targets/ (editable
-    install), and the copy packed into the wheel.
+    install), and the copy packed into the wheel. A name found before the shipped ones that is
+    also shipped is said once on stderr (``_named_files``): it is whoever wrote that folder's
+    file that decides how, and where, the target runs.
     """
     dirs: list[Path] = []
     env = os.environ.get("EDGEKD_TARGETS_PATH")
     if env:
         dirs += [Path(p) for p in env.split(os.pathsep) if p]
-    here = Path(__file__).resolve().parent
-    dirs += [Path.cwd() / "targets", here.parent / "targets", here / "_data" / "targets"]
+    dirs += [Path.cwd() / "targets", *_shipped_targets_dirs()]
     seen, out = set(), []
     for d in dirs:
         key = str(d.resolve()) if d.exists() else str(d)
@@ -158,7 +254,7 @@ def _validation_message(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
         loc = ".".join(str(p) for p in err["loc"]) or "(top)"
-        parts.append(f"{loc}: {err['msg']}")
+        parts.append(f"{loc}: {str(err['msg']).removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 
@@ -193,11 +289,24 @@ def load_target_file(path: str | os.PathLike) -> TargetSpec:
     return target_from_dict(_read_yaml(p), name=p.stem, source=str(p))
 
 
+_shadow_said: set[tuple[str, str]] = set()
+
+
 def _named_files() -> dict[str, Path]:
     found: dict[str, Path] = {}
+    shipped: dict[str, Path] = {}
+    roots = {str(d.resolve()) for d in _shipped_targets_dirs() if d.is_dir()}
     for d in targets_dirs():
+        is_shipped = str(d.resolve()) in roots
         for f in sorted(d.glob("*.yaml")) + sorted(d.glob("*.yml")):
             found.setdefault(f.stem, f)
+            if is_shipped:
+                shipped.setdefault(f.stem, f)
+    for name, f in sorted(found.items()):
+        if name in shipped and f != shipped[name] and (name, str(f)) not in _shadow_said:
+            _shadow_said.add((name, str(f)))
+            log.warning("target '%s' is read from %s, which shadows the shipped %s (how and where "
+                        "it runs, remote: included, is that file's)", name, f, shipped[name])
     return found
 
 

@@ -34,3 +34,183 @@ def test_umask_without_proc_is_the_one_read_at_import(monkeypatch, tmp_path):
     monkeypatch.setattr(util_io, "_IMPORT_UMASK", 0o077)
     monkeypatch.setattr(util_io.os, "umask", lambda m: pytest.fail("os.umask called"))
     assert util_io._umask() == 0o077
+
+
+# ---------------------------------------------------------------------- a hostile ./targets
+
+HOSTILE_TARGET = """\
+name: ort-cpu
+runtime: onnxruntime
+remote:
+  host: 127.0.0.1
+  port: 9
+  connect_timeout_s: 2
+  known_hosts_file: {root}/known_hosts
+  ssh_options: {{ProxyCommand: "touch {marker}"}}
+"""
+
+
+def _hostile_checkout(tmp_path):
+    (tmp_path / "targets").mkdir()
+    marker = tmp_path / "proxycommand-ran"
+    (tmp_path / "targets" / "ort-cpu.yaml").write_text(HOSTILE_TARGET.format(root=tmp_path, marker=marker))
+    return marker
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.startswith("edgekd: ")]
+
+
+def test_hostile_local_target_cannot_run_a_proxycommand(tmp_path, run_cli):
+    marker = _hostile_checkout(tmp_path)
+    env = {"EDGEKD_SSH_ALLOW": ""}
+    r = run_cli("bench", "mobilenetv2:width=0.25,res=16", "--target", "ort-cpu", "--json", cwd=tmp_path, env=env)
+    assert r.returncode == 2, r.stderr
+    assert not marker.exists()
+    errors = _error_lines(r.stderr)
+    assert len(errors) == 1 and "ProxyCommand" in errors[0] and "EDGEKD_SSH_ALLOW" in errors[0], r.stderr
+    # ... and it is said that ./targets/ort-cpu.yaml stands in for the shipped ort-cpu
+    shadow = [ln for ln in r.stderr.splitlines() if "shadows the shipped" in ln]
+    assert len(shadow) == 1 and str(tmp_path / "targets" / "ort-cpu.yaml") in shadow[0]
+
+
+def test_gate_with_a_hostile_local_target_exits_2_without_running_it(tmp_path, run_cli):
+    marker = _hostile_checkout(tmp_path)
+    models = tmp_path / "models"
+    models.mkdir()
+    from edgekd.remote.doctor import tiny_onnx
+
+    tiny_onnx(models / "m.onnx")
+    r = run_cli("gate", str(models), "--target", "ort-cpu", "--budget-ms", "5", cwd=tmp_path,
+                env={"EDGEKD_SSH_ALLOW": ""})
+    assert r.returncode == 2, r.stderr
+    assert not marker.exists()
+    assert "ProxyCommand" in _error_lines(r.stderr)[-1]
+
+
+@pytest.mark.skipif(not __import__("shutil").which("ssh"), reason="needs the OpenSSH client")
+def test_the_opt_in_is_what_lets_it_run(tmp_path, run_cli):
+    """The control: with EDGEKD_SSH_ALLOW=ProxyCommand ssh does run it (so the test above would
+    see a regression), and the device is then unreachable (exit 4)."""
+    marker = _hostile_checkout(tmp_path)
+    r = run_cli("bench", "mobilenetv2:width=0.25,res=16", "--target", "ort-cpu", "--json", cwd=tmp_path,
+                env={"EDGEKD_SSH_ALLOW": "ProxyCommand"})
+    assert r.returncode == 4, r.stderr
+    assert marker.exists()
+
+
+def test_shipped_names_resolve_to_shipped_files_elsewhere(tmp_path, monkeypatch, caplog):
+    from edgekd import targets
+
+    monkeypatch.chdir(tmp_path)
+    assert targets.load_target("ort-cpu").remote is None
+    assert not [r for r in caplog.records if "shadows" in r.getMessage()]
+
+
+# ---------------------------------------------------------------------- ssh options
+
+
+@pytest.mark.parametrize("option", ["ProxyCommand", "proxycommand", "LocalCommand", "PermitLocalCommand",
+                                    "KnownHostsCommand", "ProxyJump", "Include", "Match", "ControlPath",
+                                    "ForwardAgent", "SendEnv", "SetEnv", "PKCS11Provider",
+                                    "SecurityKeyProvider", "LocalForward", "RemoteForward", "XAuthLocation"])
+def test_ssh_options_outside_the_allow_list_are_refused(option, monkeypatch):
+    from edgekd.errors import BadInputError
+    from edgekd.remote.ssh import SSHTarget
+    from edgekd.targets import RemoteSpec
+
+    monkeypatch.delenv("EDGEKD_SSH_ALLOW", raising=False)
+    s = SSHTarget(RemoteSpec(host="dev", ssh_options={option: "x"}), "t", "t.yaml")
+    with pytest.raises(BadInputError) as ei:
+        s.ssh_argv()
+    msg = ei.value.one_line()
+    assert option in msg and "EDGEKD_SSH_ALLOW" in msg and "t.yaml" in msg and "\n" not in msg
+
+
+def test_ssh_opt_in_names_each_option(monkeypatch):
+    from edgekd.errors import BadInputError
+    from edgekd.remote.ssh import SSHTarget
+    from edgekd.targets import RemoteSpec
+
+    spec = RemoteSpec(host="dev", ssh_options={"ProxyJump": "gw", "ControlPath": "~/.ssh/cm-%C"})
+    monkeypatch.setenv("EDGEKD_SSH_ALLOW", "proxyjump")
+    with pytest.raises(BadInputError, match="ControlPath"):
+        SSHTarget(spec, "t").ssh_argv()
+    monkeypatch.setenv("EDGEKD_SSH_ALLOW", "ProxyJump, ControlPath")
+    argv = SSHTarget(spec, "t").ssh_argv()
+    assert "ProxyJump=gw" in argv and "ControlPath=~/.ssh/cm-%C" in argv
+
+
+def test_connection_settings_pass_and_fields_are_not_overridden(monkeypatch):
+    from edgekd.errors import BadInputError
+    from edgekd.remote.ssh import SSHTarget
+    from edgekd.targets import RemoteSpec
+
+    monkeypatch.delenv("EDGEKD_SSH_ALLOW", raising=False)
+    ok = SSHTarget(RemoteSpec(host="dev", ssh_options={"ServerAliveInterval": "5", "Ciphers": "aes128-ctr",
+                                                       "Compression": "yes"}), "t")
+    argv = ok.ssh_argv()
+    assert "ServerAliveInterval=5" in argv and "Ciphers=aes128-ctr" in argv
+    for key, field in (("Port", "remote.port"), ("Hostname", "remote.host"), ("BatchMode", "BatchMode=yes"),
+                       ("UserKnownHostsFile", "remote.known_hosts_file"), ("RemoteCommand", "remote.command")):
+        with pytest.raises(BadInputError, match=field.replace(".", r"\.")):
+            SSHTarget(RemoteSpec(host="dev", ssh_options={key: "x"}), "t").ssh_argv()
+    # a safe option cannot smuggle a second one in its value
+    with pytest.raises(BadInputError, match="spaces, quotes"):
+        SSHTarget(RemoteSpec(host="dev", ssh_options={"Compression": "yes ProxyCommand=touch x"}),
+                  "t").ssh_argv()
+
+
+@pytest.mark.parametrize("remote", [
+    {"host": "h$(touch x)"}, {"host": "h;id"}, {"host": "`id`"}, {"host": "h", "user": "u$(id)"},
+    {"host": "h", "ssh_options": {"Compression": "yes\nProxyCommand touch x"}},
+    {"host": "h", "known_hosts_file": "~/.bashrc"},
+])
+def test_remote_fields_refuse_shell_characters(remote):
+    from edgekd.errors import BadInputError
+    from edgekd.targets import target_from_dict
+
+    with pytest.raises(BadInputError) as ei:
+        target_from_dict({"name": "x", "runtime": "onnxruntime", "remote": remote})
+    assert "remote." in str(ei.value) and "\n" not in str(ei.value)
+
+
+# ---------------------------------------------------------------------- target names are slugs
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "a\\b", ".hidden", "UPPER", "-x", "", "a b", "x" * 101])
+def test_target_names_must_be_slugs(tmp_path, name):
+    import yaml
+
+    from edgekd.errors import BadInputError
+    from edgekd.targets import load_target
+
+    p = tmp_path / "t.yaml"
+    p.write_text(yaml.safe_dump({"name": name, "runtime": "onnxruntime"}))
+    with pytest.raises(BadInputError) as ei:
+        load_target(str(p))
+    msg = str(ei.value)
+    assert msg.startswith(f"invalid target {p}: name: ") and "lowercase letters" in msg and "\n" not in msg
+
+
+def test_a_file_name_that_is_no_slug_says_to_set_name(tmp_path):
+    from edgekd.errors import BadInputError
+    from edgekd.targets import load_target
+
+    p = tmp_path / "My Board.yaml"
+    p.write_text("runtime: onnxruntime\n")
+    with pytest.raises(BadInputError, match="set name:"):
+        load_target(str(p))
+    p.write_text("name: my-board\nruntime: onnxruntime\n")
+    assert load_target(str(p)).name == "my-board"
+
+
+def test_compress_with_a_traversing_target_name_writes_nothing_outside_out(tmp_path, run_cli):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: ../../escaped\nruntime: onnxruntime\nthreads: 1\n")
+    out = tmp_path / "a" / "b" / "out"
+    r = run_cli("compress", "--teacher", "resnet:width=0.25", "--data", "digits", "--target", str(evil),
+                "--budget-ms", "1", "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    assert "name: " in _error_lines(r.stderr)[-1]
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "a" / "escaped").exists()

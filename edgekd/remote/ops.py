@@ -57,7 +57,7 @@ def ssh_for(target: TargetSpec) -> SSHTarget:
     if target.remote is None:
         raise BadInputError(f"target '{target.name}' has no remote: section",
                             hint="add remote: {host: ...} to its YAML (see README, 'Remote targets')")
-    return SSHTarget(target.remote, target.name)
+    return SSHTarget(target.remote, target.name, target.source)
 
 
 def is_remote(target: TargetSpec) -> bool:

@@ -4,7 +4,8 @@ Every remote command line is built here from pieces, each one `shlex.quote`d (a 
 becomes ``"$HOME"/`` so it still expands); nothing the user typed reaches the remote shell
 unquoted. ssh always runs with BatchMode=yes (never a password prompt), a ConnectTimeout, the
 target's StrictHostKeyChecking (default accept-new, with a known_hosts under the edgekd cache
-dir) and a bounded wall-clock limit per command.
+dir) and a bounded wall-clock limit per command. A target's ``ssh_options`` pass only when they
+are connection settings, or when EDGEKD_SSH_ALLOW names them (``targets.checked_ssh_options``).
 
 Files go over with ``ssh HOST 'cat > TMP'``, are sha256-checked on the device, and only then
 renamed into place: a path under ``<workdir>/files/<sha256>/`` is therefore complete whenever it
@@ -25,7 +26,7 @@ from typing import Iterable, Mapping, Sequence
 
 from ..errors import (BadInputError, EdgeKDError, InconclusiveError, RuntimeMissingError, VerdictError,
                       WorkInterrupted)
-from ..targets import RemoteSpec
+from ..targets import RemoteSpec, checked_ssh_options
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,10 @@ class Completed:
 class SSHTarget:
     """How to run commands on, and copy files to, one device."""
 
-    def __init__(self, spec: RemoteSpec, name: str = ""):
+    def __init__(self, spec: RemoteSpec, name: str = "", source: str | None = None):
         self.spec = spec
         self.name = name
+        self.source = source  # the target file, named when one of its ssh_options is refused
 
     # ------------------------------------------------------------------ naming and arguments
 
@@ -128,7 +130,7 @@ class SSHTarget:
             "ServerAliveInterval": "15",
             "ServerAliveCountMax": "4",
             "LogLevel": "ERROR",
-            **dict(s.ssh_options),
+            **checked_ssh_options(s, self.name, self.source),  # only connection settings, or opted in
         }
         argv = [SSH, "-T", "-p", str(s.port)]
         if s.user:

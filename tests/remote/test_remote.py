@@ -266,6 +266,22 @@ def test_doctor_over_ssh(lab, run_cli):
     assert "device-a" in d["checks"][-1]["detail"]
 
 
+def test_ssh_options_connection_settings_pass_and_commands_never_run(lab, tiny, run_cli):
+    ok = lab.target("so", lab.port_a, ssh_options={"ServerAliveInterval": "5", "Compression": "yes"})
+    r = run_cli("bench", tiny, "--target", ok, "--json", env={"EDGEKD_SSH_ALLOW": ""})
+    assert r.returncode == 0, r.stderr
+    marker = lab.root / "local-command-ran"
+    for opts in ({"ProxyCommand": f"sh -c 'touch {marker}; exec nc 127.0.0.1 {lab.port_a}'"},
+                 {"PermitLocalCommand": "yes", "LocalCommand": f"touch {marker}"},
+                 {"KnownHostsCommand": f"/bin/sh -c 'touch {marker}'"}):
+        t = lab.target("sx", lab.port_a, ssh_options=opts)
+        r = run_cli("bench", tiny, "--target", t, env={"EDGEKD_SSH_ALLOW": ""})
+        assert r.returncode == 2, r.stderr
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("edgekd: error:")]
+        assert len(err) == 1 and "EDGEKD_SSH_ALLOW" in err[0] and str(t) in err[0]
+        assert not marker.exists()
+
+
 def test_refused_key_exits_4_naming_the_host(lab, tiny, run_cli):
     t = lab.target("k", lab.port_a, key=lab.other_key)
     r = run_cli("bench", tiny, "--target", t)
