@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up edgekd on a fresh machine with only Python: a virtual environment in .venv (unless one
 # is active or already there), torch 2.13.0 only when no torch is installed (an installed torch
-# is never replaced), then edgekd with its OpenVINO and development extras, editable.
+# is never replaced), then edgekd with its OpenVINO, development and Hugging Face (hf) extras, editable.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,8 +30,8 @@ else
   "$VPY" -m pip install --quiet "torch==2.13.0"
 fi
 
-echo "edgekd setup: installing edgekd[openvino,dev]" >&2
-"$VPY" -m pip install --quiet -e ".[openvino,dev]"
+echo "edgekd setup: installing edgekd[openvino,dev,hf]" >&2
+"$VPY" -m pip install --quiet -e ".[openvino,dev,hf]"
 rm -f "$VENV"/.edgekd-setup-*
 touch "$stamp"
 echo "edgekd setup: ready ($VPY)" >&2

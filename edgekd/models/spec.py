@@ -26,6 +26,10 @@ FAMILIES: Registry["Family"] = Registry("student family", entry_point_group="edg
 FAMILIES.register_lazy("mobilenetv2", "edgekd.models.families:MOBILENETV2")
 FAMILIES.register_lazy("resnet", "edgekd.models.families:RESNET")
 FAMILIES.register_lazy("convnet", "edgekd.models.families:CONVNET")
+FAMILIES.register_lazy("hf-mobilenetv2", "edgekd.models.hf:HF_MOBILENETV2")
+FAMILIES.register_lazy("hf-mobilevit", "edgekd.models.hf:HF_MOBILEVIT")
+FAMILIES.register_lazy("hf-resnet", "edgekd.models.hf:HF_RESNET")
+FAMILIES.register_lazy("hf-efficientnet", "edgekd.models.hf:HF_EFFICIENTNET")
 
 GRID_NAMES = ("small", "default")
 SPEC_EXAMPLE = "mobilenetv2:width=0.5,res=32"
@@ -69,6 +73,9 @@ class Family:
     in_channels=...)`` is given; a model must expose ``.features``, ``.classifier`` (an
     ``nn.Linear``) and take ``(N, in_channels, res, res)``. ``build_block(signature)`` builds
     blocks of kinds that are not built in (see :mod:`edgekd.models.plan`).
+    ``capacity(config, in_channels, num_classes)`` -> ``(macs, params)`` ranks the family's
+    grids where its plan cannot: a family whose blocks are not described yet raises
+    BadInputError from ``plan`` (no block signatures, no profile) and gives ``capacity``.
     """
 
     config: type[KnobConfig]
@@ -77,6 +84,7 @@ class Family:
     build: Callable[..., Any] | None = None
     build_block: Callable[[dict], Any] | None = None
     description: str = ""
+    capacity: Callable[..., tuple[int, int]] | None = None
 
     def knobs(self) -> list[str]:
         return list(self.config.model_fields)
@@ -281,6 +289,9 @@ def family_grid(family: str, grid: str = "default", *, in_channels: int = 3,
         if cfg.family != family:
             raise BadInputError(f"grid '{grid}' of family '{family}' lists '{spec}' of "
                                 f"another family", hint="fix the family's grid")
-        macs, params = totals(fam.plan(cfg.config, in_channels, num_classes))
+        if fam.capacity is not None:
+            macs, params = fam.capacity(cfg.config, in_channels, num_classes)
+        else:
+            macs, params = totals(fam.plan(cfg.config, in_channels, num_classes))
         ranked[cfg.spec] = (params, macs, cfg.spec)
     return [s for s, _ in sorted(ranked.items(), key=lambda kv: kv[1])]

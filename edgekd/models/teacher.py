@@ -344,20 +344,37 @@ def _from_onnx(path: Path, spec, file_sha):
                    source=str(path))
 
 
+def _from_hf(spec: str, weights, device):
+    """``hf:DIR``: a save_pretrained directory read by models/hf.py (local files only); the
+    module returns logits, and the fingerprint hashes config.json and the weight files."""
+    from .hf import load_pretrained_dir
+
+    if weights is not None:
+        raise BadInputError(f"--teacher-weights does not apply to teacher '{spec}'",
+                            hint="its weights are in the directory; drop --teacher-weights")
+    module, info = load_pretrained_dir(spec[3:].strip())
+    return _torch_teacher(module, spec=spec, fingerprint=_fingerprint("torch", spec, *info["hashes"]),
+                          device=device, num_classes=info["num_classes"],
+                          input_shape=info["input_shape"], source=str(info["path"]))
+
+
 # --------------------------------------------------------------------------- front door
 
 def load_teacher(spec: str, *, weights: str | None = None, trust_pickle: bool = False,
                  num_classes: int | None = None, in_channels: int | None = None,
                  device: Any = "cpu") -> Teacher:
     """Load a teacher from a spec: ``py:module:function``, a file (edgekd checkpoint,
-    TorchScript, torch.export .pt2, ONNX, or with ``trust_pickle`` a pickled nn.Module), or a
-    family spec ``family:k=v`` with ``weights``."""
+    TorchScript, torch.export .pt2, ONNX, or with ``trust_pickle`` a pickled nn.Module), a
+    family spec ``family:k=v`` with ``weights``, or ``hf:DIR`` (a local save_pretrained
+    directory of a Hugging Face image classifier; nothing is downloaded)."""
     spec = str(spec).strip()
     if not spec:
         raise BadInputError("the teacher spec is empty",
                             hint="pass a file, py:module:function or family:k=v")
     if spec.startswith("py:"):
         return _from_factory(spec, weights, trust_pickle, num_classes, in_channels, device)
+    if spec.startswith("hf:"):
+        return _from_hf(spec, weights, device)
     path = Path(spec).expanduser()
     if path.is_file():
         file_sha = sha256_file(path)
