@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import BadInputError, missing_package
+from ..errors import BadInputError, EdgeKDError, missing_package
 from .calib import check_calibration, split_to_batch
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,17 @@ def _read_model(ov, path: Path):
             return ov.convert_model(str(path))
         return ov.Core().read_model(str(path))
     except Exception as exc:  # noqa: BLE001 - ovc raises its own Error classes, not RuntimeError
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise BadInputError(f"OpenVINO cannot read {path}: {first}") from exc
+        raise BadInputError(f"OpenVINO cannot read {path.name}: {_first_line(exc)}") from exc
+
+
+_NOISE = re.compile(r"^(Check '.*' failed at |FrontEnd API failed with |Summary:$|Traceback )")
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    """What OpenVINO or NNCF says, on one line: its lines that say something, joined, cut."""
+    lines = [ln.strip(" -") for ln in str(exc).splitlines() if ln.strip(" -")]
+    text = " ".join(ln for ln in lines if not _NOISE.match(ln)) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _model_input_shape(model) -> tuple:
@@ -152,7 +162,13 @@ def quantize_openvino(onnx_or_xml_path: "str | Path", out_xml: "str | Path",
                     max_drop=float(max_drop), drop_type=nncf.DropType.ABSOLUTE, preset=preset_enum,
                     subset_size=subset, fast_bias_correction=fast_bias_correction)
     except nncf.ValidationError as exc:
-        raise BadInputError(f"NNCF rejected the quantization settings: {exc}") from exc
+        raise BadInputError(f"NNCF rejected the quantization settings: {_first_line(exc)}") from exc
+    except EdgeKDError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - NNCF and OpenVINO raise many unrelated types
+        raise BadInputError(f"NNCF cannot quantize {Path(onnx_or_xml_path).name}: "
+                            f"{_first_line(exc)}",
+                            hint="try an onnxruntime int8 target, or keep the model fp32") from exc
     log.info("NNCF quantized %s on %d calibration samples", onnx_or_xml_path, n_samples)
     return save_ir_atomic(ov, qmodel, out_xml)
 

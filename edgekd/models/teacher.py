@@ -288,60 +288,12 @@ def _from_export(path: Path, spec, device, file_sha):
                    source=str(path))
 
 
-def _ort_errors() -> tuple:
-    from onnxruntime.capi import onnxruntime_pybind11_state as s
-
-    names = ("Fail", "InvalidArgument", "InvalidProtobuf", "InvalidGraph", "NoSuchFile",
-             "RuntimeException", "NotImplemented", "EPFail")
-    return tuple(c for c in (getattr(s, n, None) for n in names) if isinstance(c, type)) + (
-        RuntimeError, ValueError)
-
-
 def _from_onnx(path: Path, spec, file_sha):
-    import numpy as np
-
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        from ..errors import missing_package
-
-        raise missing_package("onnxruntime", what="an ONNX teacher") from exc
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        sess = ort.InferenceSession(str(path), sess_options=opts,
-                                    providers=["CPUExecutionProvider"])
-    except _ort_errors() as exc:
-        raise BadInputError(f"teacher '{path}' is not a model edgekd can load (not a torch "
-                            f"checkpoint, TorchScript, .pt2, and onnxruntime says: "
-                            f"{str(exc).splitlines()[0]})",
-                            hint="pass a checkpoint, TorchScript, .pt2 or .onnx file") from exc
-    inputs, outputs = sess.get_inputs(), sess.get_outputs()
-    if len(inputs) != 1:
-        raise BadInputError(f"ONNX teacher '{path}' has {len(inputs)} inputs, not one image "
-                            f"batch", hint="export a model whose forward takes one tensor")
-    inp = inputs[0]
-    dims = list(inp.shape)
-    fixed = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
-    input_shape = tuple(dims[1:]) if all(isinstance(d, int) for d in dims[1:]) else None
-    out_dims = list(outputs[0].shape)
-    num_classes = out_dims[-1] if out_dims and isinstance(out_dims[-1], int) else None
-    np_type = np.float16 if inp.type == "tensor(float16)" else np.float32
-    name = inp.name
-
-    def run(x):
-        import torch
-
-        arr = x.detach().cpu().numpy().astype(np_type, copy=False)
-        try:
-            out = sess.run([outputs[0].name], {name: arr})[0]
-        except _ort_errors() as exc:
-            raise RuntimeError(str(exc).splitlines()[0]) from exc
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+    """An ONNX teacher (models/onnx_teacher.py: output shapes, probabilities to log-probs)."""
+    from .onnx_teacher import open_onnx
 
     return Teacher(kind="onnx", spec=spec, fingerprint=_fingerprint("onnx", spec, file_sha),
-                   run=run, num_classes=num_classes, input_shape=input_shape, fixed_batch=fixed,
-                   source=str(path))
+                   source=str(path), **open_onnx(path))
 
 
 def _from_hf(spec: str, weights, device):

@@ -160,19 +160,46 @@ def files_size(paths: Sequence[Path]) -> int:
     return int(sum(Path(p).stat().st_size for p in paths if Path(p).is_file()))
 
 
+_FLOATS = (1, 10, 11, 16)  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
 def onnx_param_count(onnx_path: "str | Path") -> int | None:
-    """Number of float weights in an fp32 ONNX model (quantization keeps the count)."""
+    """Number of float weights in an fp32 ONNX model (quantization keeps the count): its
+    initializers and the weights it builds in-graph (Constant nodes' tensors, ConstantOfShape
+    from a constant shape), in subgraphs too, each name once; an initializer the graph also
+    lists as an input (IR < 4 style) is still a weight, counted once."""
     import onnx
+    from google.protobuf.message import DecodeError
+    from onnx import numpy_helper
 
     try:
         m = onnx.load(str(onnx_path), load_external_data=False)
-    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, ValueError):
+    except (OSError, DecodeError, ValueError):
         return None
-    total = 0
-    for t in m.graph.initializer:
-        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
-            total += int(np.prod(t.dims)) if len(t.dims) else 1
-    return total
+    seen: dict[str, int] = {}
+    graphs = [m.graph]
+    while graphs:
+        g = graphs.pop()
+        tensors = {t.name: t for t in g.initializer}
+        for n in g.node:
+            for a in n.attribute:
+                graphs += ([a.g] if a.HasField("g") else []) + list(a.graphs)
+            if n.op_type == "Constant" and n.output and n.attribute:
+                a = n.attribute[0]
+                if a.name == "value":
+                    tensors[n.output[0]] = a.t
+                elif a.name in ("value_float", "value_floats"):
+                    seen.setdefault(n.output[0], max(1, len(a.floats)))
+        for name, t in tensors.items():
+            if t.data_type in _FLOATS:
+                seen.setdefault(name, int(np.prod(t.dims)) if len(t.dims) else 1)
+        for n in g.node:  # ConstantOfShape: float unless its value says otherwise
+            shape = tensors.get(n.input[0]) if n.op_type == "ConstantOfShape" and n.input else None
+            value = next((a.t for a in n.attribute if a.name == "value"), None)
+            if shape is not None and shape.data_location != 1 and (
+                    value is None or value.data_type in _FLOATS):
+                seen.setdefault(n.output[0], int(np.prod(numpy_helper.to_array(shape))))
+    return int(sum(seen.values()))
 
 
 def compare(fp32_onnx: "str | Path", artifact, target: TargetSpec, x_val: np.ndarray,

@@ -228,3 +228,120 @@ def test_check_teacher_matches(nets, tmp_path):
         check_teacher_matches(onnx_t, _bundle(10, (1, 8, 8)))
     with pytest.raises(BadInputError, match="3 channel"):
         check_teacher_matches(onnx_t, _bundle(10, (3, 16, 16)))
+
+
+# --------------------------------------------------------------------------- foreign ONNX teachers
+
+def _foreign_teacher(path, head, *, ir=8, opset=13, classes=6, batch="N", softmax=False):
+    """Conv-ReLU-GAP then ``head``: 'gemm' -> [N, C], 'conv' -> [N, C, 1, 1] (no flatten),
+    'n1c' -> [N, 1, C]; ``softmax``: 'node' ends in a Softmax (before any reshape), 'math'
+    computes the same probabilities with Exp/ReduceSum/Div. IR < 4 lists the initializers as
+    inputs."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    w = {"w1": rng.standard_normal((4, 3, 3, 3)), "b1": rng.standard_normal(4) * 0.1,
+         "w2": rng.standard_normal((classes, 4)) * 2, "b2": rng.standard_normal(classes)}
+    nodes = [h.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1]),
+             h.make_node("Relu", ["c"], ["r"]), h.make_node("GlobalAveragePool", ["r"], ["p"])]
+    if head == "conv":
+        w["w2"] = w["w2"].reshape(classes, 4, 1, 1)
+        nodes.append(h.make_node("Conv", ["p", "w2", "b2"], ["z"]))
+        axis, shape = 1, [batch, classes, 1, 1]
+    else:
+        nodes += [h.make_node("Flatten", ["p"], ["f"]),
+                  h.make_node("Gemm", ["f", "w2", "b2"], ["z"], transB=1)]
+        axis, shape = 1, [batch, classes]
+    if softmax == "node":
+        nodes.append(h.make_node("Softmax", ["z"], ["s"], axis=axis))
+    elif softmax == "math":
+        nodes += [h.make_node("Exp", ["z"], ["e"]),
+                  h.make_node("ReduceSum", ["e", "ax"], ["t"], keepdims=1),
+                  h.make_node("Div", ["e", "t"], ["s"])]
+        w["ax"] = np.array([axis], np.int64)
+    last = "s" if softmax else "z"
+    if head == "n1c":
+        w["shape"] = np.array([-1, 1, classes], np.int64)
+        nodes.append(h.make_node("Reshape", [last, "shape"], ["y"]))
+        shape = [batch, 1, classes]
+    else:
+        nodes.append(h.make_node("Identity", [last], ["y"]))
+    inits = [nh.from_array(v if v.dtype == np.int64 else v.astype(np.float32), k)
+             for k, v in w.items()]
+    inputs = [h.make_tensor_value_info("x", T.FLOAT, [batch, 3, 8, 8])]
+    if ir < 4:
+        inputs += [h.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
+    graph = h.make_graph(nodes, "foreign", inputs, [h.make_tensor_value_info("y", T.FLOAT, shape)],
+                         inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+    model.ir_version = ir
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _raw_onnx(path, x):
+    import numpy as np
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = [s.run(None, {"x": x[i:i + 1].numpy()})[0] for i in range(len(x))]  # batch 1 or N
+    return torch.from_numpy(np.concatenate(out).reshape(len(x), -1))
+
+
+XF = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+
+
+@pytest.mark.parametrize("head", ["gemm", "conv", "n1c"])
+@pytest.mark.parametrize("ir,opset", [(3, 13), (8, 17)])
+def test_onnx_teacher_output_shapes_are_read_as_n_by_classes(tmp_path, head, ir, opset, caplog):
+    path = _foreign_teacher(tmp_path / "t.onnx", head, ir=ir, opset=opset)
+    with caplog.at_level("WARNING", logger="edgekd"):
+        t = load_teacher(str(path))
+        out = t(XF)
+    assert t.num_classes == 6 and t.input_shape == (3, 8, 8) and t.fixed_batch is None
+    assert out.shape == (5, 6) and torch.allclose(out, _raw_onnx(path, XF), atol=1e-6)
+    check_teacher_matches(t, _bundle(6, (3, 8, 8)))
+    assert not [r for r in caplog.records if "probabilit" in r.getMessage()]  # logits stay logits
+
+
+@pytest.mark.parametrize("softmax,head,batch", [("node", "gemm", "N"), ("node", "conv", 1),
+                                                ("node", "n1c", "N"), ("math", "gemm", 1)])
+@pytest.mark.parametrize("ir", [3, 8])
+def test_onnx_teacher_probabilities_become_log_probabilities(tmp_path, softmax, head, batch, ir,
+                                                             caplog):
+    path = _foreign_teacher(tmp_path / "t.onnx", head, ir=ir, softmax=softmax, batch=batch)
+    with caplog.at_level("WARNING", logger="edgekd"):
+        t = load_teacher(str(path))
+        out = t(XF)
+        t(XF[:2])
+    probs = _raw_onnx(path, XF)
+    assert t.num_classes == 6 and out.shape == (5, 6)
+    assert torch.allclose(out, torch.log(probs), atol=1e-5)
+    assert torch.allclose(torch.softmax(out, 1), probs, atol=1e-5)
+    check_teacher_matches(t, _bundle(6, (3, 8, 8)))
+    warned = [r.getMessage() for r in caplog.records if "probabilit" in r.getMessage()]
+    assert len(warned) == 1 and "log" in warned[0]
+    assert ("Softmax" in warned[0]) == (softmax == "node")
+
+
+def test_onnx_teacher_with_a_dynamic_input_decides_on_its_first_batch(tmp_path, caplog):
+    import onnx
+
+    path = _foreign_teacher(tmp_path / "t.onnx", "gemm", softmax="math")
+    m = onnx.load(str(path))
+    for d in m.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_param = "side"
+    onnx.save(m, str(path))
+    with caplog.at_level("WARNING", logger="edgekd"):
+        t = load_teacher(str(path))
+        assert t.input_shape is None and t.num_classes == 6
+        assert not caplog.records
+        out = t(XF)
+        t(XF)
+    assert torch.allclose(out, torch.log(_raw_onnx(path, XF)), atol=1e-5)
+    assert len([r for r in caplog.records if "probabilit" in r.getMessage()]) == 1
