@@ -104,7 +104,7 @@ class OnnxRuntimeBackend(Backend):
     def _quantize(self, src: Path, target: TargetSpec, out_dir: Path, calib: Sequence[np.ndarray], *,
                   stem: str, method: str = "minmax", per_channel: bool = True, **_: Any) -> Artifact:
         """Static QDQ INT8; ``method``/``per_channel`` apply (onnxruntime_quant.py says why)."""
-        from .onnxruntime_quant import default_activation_type, quantize_onnx_static
+        from .onnxruntime_quant import default_activation_type, per_channel_weights, quantize_onnx_static
 
         t0 = time.perf_counter()
         act = default_activation_type()
@@ -115,4 +115,5 @@ class OnnxRuntimeBackend(Backend):
             tool_versions={"onnxruntime": package_version("onnxruntime")}, build_s=time.perf_counter() - t0,
             meta={"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "method": method,
                   "activation_type": act, "weight_type": "int8",
-                  "per_channel": per_channel, "calib_samples": count_samples(calib), "source": str(src)})
+                  "per_channel": per_channel_weights(path), "calib_samples": count_samples(calib),
+                  "source": str(src)})

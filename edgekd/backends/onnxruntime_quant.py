@@ -316,3 +316,15 @@ def quantize_for_tensorrt(onnx_path: "str | Path", out_path: "str | Path",
     Nothing here needs TensorRT or a GPU."""
     return quantize_onnx_static(onnx_path, out_path, calib, method=method, per_channel=per_channel,
                                 activation_type="int8", symmetric_activations=True)
+
+
+def per_channel_weights(onnx_path: "str | Path") -> bool:
+    """True when a quantized model's weights carry per-channel scales (a scale vector on some
+    DequantizeLinear), False when every scale is one number: what was actually made, which the
+    per-tensor fallback for old opsets can make differ from what was asked."""
+    import onnx
+
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    scales = {t.name: t for t in m.graph.initializer}
+    return any(n.op_type == "DequantizeLinear" and len(n.input) > 1 and n.input[1] in scales
+               and sum(scales[n.input[1]].dims) > 1 for n in m.graph.node)

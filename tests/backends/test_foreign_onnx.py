@@ -297,3 +297,16 @@ def test_light_model_zoo_graphs(tmp_path, name, params, softmax, caplog):
         t = load_teacher(str(path))
     assert t.num_classes == 1000 and tuple(t(x[:1]).shape) == (1, 1000)
     assert any("probabilit" in r.getMessage() for r in caplog.records) == softmax
+
+
+def test_artifact_records_the_per_channel_it_made(tmp_path):
+    """The artifact's meta says per_channel as the file has it (the per-tensor fallback for old
+    opsets can make it differ from what was asked)."""
+    from edgekd.backends.onnxruntime_quant import per_channel_weights, quantize_onnx_static
+    from edgekd.quantize import quantize_for_target
+
+    path = foreign_onnx(tmp_path / "m.onnx", "inputs", opset=13, ir=8)
+    assert per_channel_weights(quantize_onnx_static(path, tmp_path / "pc.onnx", _calib(), per_channel=True))
+    assert not per_channel_weights(quantize_onnx_static(path, tmp_path / "pt.onnx", _calib(), per_channel=False))
+    art = quantize_for_target(path, "ort-cpu-int8", tmp_path / "a", _calib(), per_channel=False)
+    assert art.meta["per_channel"] is False
