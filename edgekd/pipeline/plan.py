@@ -97,7 +97,11 @@ def make_plan(cfg: CompressConfig) -> Plan:
     target = load_target(cfg.target)
     require_backend(target)
     tp = Path(cfg.teacher).expanduser()
-    if not cfg.teacher.startswith("py:") and not tp.is_file() and ("/" in cfg.teacher or tp.suffix in (
+    if cfg.teacher.startswith("hf:"):  # a save_pretrained directory; load_teacher checks the rest
+        if not Path(cfg.teacher[3:]).expanduser().is_dir():
+            raise BadInputError(f"teacher directory '{cfg.teacher[3:]}' does not exist",
+                                hint="give a local save_pretrained directory: --teacher hf:DIR")
+    elif not cfg.teacher.startswith("py:") and not tp.is_file() and ("/" in cfg.teacher or tp.suffix in (
             ".pt", ".pth", ".ts", ".pt2", ".onnx")):
         raise BadInputError(f"teacher file '{cfg.teacher}' does not exist", hint="check the path")
     resolution = cfg.resolution or (parse_spec(cfg.student).res if cfg.student != "auto" else None) \

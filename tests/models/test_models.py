@@ -25,7 +25,8 @@ SMALL = {
 # ------------------------------------------------------------------ spec strings
 
 def test_builtin_families():
-    assert family_names() == ["convnet", "mobilenetv2", "resnet"]
+    assert family_names() == ["convnet", "hf-efficientnet", "hf-mobilenetv2", "hf-mobilevit", "hf-resnet",
+                              "mobilenetv2", "resnet"]
 
 
 def test_canonical_spec_round_trip():
@@ -60,7 +61,7 @@ def test_canonical_forms(spec, canonical):
 @pytest.mark.parametrize("spec, message", [
     ("mobilenet:width=0.5",
      "unknown student family 'mobilenet' (did you mean 'mobilenetv2'?); "
-     "known: convnet, mobilenetv2, resnet"),
+     "known: convnet, hf-efficientnet, hf-mobilenetv2, hf-mobilevit, hf-resnet, mobilenetv2, resnet"),
     ("mobilenetv2:widht=0.5",
      "unknown knob 'widht' for student family 'mobilenetv2' (did you mean 'width'?); "
      "valid knobs: width, depth, res, expansion, stem_stride"),

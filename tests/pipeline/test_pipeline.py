@@ -342,3 +342,16 @@ def test_grid_points_move_to_the_data_resolution():
     got = _at_resolution(["convnet:width=8,depth=2,res=32", "convnet:width=8,depth=2,res=16",
                           "convnet:width=16,depth=4,res=32"], 16)
     assert got == ["convnet:width=8,depth=2,res=16", "convnet:width=16,depth=4,res=16"]
+
+
+def test_plan_takes_an_hf_teacher_directory_by_absolute_path(assets, tmp_path):
+    """An hf:DIR teacher is a directory, not a file: an absolute path passes the plan's check,
+    and a missing directory is one line naming it."""
+    from edgekd.errors import BadInputError
+    from edgekd.pipeline import CompressConfig, make_plan
+
+    kw = dict(data="digits", target=str(assets / "fast-cpu.yaml"), budget_ms=1, student=STUDENT)
+    (tmp_path / "hf-teacher").mkdir()
+    assert "hf:" in make_plan(CompressConfig.make(teacher=f"hf:{tmp_path / 'hf-teacher'}", **kw)).text()
+    with pytest.raises(BadInputError, match="teacher directory .*nope.* does not exist"):
+        make_plan(CompressConfig.make(teacher=f"hf:{tmp_path / 'nope'}", **kw))
