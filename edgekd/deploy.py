@@ -35,6 +35,20 @@ def native_backend(suffix: str) -> "Backend | None":
 
 
 
+def check_ref_manifest(model_ref: "str | Path") -> "Path | None":
+    """The one check of a model file against the compress output it sits in (bench, gate,
+    export and verify call it before using the file): BadInputError (exit 2) when the file, or
+    a side file it loads, no longer matches that output's manifest.json; a warning on stderr
+    when it sits in a compress output without one. Returns the manifest used; None for a
+    student spec or a file outside any compress output."""
+    from .manifest import check_against_manifest
+
+    ref = parse_ref(model_ref)
+    if ref.path is None or not ref.path.is_file():
+        return None
+    return check_against_manifest(ref.path, side_files(ref.path))
+
+
 @dataclass
 class Opened:
     artifact: Artifact
@@ -234,6 +248,7 @@ def export_ref(model_ref: str, target: TargetSpec, out_dir: "str | Path", *, sam
     import shutil
 
     require_backend(target)
+    check_ref_manifest(model_ref)
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BadInputError(f"output directory {out} is not empty", hint="choose a new --out or empty it")

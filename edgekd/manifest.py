@@ -2,10 +2,15 @@
 
 It lists every artifact (path relative to the directory, sha256, size), the run's config, the
 target, the versions of edgekd, torch and the runtimes, the data fingerprint and timestamps.
-``verify`` refuses an artifact whose bytes no longer match the manifest beside it.
+Whatever uses a file from a compress output (bench, gate, export, verify and its --reference,
+through ``deploy.check_ref_manifest``) refuses one whose bytes no longer match the manifest
+above it, and says so on stderr when the file sits in a compress output (a state.json of
+edgekd's beside or above it) that has no manifest.json, or that its manifest does not list.
 """
 from __future__ import annotations
 
+import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -15,6 +20,11 @@ from .util_io import atomic_write_json, read_versioned_json
 
 SCHEMA = "edgekd.manifest/v1"
 NAME = "manifest.json"
+# OUT/state.json of a compress run (pipeline.state.STATE_SCHEMA is "edgekd.compress-state/v1").
+STATE_NAME = "state.json"
+STATE_SCHEMA_PREFIX = "edgekd.compress-state/"
+log = logging.getLogger(__name__)
+_said: set[str] = set()
 # Packages whose versions are recorded (those installed).
 VERSIONED = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "tensorrt", "numpy")
 
@@ -57,17 +67,41 @@ def write_manifest(root: "str | Path", files: Iterable[tuple[Path, str]], *, con
     return atomic_write_json(root / NAME, doc)
 
 
-def find_manifest(artifact: "str | Path", levels: int = 2) -> Path | None:
-    """The manifest.json in the artifact's directory or up to ``levels`` parents above it."""
+def _above(artifact: "str | Path", levels: int, name: str) -> Path | None:
     d = Path(artifact).resolve().parent
     for _ in range(levels + 1):
-        cand = d / NAME
+        cand = d / name
         if cand.is_file():
             return cand
         if d.parent == d:
             break
         d = d.parent
     return None
+
+
+def find_manifest(artifact: "str | Path", levels: int = 2) -> Path | None:
+    """The manifest.json in the artifact's directory or up to ``levels`` parents above it."""
+    return _above(artifact, levels, NAME)
+
+
+def find_compress_state(artifact: "str | Path", levels: int = 2) -> Path | None:
+    """The state.json of a compress run in the artifact's directory or up to ``levels`` above it
+    (one whose schema is edgekd's compress state; any other state.json is someone else's)."""
+    p = _above(artifact, levels, STATE_NAME)
+    if p is None:
+        return None
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    return p if isinstance(schema, str) and schema.startswith(STATE_SCHEMA_PREFIX) else None
+
+
+def _say_once(key: str, message: str) -> None:
+    if key not in _said:
+        _said.add(key)
+        log.warning("%s", message)
 
 
 def read_manifest(path: "str | Path") -> dict:
@@ -84,12 +118,18 @@ def check_against_manifest(artifact: "str | Path", extra_paths: Iterable[Path] =
     art = Path(artifact).resolve()
     mpath = find_manifest(art)
     if mpath is None:
+        state = find_compress_state(art)
+        if state is not None:
+            _say_once(str(art), f"{art} sits in a compress output ({state}) that has no {NAME}: "
+                                f"its bytes cannot be checked (re-run `edgekd compress` to make one)")
         return None
     root = mpath.parent.resolve()
     doc = read_manifest(mpath)
     listed = {e["path"]: e for e in doc.get("artifacts", []) if isinstance(e, dict) and "path" in e}
     rel = art.relative_to(root).as_posix()
     if rel not in listed:
+        _say_once(str(art), f"{art} is not listed in {mpath}: that compress run did not make it, "
+                            f"and its bytes cannot be checked")
         return None
     for p in [art, *[Path(x).resolve() for x in extra_paths]]:
         r = p.relative_to(root).as_posix() if p.is_relative_to(root) else None

@@ -214,3 +214,128 @@ def test_compress_with_a_traversing_target_name_writes_nothing_outside_out(tmp_p
     assert r.returncode == 2, r.stderr
     assert "name: " in _error_lines(r.stderr)[-1]
     assert not (tmp_path / "escaped").exists() and not (tmp_path / "a" / "escaped").exists()
+
+
+# ---------------------------------------------------------------------- manifests wherever a file is used
+
+QUICK = ("--min-iters", "10", "--min-time", "0", "--warmup", "0")
+
+
+@pytest.fixture
+def compress_out(tmp_path):
+    """A compress output as compress leaves it: state.json, a model under <target>/, the torch
+    student, and a manifest.json listing them."""
+    import json
+
+    from edgekd.manifest import write_manifest
+    from edgekd.pipeline.state import STATE_SCHEMA
+    from edgekd.remote.doctor import tiny_onnx
+
+    out = tmp_path / "out"
+    (out / "ort-cpu").mkdir(parents=True)
+    (out / "state.json").write_text(json.dumps({"schema": STATE_SCHEMA}))
+    model = tiny_onnx(out / "ort-cpu" / "model.onnx")
+    student = out / "student.pt"
+    student.write_bytes(b"not really a checkpoint")
+    write_manifest(out, [(model, "export artifact (ort-cpu)"), (student, "torch student")], config={},
+                   target={}, data_fingerprint=None, created="now")
+    return out
+
+
+def _tamper(p):
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 0xFF
+    p.write_bytes(bytes(data))
+
+
+def test_state_schema_is_the_one_the_manifest_check_knows():
+    from edgekd.manifest import STATE_NAME, STATE_SCHEMA_PREFIX
+    from edgekd.pipeline.state import STATE, STATE_SCHEMA
+
+    assert STATE == STATE_NAME and STATE_SCHEMA.startswith(STATE_SCHEMA_PREFIX)
+
+
+def test_bench_refuses_a_changed_file_from_a_compress_output(compress_out, run_cli):
+    model = compress_out / "ort-cpu" / "model.onnx"
+    assert run_cli("bench", model, "--json", *QUICK).returncode == 0
+    _tamper(model)
+    r = run_cli("bench", model, "--json", *QUICK)
+    assert r.returncode == 2 and "does not match" in r.stderr and "manifest.json" in r.stderr
+    assert len(_error_lines(r.stderr)) == 1
+
+
+def test_python_bench_refuses_it_too(compress_out):
+    from edgekd.errors import BadInputError
+    from edgekd.latency.bench import bench
+
+    _tamper(compress_out / "ort-cpu" / "model.onnx")
+    with pytest.raises(BadInputError, match="does not match"):
+        bench(compress_out / "ort-cpu" / "model.onnx", "ort-cpu")
+
+
+def test_gate_refuses_it_before_measuring(compress_out, run_cli, tmp_path):
+    model = compress_out / "ort-cpu" / "model.onnx"
+    _tamper(model)
+    r = run_cli("gate", model, "--target", "ort-cpu", "--budget-ms", "5")
+    assert r.returncode == 2 and "does not match" in _error_lines(r.stderr)[-1]
+    prof = tmp_path / "p.json"
+    prof.write_text("{}")
+    r = run_cli("gate", model, "--target", "ort-cpu", "--budget-ms", "5", "--predict-only", "--profile", prof)
+    assert r.returncode == 2 and "does not match" in _error_lines(r.stderr)[-1]
+
+
+def test_export_refuses_it(compress_out, tmp_path):
+    from edgekd.deploy import export_ref
+    from edgekd.errors import BadInputError
+    from edgekd.targets import load_target
+
+    _tamper(compress_out / "ort-cpu" / "model.onnx")
+    with pytest.raises(BadInputError, match="does not match"):
+        export_ref(str(compress_out / "ort-cpu" / "model.onnx"), load_target("ort-cpu"), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_verify_checks_the_reference_against_the_manifest(compress_out):
+    from edgekd.errors import BadInputError
+    from edgekd.verify import verify_artifact
+
+    _tamper(compress_out / "student.pt")
+    with pytest.raises(BadInputError, match="student.pt does not match"):
+        verify_artifact(compress_out / "ort-cpu" / "model.onnx", "ort-cpu", "digits",
+                        reference=compress_out / "student.pt")
+
+
+def test_a_deleted_manifest_is_said_once(compress_out, run_cli):
+    model = compress_out / "ort-cpu" / "model.onnx"
+    (compress_out / "manifest.json").unlink()
+    r = run_cli("bench", model, "--json", *QUICK)
+    assert r.returncode == 0, r.stderr
+    said = [ln for ln in r.stderr.splitlines() if "has no manifest.json" in ln]
+    assert len(said) == 1 and str(compress_out / "state.json") in said[0]
+
+
+def test_said_once_per_file_and_unlisted_files_too(compress_out, caplog):
+    import logging
+
+    from edgekd.manifest import check_against_manifest
+    from edgekd.remote.doctor import tiny_onnx
+
+    stray = tiny_onnx(compress_out / "ort-cpu" / "stray.onnx")
+    with caplog.at_level(logging.WARNING, logger="edgekd.manifest"):
+        assert check_against_manifest(stray) is None
+        assert check_against_manifest(stray) is None
+    said = [r.getMessage() for r in caplog.records if "not listed" in r.getMessage()]
+    assert len(said) == 1
+
+
+def test_a_state_json_of_someone_else_is_no_compress_output(tmp_path, caplog):
+    import logging
+
+    from edgekd.manifest import check_against_manifest
+    from edgekd.remote.doctor import tiny_onnx
+
+    (tmp_path / "state.json").write_text('{"schema": "other/v1"}')
+    m = tiny_onnx(tmp_path / "m.onnx")
+    with caplog.at_level(logging.WARNING, logger="edgekd.manifest"):
+        assert check_against_manifest(m) is None
+    assert not caplog.records

@@ -38,6 +38,10 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
         raise BadInputError("nothing to gate: no model matches a budget on these targets")
     for t in dict.fromkeys(t for _, t, _ in plan):
         load_target(t)  # unknown target names are bad input (exit 2) before anything is measured
+    from ..deploy import check_ref_manifest
+
+    for m in dict.fromkeys(m for m, _, _ in plan):
+        check_ref_manifest(m)  # a changed file from a compress output, too (bench checks it again)
     baselines = BaselineStore.load(baseline_path) if baseline_path else None
     profile = None
     if predict_only:

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from ..deploy import open_model
+from ..deploy import check_ref_manifest, open_model
 from ..remote.ops import remote_bench
 from ..targets import MeasureSettings, TargetSpec, load_target
 from .measure import BenchResult, measure_opened
@@ -16,8 +16,10 @@ from .measure import BenchResult, measure_opened
 def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str | Path | None" = None,
           settings: MeasureSettings | None = None, sample_shape: tuple | None = None,
           on_progress: Callable[[int, int], None] | None = None) -> BenchResult:
-    """Open MODEL for TARGET (building its artifact if needed) and measure it per docs/LATENCY.md."""
+    """Open MODEL for TARGET (building its artifact if needed) and measure it per docs/LATENCY.md.
+    A file from a compress output must still match its manifest.json (deploy.check_ref_manifest)."""
     spec = load_target(target)
+    check_ref_manifest(model_ref)
     if spec.remote is not None:  # measured on the device itself, over SSH (edgekd.remote)
         return remote_bench(model_ref, spec, settings=settings, sample_shape=sample_shape, on_progress=on_progress)
     settings = settings or spec.measure

@@ -78,9 +78,11 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
         raise BadInputError(f"--min-accuracy {min_accuracy} must be a fraction in [0, 1]")
     if max_drop is not None and reference is None:
         raise BadInputError("--max-drop needs --reference (the torch student to compare with)")
-    from ..backends.base import side_files
+    from ..deploy import check_ref_manifest
 
-    mpath = check_against_manifest(art, side_files(art)) if check_manifest else None
+    mpath = check_ref_manifest(art) if check_manifest else None
+    if check_manifest and isinstance(reference, (str, Path)) and Path(reference).is_file():
+        check_against_manifest(reference)  # the torch student beside it, as listed there
 
     if isinstance(data, str):
         from ..data import load_data
