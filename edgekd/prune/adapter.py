@@ -88,14 +88,20 @@ def prune_model(model, example_input, *, ratio: float, importance: str = "l2",
     before = _conv_widths(model)
     was_training = model.training
     model.eval()
-    pruner = tp.pruner.MetaPruner(model, example_input, importance=_importance(importance),
-                                  global_pruning=bool(global_pruning), pruning_ratio=ratio,
-                                  ignored_layers=ignored, round_to=round_to, iterative_steps=1)
-    if importance == "taylor":
-        x, y = taylor_batch
-        model.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-    pruner.step()
+    hint = ("its layers depend on channel counts pruning would change (attention, fixed reshapes): "
+            "--keep them, or use --prune off")
+    try:
+        pruner = tp.pruner.MetaPruner(model, example_input, importance=_importance(importance),
+                                      global_pruning=bool(global_pruning), pruning_ratio=ratio,
+                                      ignored_layers=ignored, round_to=round_to, iterative_steps=1)
+        if importance == "taylor":
+            x, y = taylor_batch
+            model.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        pruner.step()
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise BadInputError(f"torch-pruning cannot prune this model at ratio {ratio} ({_first(exc)})",
+                            hint=hint) from exc
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     floor = int(round_to or 1)
@@ -105,4 +111,16 @@ def prune_model(model, example_input, *, ratio: float, importance: str = "l2",
             raise BadInputError(f"pruning ratio {ratio} leaves layer '{name}' with {width} "
                                 f"channel(s), fewer than {need}",
                                 hint="use a smaller ratio, --keep that layer, or no --global")
+    try:
+        with torch.no_grad():
+            model.eval()(example_input)  # a layer that reshapes by a fixed width breaks here, not later
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise BadInputError(f"torch-pruning cannot prune this model at ratio {ratio}: the pruned model "
+                            f"no longer runs ({_first(exc)})", hint=hint) from exc
+    finally:
+        model.train(was_training)
     return model
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]

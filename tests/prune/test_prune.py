@@ -323,3 +323,22 @@ def test_loading_a_pruned_checkpoint_does_not_import_prune(tmp_path):
             "assert meta['extra']['pruned'] and 'edgekd.prune' not in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+class _FixedReshape(nn.Module):
+    """A block whose forward reshapes by a channel count fixed at construction (as attention
+    layers do with their head sizes): pruning its conv leaves it unable to run."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 3, padding=1)
+        self.classifier = nn.Linear(16 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.classifier(self.conv(x).reshape(x.shape[0], 16 * 8 * 8))
+
+
+def test_a_model_pruning_breaks_is_one_line_bad_input():
+    with pytest.raises(BadInputError, match="torch-pruning cannot prune this model") as err:
+        prune_model(_FixedReshape(), torch.zeros(1, 1, 8, 8), ratio=0.5)
+    assert "\n" not in str(err.value) and "--prune off" in str(err.value)
