@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -339,3 +340,82 @@ def test_a_state_json_of_someone_else_is_no_compress_output(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="edgekd.manifest"):
         assert check_against_manifest(m) is None
     assert not caplog.records
+
+
+# ---------------------------------------------------------------------- caches and ./profiles
+
+
+class _Teacher:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        import torch
+
+        self.calls += 1
+        return torch.stack([x.mean(dim=(1, 2, 3)), x.amax(dim=(1, 2, 3))], dim=1)
+
+
+def _dataset(n=12):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return [(torch.rand(1, 4, 4, generator=g), i % 2) for i in range(n)]
+
+
+def test_a_cache_entry_whose_bytes_changed_is_recomputed(tmp_path, caplog):
+    import numpy as np
+    import torch
+
+    from edgekd.distill.cache import teacher_logit_cache
+
+    data, teacher = _dataset(), _Teacher()
+    kw = dict(teacher_fingerprint="t", data_fingerprint="d", root=tmp_path)
+    first = teacher_logit_cache(teacher, data, **kw)
+    rec = first.path.with_suffix(".json").read_text()
+    assert '"sha256"' in rec and teacher_logit_cache(teacher, data, **kw).hit
+    # a well-formed array of the right shape, other numbers: planted, not computed from this teacher
+    with open(first.path, "wb") as f:
+        np.save(f, np.zeros(tuple(first.logits.shape), np.float32), allow_pickle=False)
+    again = teacher_logit_cache(teacher, data, **kw)
+    assert not again.hit and torch.equal(again.logits, first.logits)
+    assert any("does not match the sha256" in r.getMessage() for r in caplog.records)
+    assert teacher_logit_cache(teacher, data, **kw).hit  # the recomputed entry is good again
+
+
+def test_a_cache_entry_without_its_record_or_with_another_is_recomputed(tmp_path):
+    import json
+
+    from edgekd.distill.cache import teacher_logit_cache
+
+    data, teacher = _dataset(), _Teacher()
+    kw = dict(teacher_fingerprint="t", data_fingerprint="d", root=tmp_path)
+    first = teacher_logit_cache(teacher, data, **kw)
+    first.path.with_suffix(".json").unlink()
+    assert not teacher_logit_cache(teacher, data, **kw).hit
+    rec = json.loads(first.path.with_suffix(".json").read_text())
+    first.path.with_suffix(".json").write_text(json.dumps({**rec, "teacher": "someone else"}))
+    assert not teacher_logit_cache(teacher, data, **kw).hit
+    assert teacher_logit_cache(teacher, data, **kw).hit
+
+
+def test_a_local_profile_that_shadows_a_shipped_one_is_said_once(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from edgekd.pipeline import plan
+
+    shipped = plan.locate_profile("ort-cpu", "mobilenetv2")
+    assert shipped is not None
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "profiles").mkdir()
+    local = tmp_path / "profiles" / "ort-cpu-mobilenetv2.json"
+    local.write_text("{}")
+    with caplog.at_level(logging.WARNING, logger="edgekd.pipeline.plan"):
+        assert plan.locate_profile("ort-cpu", "mobilenetv2").resolve() == local.resolve()
+        plan.locate_profile("ort-cpu", "mobilenetv2")
+    said = [r.getMessage() for r in caplog.records if "shadows the shipped" in r.getMessage()]
+    assert len(said) == 1 and str(shipped.resolve()) in said[0]
+    # a local profile of a name edgekd does not ship is just used
+    (tmp_path / "profiles" / "my-board-convnet.json").write_text("{}")
+    caplog.clear()
+    assert plan.locate_profile("my-board", "convnet") is not None and not caplog.records

@@ -5,7 +5,9 @@ only the teacher's logits, the teacher's answer for sample i never changes: comp
 in order, over the train set, keep it on disk under ``$EDGEKD_CACHE_DIR/teacher_logits``
 (default ``~/.cache/edgekd``) and index it by sample index during training. The key covers the
 teacher fingerprint, the data fingerprint and a description of the transform, so a changed
-teacher, dataset or resolution is a cache miss, never a stale hit.
+teacher, dataset or resolution is a cache miss, never a stale hit. The entry's .json beside it
+records those and the sha256 of the .npy's bytes: an entry whose bytes or record do not match
+(changed on disk, cut short, written by someone else) is not used, and is computed again.
 
 With random augmentation, or with feature losses, the cache does not apply: the teacher has to
 run live on the student's exact view (the trainer does that).
@@ -23,7 +25,7 @@ from ..util_io import CACHE_ENV, atomic_path, atomic_write_json, cache_root  # n
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the .json records the sha256 of the .npy, checked on every load
 
 
 class IndexedDataset:
@@ -116,10 +118,33 @@ def compute_teacher_logits(teacher: Callable, dataset: Any, *, batch_size: int =
     return logits.contiguous()
 
 
-def _load(path: Path, n: int, num_classes: Optional[int]):
+def _record_matches(path: Path, meta: dict) -> bool:
+    """Whether the .json beside ``path`` records ``meta`` and the sha256 of ``path``'s bytes."""
+    from ..util_io import sha256_file
+
+    try:
+        rec = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        digest = sha256_file(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("teacher-logit cache %s has no readable record beside it (%s); recomputing", path, exc)
+        return False
+    if not isinstance(rec, dict) or any(rec.get(k) != v for k, v in meta.items()):
+        log.warning("teacher-logit cache %s was recorded for another teacher, data or format; "
+                    "recomputing", path)
+        return False
+    if rec.get("sha256") != digest:
+        log.warning("teacher-logit cache %s does not match the sha256 recorded beside it (changed "
+                    "on disk); recomputing", path)
+        return False
+    return True
+
+
+def _load(path: Path, n: int, num_classes: Optional[int], meta: Optional[dict] = None):
     import numpy as np
     import torch
 
+    if meta is not None and not _record_matches(path, meta):
+        return None
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -152,22 +177,26 @@ def teacher_logit_cache(teacher: Callable, dataset: Any, *, teacher_fingerprint:
             return None
         logits = compute_teacher_logits(teacher, dataset, batch_size=batch_size, device=device)
         return LogitCache(logits, hit=False, key=None, path=None)
+    from ..util_io import sha256_file
+
     key = cache_key(teacher_fingerprint, data_fingerprint, transform, n)
     path = (Path(root) if root else cache_root()) / "teacher_logits" / f"{key}.npy"
+    meta = {"format": CACHE_FORMAT, "teacher": teacher_fingerprint, "data": data_fingerprint,
+            "transform": transform}
     if path.exists():
-        logits = _load(path, n, num_classes)
+        logits = _load(path, n, num_classes, meta)
         if logits is not None:
             log.info("teacher-logit cache hit: %s", path)
             return LogitCache(logits, hit=True, key=key, path=path)
     if not compute:
         return None
     logits = compute_teacher_logits(teacher, dataset, batch_size=batch_size, device=device)
-    meta = {"format": CACHE_FORMAT, "teacher": teacher_fingerprint, "data": data_fingerprint,
-            "transform": transform, "shape": list(logits.shape)}
+    meta["shape"] = list(logits.shape)
     try:
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, logits.numpy(), allow_pickle=False)
+            meta["sha256"] = sha256_file(tmp)
         atomic_write_json(path.with_suffix(".json"), meta)
     except OSError as exc:  # a read-only cache dir must not stop training
         log.warning("cannot write the teacher-logit cache %s (%s); continuing without it",

@@ -6,12 +6,15 @@
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import BadInputError
 from .config import DEFAULT_FAMILY, CompressConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,13 +54,26 @@ def profile_dirs() -> list[Path]:
     return out
 
 
+_shadow_said: set[str] = set()
+
+
 def locate_profile(target_name: str, family: str) -> Optional[Path]:
-    """The first <target>-<family>.json in :func:`profile_dirs`, whatever environment measured it."""
-    for d in profile_dirs():
-        p = d / f"{target_name}-{family}.json"
-        if p.is_file():
-            return p
-    return None
+    """The first <target>-<family>.json in :func:`profile_dirs`, whatever environment measured it.
+    One in ./profiles that stands in for a shipped profile of that name is said once on stderr:
+    it decides which student compress picks."""
+    name = f"{target_name}-{family}.json"
+    found = [d / name for d in profile_dirs() if (d / name).is_file()]
+    if not found:
+        return None
+    package = Path(__file__).resolve().parents[1]
+    shipped = {str((d / name).resolve()) for d in (package.parent / "profiles", package / "_data" / "profiles")}
+    first = found[0]
+    if str(first.resolve()) not in shipped and any(str(p.resolve()) in shipped for p in found[1:]):
+        if str(first) not in _shadow_said:
+            _shadow_said.add(str(first))
+            log.warning("profile %s shadows the shipped %s (compress picks its student from it)",
+                        first, next(p for p in found[1:] if str(p.resolve()) in shipped))
+    return first
 
 
 def find_profile(target, family: str) -> tuple[Optional[Path], str]:
