@@ -170,14 +170,16 @@ def check_split(ds, split: str, num_classes: int | None, *, hasher=None,
 
     Raises BadInputError for an empty split, NaN/inf, a label outside [0, num_classes)
     (``num_classes=None`` checks only for negatives) and a shape that differs from the first
-    sample's (or from ``shape`` when given)."""
+    sample's (or from ``shape`` when given). An ArrayDataset, or a dataset whose class sets
+    ``validate_from_arrays`` (its samples a finite function of tensors ``x`` and ``y``), is
+    checked on those tensors in one go."""
     import torch
 
     n = len(ds)
     if n == 0:
         raise BadInputError(f"the {split} split has no samples",
                             hint="check the data source holds images for this split")
-    if isinstance(ds, ArrayDataset):
+    if isinstance(ds, ArrayDataset) or getattr(type(ds), "validate_from_arrays", False):
         return _check_arrays(ds, split, num_classes, hasher=hasher, shape=shape)
     labels: list[int] = []
     for i in range(n):
@@ -277,8 +279,9 @@ def finish_bundle(*, name: str, spec: str, train, val, class_names: Sequence[str
     hasher = hashlib.sha256()
     fixed = num_classes if num_classes is not None else (
         len(class_names) if class_names else None)
-    shape, train_labels = check_split(train, "train", fixed, hasher=hasher)
-    _, val_labels = check_split(val, "val", fixed, hasher=hasher, shape=shape)
+    sample_hasher = None if content_hash else hasher  # a given content hash saves hashing
+    shape, train_labels = check_split(train, "train", fixed, hasher=sample_hasher)
+    _, val_labels = check_split(val, "val", fixed, hasher=sample_hasher, shape=shape)
     if fixed is None:
         fixed = max(train_labels + val_labels) + 1
     if not class_names:

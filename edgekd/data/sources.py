@@ -1,4 +1,5 @@
-"""Data sources: ``digits``, ``folder:PATH``, ``npz:PATH`` and ``py:module:function``.
+"""Data sources: ``digits``, ``shapes[:KNOBS]``, ``folder:PATH``, ``npz:PATH`` and
+``py:module:function``.
 
 ``load_data(spec)`` is the one front door; every source ends in ``finish_bundle``, which
 validates the samples, hides labels for semi-supervised runs and fingerprints the result.
@@ -18,7 +19,8 @@ from .base import ArrayDataset, DataBundle, SampleDataset, finish_bundle, resize
 
 log = logging.getLogger(__name__)
 
-SPEC_FORMS = "digits, folder:PATH, npz:PATH or py:module:function"
+SPEC_FORMS = ("digits, shapes[:classes=10,n=3000,seed=0,clutter=0.5], folder:PATH, npz:PATH "
+              "or py:module:function")
 DIGITS_DEFAULT_RES = 16
 DIGITS_SPLIT_SEED = 20240607  # the train/val split of digits never depends on --seed
 DIGITS_VAL_FRACTION = 0.2
@@ -31,9 +33,10 @@ def load_data(spec: str, *, resolution: int | None = None, seed: int = 0,
               color_mode: str | None = None) -> DataBundle:
     """Load a data spec into a validated :class:`DataBundle`.
 
-    ``resolution`` resizes images to resolution×resolution (digits default 16; folder default
-    the first image's size). ``labelled_fraction < 1`` keeps the labels of a stratified subset
-    of train chosen by ``seed`` and sets the others to -1. ``strict`` turns a skipped unreadable
+    ``resolution`` resizes images to resolution×resolution (digits default 16; shapes draws
+    them at that size, default 64; folder default the first image's size).
+    ``labelled_fraction < 1`` keeps the labels of a stratified subset of train chosen by
+    ``seed`` and sets the others to -1. ``strict`` turns a skipped unreadable
     image into an error. ``color_mode`` ("L" or "RGB") overrides the folder majority vote.
     """
     spec = str(spec).strip()
@@ -53,6 +56,11 @@ def load_data(spec: str, *, resolution: int | None = None, seed: int = 0,
     kind, _, rest = spec.partition(":")
     if spec == "digits":
         return _digits(**common)
+    if kind == "shapes":
+        from .shapes import load_shapes
+
+        return load_shapes(spec, resolution=resolution, seed=int(seed),
+                           labelled_fraction=float(labelled_fraction))
     if kind == "folder" and rest:
         return _folder(rest, strict=strict, color_mode=color_mode, **common)
     if kind == "npz" and rest:
