@@ -27,6 +27,7 @@ _API: dict[str, str] = {
     "Artifact": "backends.base:Artifact",
     "get_backend": "backends:get_backend",
     "parse_ref": "models.ref:parse_ref",
+    "trust_code": "models.ref:trust_code",
     "open_model": "deploy:open_model",
     "export_ref": "deploy:export_ref",
     # latency

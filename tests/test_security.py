@@ -419,3 +419,123 @@ def test_a_local_profile_that_shadows_a_shipped_one_is_said_once(tmp_path, monke
     (tmp_path / "profiles" / "my-board-convnet.json").write_text("{}")
     caplog.clear()
     assert plan.locate_profile("my-board", "convnet") is not None and not caplog.records
+
+
+# ---------------------------------------------------------------------- files that hold code
+
+
+def _scripted_writer(path, victim):
+    """A TorchScript model that, when run, overwrites VICTIM through a shared mapping: what any
+    TorchScript (or .pt2) file can do to the files of whoever runs it."""
+    import torch
+
+    class Writer(torch.nn.Module):
+        def __init__(self, target: str):
+            super().__init__()
+            self.target = target
+
+        def forward(self, x):
+            t = torch.from_file(self.target, shared=True, size=4, dtype=torch.uint8)
+            t.fill_(65)
+            return x.flatten(1)[:, :2] + t.sum().float()
+
+    torch.jit.save(torch.jit.script(Writer(str(victim))), str(path))
+    return path
+
+
+def test_torchscript_can_write_files_so_bench_needs_the_opt_in(tmp_path, run_cli):
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"zzzz")
+    model = _scripted_writer(tmp_path / "m.ts", victim)
+    args = ("bench", model, "--target", "torch-cpu", "--shape", "1,2,2", "--json", *QUICK)
+    r = run_cli(*args)
+    assert r.returncode == 2 and victim.read_bytes() == b"zzzz"
+    errors = _error_lines(r.stderr)
+    assert len(errors) == 1 and "TorchScript" in errors[0] and "--trust-code" in errors[0]
+    assert run_cli(*args, "--trust-code").returncode == 0
+    assert victim.read_bytes() == b"AAAA"  # the proof that it runs code: only with the opt-in
+
+
+def test_pt2_and_export_take_the_opt_in_and_its_alias(tmp_path, run_cli):
+    import torch
+
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    ep = torch.export.export(m, (torch.zeros(1, 1, 2, 2),))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    args = ("bench", tmp_path / "m.pt2", "--target", "torch-cpu", "--shape", "1,2,2", "--json", *QUICK)
+    r = run_cli(*args)
+    assert r.returncode == 2 and "torch.export program" in _error_lines(r.stderr)[0]
+    r = run_cli(*args, "--trust-pickle")  # the alias: past the refusal (what torch then says is its own)
+    assert "running it runs the code" not in r.stderr
+    r = run_cli("export", tmp_path / "m.pt2", "--target", "ort-cpu", "--out", tmp_path / "o", "--shape", "1,2,2")
+    assert r.returncode == 2 and "--trust-code" in r.stderr and not (tmp_path / "o").exists()
+    from edgekd.models.ref import load_torch_file
+
+    assert load_torch_file(tmp_path / "m.pt2", trust=True)[1] == "torch-export"
+
+
+def test_library_loads_take_the_same_opt_in(tmp_path):
+    import torch
+
+    from edgekd.errors import BadInputError
+    from edgekd.models.ref import load_module, load_torch_file, trust_code
+    from edgekd.models.teacher import load_teacher
+
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    ts = tmp_path / "m.pt"  # the kind comes from the contents, not the name
+    torch.jit.save(torch.jit.trace(m, torch.zeros(1, 1, 2, 2)), str(ts))
+    for load in (lambda: load_torch_file(ts), lambda: load_module(str(ts), (1, 2, 2)),
+                 lambda: load_teacher(str(ts))):
+        with pytest.raises(BadInputError, match="--trust-code"):
+            load()
+    with trust_code():
+        assert load_torch_file(ts)[1] == "torchscript"
+        assert load_teacher(str(ts)).kind == "torchscript"
+    assert load_torch_file(ts, trust=True)[1] == "torchscript"
+    with pytest.raises(BadInputError):  # the block is over: refused again
+        load_torch_file(ts)
+
+
+def test_files_this_process_wrote_load_back_without_the_opt_in(tmp_path):
+    import torch
+
+    from edgekd.backends.torch import save_torchscript
+    from edgekd.errors import BadInputError
+    from edgekd.models.ref import load_torch_file
+    from edgekd.targets import load_target
+
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).eval()
+    art = save_torchscript(m, torch.zeros(1, 1, 2, 2), tmp_path / "model.ts", load_target("torch-cpu"))
+    assert load_torch_file(art.path)[1] == "torchscript"
+    other = tmp_path / "other.ts"
+    torch.jit.save(torch.jit.trace(torch.nn.Flatten(), torch.zeros(1, 1, 2, 2)), str(other))
+    with pytest.raises(BadInputError, match="--trust-code"):
+        load_torch_file(other)  # not ours: other bytes
+
+
+def test_pickled_teachers_say_torchscript_needs_the_opt_in_too(tmp_path):
+    import torch
+
+    from edgekd.errors import BadInputError
+    from edgekd.models.teacher import load_teacher
+
+    torch.save(torch.nn.Linear(4, 3), tmp_path / "whole.pt")
+    with pytest.raises(BadInputError) as ei:
+        load_teacher(str(tmp_path / "whole.pt"))
+    msg = str(ei.value)
+    assert "--trust-code" in msg and "TorchScript and .pt2 files hold code too" in msg
+
+
+def test_remote_runs_get_the_opt_in_only_for_files_allowed_here(tmp_path):
+    import torch
+
+    from edgekd.models.ref import trust_code
+    from edgekd.remote.doctor import tiny_onnx
+    from edgekd.remote.ops import trust_args
+
+    ts = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.trace(torch.nn.Flatten(), torch.zeros(1, 1, 2, 2)), str(ts))
+    onnx = tiny_onnx(tmp_path / "m.onnx")
+    assert trust_args(ts) == [] and trust_args(onnx) == [] and trust_args("mobilenetv2:width=0.5") == []
+    with trust_code():
+        assert trust_args(ts) == ["--trust-code"] and trust_args(onnx) == []

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import BadInputError
 from ..targets import Device, TargetSpec
 from ..models.ref import (EXPORT_SUFFIXES, TORCHSCRIPT_SUFFIXES, load_torch_file,  # noqa: F401
-                          module_sha256)
+                          module_sha256, note_made_here)
 from .base import Artifact, ArtifactFormat, Backend, Session
 
 
@@ -74,6 +74,7 @@ def save_torchscript(module, sample, path: Path, target: TargetSpec) -> Artifact
         module.train(was_training)
     with atomic_path(path, suffix=Path(path).suffix) as tmp:
         torch.jit.save(traced, str(tmp))
+    note_made_here(path)  # these bytes came from our own module: loading them back needs no opt-in
     return Artifact.from_file(path, ArtifactFormat.TORCHSCRIPT, target=target.name,
                               precision=target.precision.value, tool_versions=TorchBackend().versions(),
                               meta={"input_shape": tuple(sample.shape)})

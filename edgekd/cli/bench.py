@@ -6,7 +6,7 @@ import sys
 import click
 
 from ..targets import measure_settings
-from .common import emit_json, json_option, parse_shape, resolve_target
+from .common import emit_json, json_option, parse_shape, resolve_target, trust_code_option
 
 
 @click.command("bench")
@@ -31,6 +31,7 @@ from .common import emit_json, json_option, parse_shape, resolve_target
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the raw per-inference samples (ms) to this JSON file.")
 @json_option
+@trust_code_option
 def bench_cmd(model, target_name, shape, threads, min_iters, min_time_s, warmup_s, sessions, work_dir,
               samples_path, as_json):
     """Measure MODEL's latency on a target.

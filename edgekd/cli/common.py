@@ -34,6 +34,32 @@ def emit_json(obj: Any) -> None:
 json_option = click.option("--json", "as_json", is_flag=True,
                            help="Print one JSON object on stdout instead of a table.")
 
+TRUST_CODE_HELP = ("Allow model files that run code when loaded or run: TorchScript, torch.export "
+                   ".pt2 and pickled models (they can read and write any file you can). Give it only "
+                   "for files you trust.")
+
+
+def trust_code_option(f=None, *, pass_as: str | None = None):
+    """--trust-code (alias --trust-pickle): the command runs inside models.ref.trust_code(), so
+    every TorchScript or .pt2 file it opens is allowed; ``pass_as`` also hands the flag to the
+    command under that name (compress and distill pass it on as trust_pickle)."""
+    import functools
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, trust_code: bool = False, **kwargs):
+            from ..models.ref import trust_code as trusting
+
+            if pass_as:
+                kwargs[pass_as] = trust_code
+            with trusting(trust_code):
+                return fn(*args, **kwargs)
+
+        return click.option("--trust-code", "--trust-pickle", "trust_code", is_flag=True,
+                            help=TRUST_CODE_HELP)(wrapper)
+
+    return deco(f) if f is not None else deco
+
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """'1,16,16' or '1x16x16' -> (1, 16, 16); BadInputError otherwise."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..verdict import PREDICTED_METRICS
-from .common import emit_json, json_option
+from .common import emit_json, json_option, trust_code_option
 
 
 class _ConfigDefault(click.Option):
@@ -45,8 +45,8 @@ def _finish(result, as_json: bool) -> None:
 @click.option("--teacher", default=None, help="Teacher: an edgekd checkpoint, TorchScript/.pt2/ONNX file or model spec.")
 @click.option("--teacher-weights", default=None, type=click.Path(dir_okay=False),
               help="State dict for a teacher given as a model spec.")
-@click.option("--trust-pickle", is_flag=True, help="Allow loading a pickled whole teacher model.")
-@click.option("--data", default=None, help="Data spec: digits, folder:DIR, npz:FILE, py:module:function.")
+@trust_code_option(pass_as="trust_pickle")
+@click.option("--data", default=None, help="Data spec: digits, shapes[:knobs] (RGB at any --resolution), folder:DIR, npz:FILE, py:module:function.")
 @click.option("--resolution", type=int, default=None,
               help="Resize images to N×N [default: the teacher's input size, else the data's].")
 @click.option("--target", "-t", "target", default=None, help="Target name (see `edgekd targets`) or YAML path.")

@@ -10,7 +10,7 @@ from typing import Optional
 
 import click
 
-from .common import emit_json, json_option
+from .common import emit_json, json_option, trust_code_option
 
 
 def _run(*, kind: str, teacher_spec: Optional[str], teacher_weights: Optional[str],
@@ -40,7 +40,7 @@ def _run(*, kind: str, teacher_spec: Optional[str], teacher_weights: Optional[st
 
 def _train_options(f):
     opts = [
-        click.option("--data", required=True, help="Data spec: digits, folder:DIR, npz:FILE, "
+        click.option("--data", required=True, help="Data spec: digits, shapes[:knobs], folder:DIR, npz:FILE, "
                      "py:module:function."),
         click.option("--resolution", type=int, default=None, help="Resize images to N×N."),
         click.option("--epochs", type=int, default=None, help="Training epochs [default: 10]."),
@@ -91,7 +91,7 @@ def _train_kw(kw: dict) -> dict:
               help="Teacher: an edgekd checkpoint, TorchScript/.pt2/ONNX file or model spec.")
 @click.option("--teacher-weights", default=None, type=click.Path(dir_okay=False),
               help="State dict for a teacher given as a model spec.")
-@click.option("--trust-pickle", is_flag=True, help="Allow loading a pickled whole model.")
+@trust_code_option(pass_as="trust_pickle")
 @click.option("--student", "model_spec", required=True,
               help="Student spec, e.g. 'mobilenetv2:width=0.5,res=16'.")
 @click.option("--loss", default="kd", show_default=True,

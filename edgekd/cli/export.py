@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, json_option, parse_shape, resolve_target
+from .common import emit_json, json_option, parse_shape, resolve_target, trust_code_option
 
 
 @click.command("export")
@@ -19,6 +19,7 @@ from .common import emit_json, json_option, parse_shape, resolve_target
 @click.option("--num-classes", type=int, default=10, show_default=True, help="Classes, when MODEL is a student spec.")
 @click.option("--in-channels", type=int, default=1, show_default=True, help="Input channels, when MODEL is a student spec.")
 @json_option
+@trust_code_option
 def export_cmd(model, target_name, out_dir, shape, opset, dynamic_batch, num_classes, in_channels, as_json):
     """Export MODEL for a target: ONNX (always kept as DIR/model.onnx), then the target's own
     artifact (OpenVINO IR .xml/.bin, TensorRT engine, TorchScript model.ts for torch targets),

@@ -6,7 +6,7 @@ import sys
 import click
 
 from ..verdict import METRICS
-from .common import emit_json, json_option
+from .common import emit_json, json_option, trust_code_option
 
 
 def _print_table(results) -> None:
@@ -57,6 +57,7 @@ def _print_table(results) -> None:
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Where to keep built artifacts (default: a temporary directory).")
 @json_option
+@trust_code_option
 def gate_cmd(paths, budgets_path, target_name, budget_ms, metric, confidence, max_regression, baseline_path,
              save_baseline, junit_path, github, predict_only, profile_path, on_inconclusive, max_rounds,
              min_iters, work_dir, as_json):

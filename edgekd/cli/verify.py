@@ -4,14 +4,14 @@ from __future__ import annotations
 import click
 
 from ..verdict import PREDICTED_METRICS
-from .common import emit_json, json_option, resolve_target
+from .common import emit_json, json_option, resolve_target, trust_code_option
 
 
 @click.command("verify")
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", "target_name", required=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
-@click.option("--data", required=True, help="Data spec whose validation split is used (digits, folder:DIR, ...).")
+@click.option("--data", required=True, help="Data spec whose validation split is used (digits, shapes[:knobs], folder:DIR, ...).")
 @click.option("--resolution", type=int, default=None, help="Resize images to N×N [default: the artifact's input].")
 @click.option("--budget-ms", type=float, default=None, help="Latency budget in milliseconds.")
 @click.option("--metric", type=click.Choice(PREDICTED_METRICS), default="p90", show_default=True,
@@ -25,6 +25,7 @@ from .common import emit_json, json_option, resolve_target
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the raw per-inference latency samples (ms) to this JSON file.")
 @json_option
+@trust_code_option
 def verify_cmd(artifact, target_name, data, resolution, budget_ms, metric, min_accuracy, max_drop, reference,
                threads, samples_path, as_json):
     """Verify ARTIFACT on a target: top-1 accuracy through the target's runtime on the validation

@@ -103,14 +103,14 @@ def read_checkpoint(path: "str | os.PathLike", *, map_location: Any = "cpu") -> 
     what = describe_file(p)
     if what.startswith(("a TorchScript", "a torch.export")):
         raise BadInputError(f"'{p}' is {what}, not an edgekd checkpoint",
-                            hint="use it as a teacher (--teacher), or pass a .pt written by "
-                                 "save_checkpoint")
+                            hint="use it as a teacher (--teacher, with --trust-code: it holds code), or "
+                                 "pass a .pt written by save_checkpoint")
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         raise BadInputError(f"'{p}' is a pickled Python object (e.g. a whole model saved with "
                             "torch.save(model)), not an edgekd checkpoint",
-                            hint="load it as a teacher with --trust-pickle if you trust it, or "
+                            hint="load it as a teacher with --trust-code if you trust it, or "
                                  "save it with edgekd's save_checkpoint") from exc
     except LOAD_ERRORS as exc:
         raise BadInputError(f"'{p}' is {what}, not an edgekd checkpoint",

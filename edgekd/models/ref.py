@@ -7,14 +7,23 @@ modules; running a reference on a target's runtime is edgekd.deploy's job, one f
 
 TorchScript is sniffed here and nowhere else (``torch_file_kind``), files and modules are hashed
 one way (``edgekd.util_io.sha256_file``, ``module_sha256``).
+
+TorchScript and torch.export files hold programs, not only weights: running one runs the
+operations stored in it, and those include reading and writing any file the user can (e.g.
+``torch.from_file(..., shared=True)``). They are opened only with the explicit opt-in that
+pickles take (``--trust-code``, alias ``--trust-pickle``; in Python ``trust_code()`` or
+``trust_pickle=True``), or when this process wrote the very bytes itself (``note_made_here``).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import BadInputError
 
@@ -81,6 +90,63 @@ def torch_file_kind(path: "str | Path") -> str | None:
     return "torch"
 
 
+# ------------------------------------------------------------------ files that hold code
+
+TRUST_FLAG = "--trust-code"
+_trust = {"on": False}
+_made_here: set[str] = set()  # sha256 of TorchScript/.pt2 files this process wrote itself
+_made_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def trust_code(enabled: bool = True) -> Iterator[None]:
+    """Within the block, TorchScript and torch.export files may be run (the CLI's --trust-code).
+    Process-wide, so that worker threads see it too; the previous setting comes back after."""
+    before = _trust["on"]
+    _trust["on"] = bool(enabled) or before
+    try:
+        yield
+    finally:
+        _trust["on"] = before
+
+
+def code_trusted() -> bool:
+    return _trust["on"]
+
+
+def note_made_here(path: "str | Path") -> None:
+    """Record that this process wrote ``path`` (a TorchScript/.pt2 file) from a module it held:
+    those exact bytes may be loaded back without the opt-in."""
+    from ..util_io import sha256_file
+
+    with _made_lock:
+        _made_here.add(sha256_file(path))
+
+
+def may_run_code(path: "str | Path", trust: "bool | None" = None) -> bool:
+    """Whether a TorchScript/.pt2 file may be run here: ``trust``, trust_code(), or bytes this
+    process wrote itself (a remote run is then given --trust-code for it, too)."""
+    from ..util_io import sha256_file
+
+    if trust or code_trusted():
+        return True
+    with _made_lock:
+        return bool(_made_here) and Path(path).is_file() and sha256_file(path) in _made_here
+
+
+def require_code_trust(path: "str | Path", kind: str, trust: "bool | None" = None) -> None:
+    """BadInputError (exit 2) unless running the ``kind`` ('torchscript' or 'export') file is
+    allowed (``may_run_code``)."""
+    if may_run_code(path, trust):
+        return
+    what = "TorchScript" if kind == "torchscript" else "a torch.export program"
+    raise BadInputError(f"{path} is {what}: running it runs the code stored in it, which can read and "
+                        f"write any file you can, so edgekd does not run it unless told to",
+                        hint=f"pass {TRUST_FLAG} (alias --trust-pickle) if you trust the file (Python: "
+                             f"with edgekd.trust_code(): ...), or give the model as .onnx or an edgekd "
+                             f"checkpoint")
+
+
 def stored_input_shape(path: "str | Path") -> tuple | None:
     """The per-sample input shape an edgekd checkpoint records; None for anything else."""
     p = Path(path)
@@ -98,31 +164,40 @@ def stored_input_shape(path: "str | Path") -> tuple | None:
         return None
 
 
-def load_torch_file(path: "str | Path"):
-    """A TorchScript archive, a torch.export .pt2 or an edgekd checkpoint -> (module, format)."""
+def load_torch_file(path: "str | Path", *, trust: "bool | None" = None):
+    """A TorchScript archive, a torch.export .pt2 or an edgekd checkpoint -> (module, format).
+
+    The kind comes from the file's contents (``torch_file_kind``); TorchScript and .pt2 hold
+    code and need the opt-in (``require_code_trust``), a checkpoint is read weights-only."""
     import torch
 
     from ..util_io import check_file
 
     p = check_file(path, "torch model", TORCH_SUFFIXES)
-    if p.suffix.lower() in EXPORT_SUFFIXES:
+    kind = torch_file_kind(p)
+    if p.suffix.lower() in EXPORT_SUFFIXES or kind == "export":
+        require_code_trust(p, "export", trust)
         try:
             return torch.export.load(str(p)).module(), EXPORTED_PROGRAM
         except Exception as exc:  # noqa: BLE001
             raise BadInputError(f"{p} is not a torch.export program ({str(exc).splitlines()[0][:160]})",
                                 hint="save it with torch.export.save") from exc
-    try:
-        return torch.jit.load(str(p), map_location="cpu"), TORCHSCRIPT
-    except Exception as exc:  # noqa: BLE001 - not TorchScript: maybe an edgekd checkpoint
+    if kind == "torchscript":
+        require_code_trust(p, "torchscript", trust)
         try:
-            from .checkpoint import load_checkpoint
+            return torch.jit.load(str(p), map_location="cpu"), TORCHSCRIPT
+        except Exception as exc:  # noqa: BLE001
+            raise BadInputError(f"{p} is not loadable TorchScript ({str(exc).splitlines()[0][:120]})",
+                                hint="save it again with torch.jit.save") from exc
+    try:
+        from .checkpoint import load_checkpoint
 
-            module, _meta = load_checkpoint(p)
-            return module, CHECKPOINT
-        except Exception:  # noqa: BLE001 - report the TorchScript failure, the common case
-            raise BadInputError(f"{p} is neither TorchScript nor an edgekd checkpoint "
-                                f"({str(exc).splitlines()[0][:120]})",
-                                hint="save TorchScript with torch.jit.save, or pass a model spec") from exc
+        module, _meta = load_checkpoint(p)
+        return module, CHECKPOINT
+    except Exception as exc:  # noqa: BLE001 - whatever torch.load says about a file of no known kind
+        why = exc.message if isinstance(exc, BadInputError) else (str(exc).splitlines() or [""])[0][:120]
+        raise BadInputError(f"{p} is neither TorchScript nor an edgekd checkpoint ({why})",
+                            hint="save TorchScript with torch.jit.save, or pass a model spec") from exc
 
 
 def build_spec_model(spec: str, *, num_classes: int = 10, in_channels: int = 1):
@@ -159,7 +234,7 @@ def spec_module(spec: str, sample_shape=None, *, num_classes: int = 10, in_chann
 
 
 def load_module(ref: "str | ModelRef", sample_shape=None, *, num_classes: int = 10, in_channels: int = 1,
-                what: str = "export"):
+                what: str = "export", trust: "bool | None" = None):
     """(module in eval mode, per-sample input shape) for a spec or a torch file.
 
     A torch file's shape is ``sample_shape``, else what its checkpoint records; without either
@@ -171,7 +246,7 @@ def load_module(ref: "str | ModelRef", sample_shape=None, *, num_classes: int = 
     if r.kind != "torch":
         raise BadInputError(f"cannot {what} {r.path.name}: expected .onnx, a torch file "
                             f"({', '.join(TORCH_SUFFIXES)}) or a student spec")
-    module, _ = load_torch_file(r.path)
+    module, _ = load_torch_file(r.path, trust=trust)
     shape = sample_shape or stored_input_shape(r.path)
     if not shape:
         raise BadInputError(f"{what}ing {r.path.name} needs the input shape", hint="pass --shape C,H,W")

@@ -4,7 +4,8 @@
 student-family spec (+ weights), a TorchScript file, a torch.export ``.pt2`` or an ``.onnx``
 (run with onnxruntime on the CPU, so a teacher from any framework works). A file's kind is found
 by looking inside it, not from its extension. A pickled whole ``nn.Module`` is refused unless
-``trust_pickle=True``: unpickling runs arbitrary code.
+``trust_pickle=True``: unpickling runs arbitrary code. TorchScript and ``.pt2`` files hold code
+too (running them can read and write any file) and take the same opt-in (models/ref.py).
 """
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ from typing import Any, Callable
 from ..errors import BadInputError
 from ..util_io import sha256_file
 from .checkpoint import LOAD_ERRORS, build_from_spec, is_checkpoint, load_state, model_from_checkpoint
-from .ref import module_sha256, torch_file_kind
+from .ref import module_sha256, require_code_trust, torch_file_kind
 
 log = logging.getLogger(__name__)
 
 KINDS = ("torch", "torchscript", "export", "onnx")
 _FILE_SUFFIXES = (".pt", ".pth", ".ts", ".pt2", ".onnx", ".bin", ".ckpt")
-_TRUST_HINT = ("pass --trust-pickle if you trust the file, or save model.state_dict(), a "
-               "TorchScript (torch.jit.save) or a torch.export .pt2 instead")
+_TRUST_HINT = ("pass --trust-code (alias --trust-pickle) if you trust the file, or save "
+               "model.state_dict() or export it to ONNX instead (TorchScript and .pt2 files hold "
+               "code too and take the same --trust-code)")
 
 
 def _logits_of(out: Any):
@@ -334,6 +336,8 @@ def load_teacher(spec: str, *, weights: str | None = None, trust_pickle: bool = 
         if kind in ("torchscript", "export") and weights is not None:
             raise BadInputError(f"--teacher-weights does not apply to {kind} teacher '{path}'",
                                 hint="its weights are inside the file; drop --teacher-weights")
+        if kind in ("torchscript", "export"):
+            require_code_trust(path, kind, trust_pickle)  # they run code: the same opt-in
         if kind == "torchscript":
             return _from_torchscript(path, spec, device, file_sha)
         if kind == "export":

@@ -240,6 +240,17 @@ def run_edgekd(target: TargetSpec, args: Sequence[Any], *, settings: MeasureSett
     return run
 
 
+def trust_args(path: "str | Path") -> list[str]:
+    """["--trust-code"] when PATH is a file that holds code (TorchScript, .pt2) and this process
+    may run it (models.ref.may_run_code): the device then may too. Else []."""
+    from ..models.ref import TORCH_SUFFIXES, TRUST_FLAG, may_run_code
+
+    p = Path(str(path))
+    if p.suffix.lower() in TORCH_SUFFIXES and p.is_file() and may_run_code(p):
+        return [TRUST_FLAG]
+    return []
+
+
 def remote_fingerprint(ssh: SSHTarget, p: Probe) -> dict:
     s = ssh.spec
     return {"host": s.host, "port": s.port, "user": s.user, "device_host": p.host, "arch": p.arch,
@@ -263,6 +274,7 @@ def remote_bench(model_ref: "str | Path", target: TargetSpec, *, settings: Measu
     args: list[Any] = ["bench", model_arg, "--target", TARGET, "--json", "--samples", "samples.json"]
     if sample_shape:
         args += ["--shape", ",".join(str(int(d)) for d in sample_shape)]
+    args += trust_args(ref)
     run = run_edgekd(spec, args, settings=settings or spec.measure, env=env, collect="samples.json",
                      what=f"bench of {Path(ref).name if model_arg is not ref else ref}")
     d = run.json()

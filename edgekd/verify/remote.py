@@ -84,7 +84,7 @@ def remote_verify(art: Path, spec: TargetSpec, x: np.ndarray, y: np.ndarray, *, 
     input, 4 runtime missing), naming the device."""
     from ..latency.stats import LatencyStats
     from .report import Check, VerifyReport
-    from ..remote.ops import TARGET, Upload, check_device, remote_fingerprint, run_edgekd, ssh_for
+    from ..remote.ops import TARGET, Upload, check_device, remote_fingerprint, run_edgekd, ssh_for, trust_args
 
     if reference is not None and not isinstance(reference, (str, Path)):
         raise BadInputError(f"target '{spec.name}' runs on a remote device: give the reference as a "
@@ -104,6 +104,7 @@ def remote_verify(art: Path, spec: TargetSpec, x: np.ndarray, y: np.ndarray, *, 
             args += [opt, repr(float(v))]
     if reference is not None:
         args += ["--reference", Upload(str(reference))]
+    args += trust_args(art)
     run = run_edgekd(spec, args, settings=settings or spec.measure, links=links, collect=".edgekd/samples.json",
                      allow_fail=True, what=f"verify of {art.name}")
     rc = run.completed.returncode

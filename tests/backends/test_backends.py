@@ -58,9 +58,12 @@ def test_torchscript_file_opens_on_torch_and_exports_for_ort(tmp_path):
     model = tiny_model()
     ts = tmp_path / "m.ts"
     torch.jit.save(torch.jit.trace(model, torch.randn(1, 1, 12, 12)), str(ts))
-    op = open_model(ts, load_target("torch-cpu"), sample_shape=(1, 12, 12))
+    from edgekd.models.ref import trust_code
+
+    with trust_code():  # TorchScript holds code: opened only with the opt-in
+        op = open_model(ts, load_target("torch-cpu"), sample_shape=(1, 12, 12))
+        op2 = open_model(ts, load_target("ort-cpu"), work_dir=tmp_path / "w", sample_shape=(1, 12, 12))
     assert op.artifact.format == "torchscript" and op.input_shape == (1, 1, 12, 12)
-    op2 = open_model(ts, load_target("ort-cpu"), work_dir=tmp_path / "w", sample_shape=(1, 12, 12))
     x = np.random.default_rng(1).standard_normal((1, 1, 12, 12)).astype(np.float32)
     np.testing.assert_allclose(op2.session.run(x)[0], op.session.run(x)[0], atol=1e-5)
 

@@ -164,7 +164,9 @@ def test_torchscript_teacher_detected_by_content(nets, tmp_path):
     m = _trained(nets)
     path = tmp_path / "scripted.pt"  # a .pt name: the kind comes from the file, not the name
     torch.jit.save(torch.jit.trace(m, X), str(path))
-    t = load_teacher(str(path))
+    with pytest.raises(BadInputError, match="TorchScript: running it runs the code"):
+        load_teacher(str(path))  # it holds code: only with the opt-in
+    t = load_teacher(str(path), trust_pickle=True)
     assert t.kind == "torchscript" and not t.supports_features
     assert torch.allclose(t(X), m(X))
 
@@ -173,7 +175,7 @@ def test_export_teacher_with_fixed_batch(nets, tmp_path):
     m = _trained(nets)
     ep = torch.export.export(m, (X[:2],))  # static batch of 2
     torch.export.save(ep, str(tmp_path / "m.pt2"))
-    t = load_teacher(str(tmp_path / "m.pt2"))
+    t = load_teacher(str(tmp_path / "m.pt2"), trust_pickle=True)  # it holds code: the opt-in
     assert t.kind == "export" and t.fixed_batch == 2 and t.input_shape == (1, 16, 16)
     out = t(X)  # batch of 5: run as 2+2+1 (padded)
     assert out.shape == (5, 10) and torch.allclose(out, m(X), atol=1e-6)
