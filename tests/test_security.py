@@ -296,6 +296,16 @@ def test_export_refuses_it(compress_out, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_quantize_refuses_it(compress_out, tmp_path):
+    from edgekd.errors import BadInputError
+    from edgekd.quantize import quantize_ref
+
+    _tamper(compress_out / "ort-cpu" / "model.onnx")
+    with pytest.raises(BadInputError, match="does not match"):
+        quantize_ref(compress_out / "ort-cpu" / "model.onnx", "ort-cpu-int8", "digits", tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+
+
 def test_verify_checks_the_reference_against_the_manifest(compress_out):
     from edgekd.errors import BadInputError
     from edgekd.verify import verify_artifact

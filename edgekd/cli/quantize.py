@@ -13,7 +13,7 @@ from .common import emit_json, json_option, resolve_target
 @click.option("--target", "-t", "target_name", required=True,
               help="An int8 target (ort-cpu-int8, openvino-cpu-int8, tensorrt-int8) or a YAML path.")
 @click.option("--data", "data_spec", required=True,
-              help="Data spec for calibration and validation (digits, folder:DIR, npz:FILE, py:MOD:FN).")
+              help="Data spec for calibration and validation (digits, shapes[:knobs], folder:DIR, npz:FILE, py:MOD:FN).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="Activation calibration for ONNX Runtime / TensorRT QDQ.")
 @click.option("--preset", type=click.Choice(["performance", "mixed"]), default="performance",

@@ -171,8 +171,9 @@ def quantize_ref(model_ref: "str | Path", target: TargetSpec, data_spec: str, ou
         raise BadInputError(f"--max-drop {max_drop} must be in [0, 1) (0.01 = one point)")
     if rounds < 1:
         raise BadInputError(f"--rounds {rounds} must be at least 1")
-    from ..deploy import onnx_for_ref
+    from ..deploy import check_ref_manifest, onnx_for_ref
 
+    check_ref_manifest(model_ref)  # a file from a compress output must still match its manifest
     with tempfile.TemporaryDirectory(prefix="edgekd-quantize-") as tmp:
         onnx_path = onnx_for_ref(model_ref, Path(tmp))
         calib, x_val, y_val = quantization_data(data_spec, onnx_path, calib_size, val_size, seed)
