@@ -141,7 +141,7 @@ def test_predict_only(run_cli, setup):
 def test_predict_only_holds_each_metric_to_its_own_margin(setup, tmp_path, capsys):
     """A profile fitted and written by the real writer, whose p90 predictions miss by more than its
     p50 ones: a p90 budget gets p90's margin (validation.by_metric.p90), not the headline p50 one."""
-    from test_predict import synthetic
+    from synthetic_profiles import synthetic
 
     from edgekd.cli.main import main
     from edgekd.latency.profile import load_profile, save_profile

@@ -2,7 +2,7 @@
 import json
 
 import pytest
-from test_predict import synthetic  # noqa: E402 - tests/ is on sys.path under pytest
+from synthetic_profiles import synthetic  # noqa: E402 - tests/ is on sys.path under pytest
 
 from edgekd.errors import BadInputError, VerdictError
 from edgekd.latency.fit import refit
@@ -130,7 +130,7 @@ def mobilenet_profile():
     latency 1 us + 1 ns per MAC, pairs the sum of their blocks, models the sum + 0.02 ms."""
     from edgekd.latency.profile import BlockEntry, ModelEntry, PairEntry, Profile, model_pairs
     from edgekd.models import block_signatures, parse_spec
-    from test_predict import const
+    from synthetic_profiles import const
 
     prof = Profile(target={"name": "ort-cpu"}, family="mobilenetv2", grid=[])
     prof.overhead = const(0.01)
