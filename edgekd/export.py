@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadInputError, VerdictError
+from .models.ref import set_mode
 from .util_io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def export_onnx(model, sample, path: "str | Path", *, opset: int = MIN_OPSET, dy
         raise BadInputError(f"unknown exporter '{exporter}'", hint="use torchscript or dynamo")
     dest = Path(path)
     was_training = model.training
-    model.eval()
+    set_mode(model, False)
     sample = sample if isinstance(sample, torch.Tensor) else torch.as_tensor(np.asarray(sample))
     _check_runs(model, sample)
     order = [exporter] + [e for e in ("torchscript", "dynamo") if e != exporter]
@@ -89,7 +90,7 @@ def export_onnx(model, sample, path: "str | Path", *, opset: int = MIN_OPSET, dy
                 raise BadInputError(f"the exported model has opset {got}, below {MIN_OPSET}",
                                     hint=f"use --opset {MIN_OPSET} or newer")
     finally:
-        model.train(was_training)
+        set_mode(model, was_training)
     return dest
 
 
@@ -188,13 +189,13 @@ def _reference_outputs(model, x: np.ndarray) -> np.ndarray:
         return run_batched(model, x)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
-        model.eval()
+        set_mode(model, False)
     try:
         with torch.no_grad():
             out = model(torch.from_numpy(np.ascontiguousarray(x)))
     finally:
         if hasattr(model, "train"):
-            model.train(was_training)
+            set_mode(model, was_training)
     if isinstance(out, (tuple, list)):
         out = out[0]
     return out.detach().cpu().numpy()

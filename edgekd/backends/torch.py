@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import BadInputError
 from ..targets import Device, TargetSpec
 from ..models.ref import (EXPORT_SUFFIXES, TORCHSCRIPT_SUFFIXES, load_torch_file,  # noqa: F401
-                          module_sha256, note_made_here)
+                          module_sha256, note_made_here, set_mode)
 from .base import Artifact, ArtifactFormat, Backend, Session
 
 
@@ -25,7 +25,7 @@ class TorchSession(Session):
         self._threads = int(target.threads) if target is not None and target.threads else None
         if self._threads:
             torch.set_num_threads(self._threads)
-        self.module = module.eval().to(self.device) if hasattr(module, "eval") else module
+        self.module = set_mode(module, False).to(self.device) if hasattr(module, "eval") else module
         self.path = path
         self.input_names = ["input"]
         self.output_names = ["logits"]
@@ -61,7 +61,7 @@ def save_torchscript(module, sample, path: Path, target: TargetSpec) -> Artifact
     from ..util_io import atomic_path
 
     was_training = module.training
-    module.eval()
+    set_mode(module, False)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about data-dependent control flow
@@ -71,7 +71,7 @@ def save_torchscript(module, sample, path: Path, target: TargetSpec) -> Artifact
                             f"({str(exc).strip().splitlines()[0][:160]})",
                             hint="make the model traceable or use an ONNX target") from exc
     finally:
-        module.train(was_training)
+        set_mode(module, was_training)
     with atomic_path(path, suffix=Path(path).suffix) as tmp:
         torch.jit.save(traced, str(tmp))
     note_made_here(path)  # these bytes came from our own module: loading them back needs no opt-in

@@ -250,7 +250,7 @@ def load_module(ref: "str | ModelRef", sample_shape=None, *, num_classes: int = 
     shape = sample_shape or stored_input_shape(r.path)
     if not shape:
         raise BadInputError(f"{what}ing {r.path.name} needs the input shape", hint="pass --shape C,H,W")
-    return module.eval(), tuple(shape)
+    return set_mode(module, False), tuple(shape)
 
 
 def module_sha256(module) -> str:
@@ -267,3 +267,14 @@ def module_sha256(module) -> str:
 
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def set_mode(module, training: bool):
+    """``module.train(training)``, returning the module; a torch.export program's module is a
+    fixed graph that refuses a mode change (NotImplementedError in torch 2.13) and is left as
+    it is."""
+    try:
+        module.train(training)
+    except NotImplementedError:
+        pass
+    return module

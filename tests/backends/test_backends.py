@@ -75,6 +75,23 @@ def test_openvino_fp32_target_really_runs_f32(tmp_path, onnx_file):
     assert op.artifact.format == "openvino-ir"
 
 
+def test_torch_export_program_opens_on_torch_and_exports_for_ort(tmp_path):
+    """A .pt2 program's module refuses eval() (a fixed graph): it opens and exports as it is."""
+    model = tiny_model().eval()
+    pt2 = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(1, 1, 12, 12),)), str(pt2))
+    from edgekd.models.ref import trust_code
+
+    with trust_code():  # a .pt2 program holds code: opened only with the opt-in
+        op = open_model(pt2, load_target("torch-cpu"), sample_shape=(1, 12, 12))
+        op2 = open_model(pt2, load_target("ort-cpu"), work_dir=tmp_path / "w", sample_shape=(1, 12, 12))
+    assert op.artifact.format == "torch-export"
+    x = np.random.default_rng(1).standard_normal((1, 1, 12, 12)).astype(np.float32)
+    ref = model(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(op.session.run(x)[0], ref, atol=1e-5)
+    np.testing.assert_allclose(op2.session.run(x)[0], ref, atol=1e-5)
+
+
 def test_parity_failure_is_loud(onnx_file):
     other = tiny_model(seed=1)  # different weights than the exported model
     from edgekd.errors import VerdictError
