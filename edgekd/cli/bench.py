@@ -15,6 +15,8 @@ from .common import emit_json, json_option, parse_shape, resolve_target, trust_c
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
 @click.option("--shape", default=None, metavar="C,H,W",
               help="Per-sample input shape, needed when the model's input is dynamic.")
+@click.option("--in-channels", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Input channels when MODEL is a student spec (3 for RGB models).")
 @click.option("--threads", type=int, default=None,
               help="Override the target's thread count for this run.")
 @click.option("--min-iters", type=int, default=None,
@@ -32,7 +34,7 @@ from .common import emit_json, json_option, parse_shape, resolve_target, trust_c
               help="Also write the raw per-inference samples (ms) to this JSON file.")
 @json_option
 @trust_code_option
-def bench_cmd(model, target_name, shape, threads, min_iters, min_time_s, warmup_s, sessions, work_dir,
+def bench_cmd(model, target_name, shape, in_channels, threads, min_iters, min_time_s, warmup_s, sessions, work_dir,
               samples_path, as_json):
     """Measure MODEL's latency on a target.
 
@@ -57,14 +59,15 @@ def bench_cmd(model, target_name, shape, threads, min_iters, min_time_s, warmup_
 
     def run(wd):
         if as_json or not sys.stderr.isatty():
-            return bench(model, target, work_dir=wd, settings=settings, sample_shape=sample_shape)
+            return bench(model, target, work_dir=wd, settings=settings, sample_shape=sample_shape,
+                         in_channels=in_channels)
         from rich.console import Console
 
         with Console(stderr=True).status(f"measuring {model} on {target.name} ...") as status:
             def progress(n, want):
                 status.update(f"measuring {model} on {target.name}: {n} samples")
             return bench(model, target, work_dir=wd, settings=settings, sample_shape=sample_shape,
-                         on_progress=progress)
+                         on_progress=progress, in_channels=in_channels)
 
     if work_dir:
         result = run(Path(work_dir))

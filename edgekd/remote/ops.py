@@ -259,7 +259,7 @@ def remote_fingerprint(ssh: SSHTarget, p: Probe) -> dict:
 
 def remote_bench(model_ref: "str | Path", target: TargetSpec, *, settings: MeasureSettings | None = None,
                  sample_shape: tuple | None = None, on_progress: Callable[[int, int], None] | None = None,
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, in_channels: int = 1):
     """`bench` on the target's device: copy the model there (if it is a file), run
     `edgekd bench --json` with the target minus ``remote:``, and return its BenchResult, whose
     environment is the device's fingerprint plus ``remote`` (how it was reached)."""
@@ -274,6 +274,8 @@ def remote_bench(model_ref: "str | Path", target: TargetSpec, *, settings: Measu
     args: list[Any] = ["bench", model_arg, "--target", TARGET, "--json", "--samples", "samples.json"]
     if sample_shape:
         args += ["--shape", ",".join(str(int(d)) for d in sample_shape)]
+    if in_channels != 1:
+        args += ["--in-channels", str(int(in_channels))]
     args += trust_args(ref)
     run = run_edgekd(spec, args, settings=settings or spec.measure, env=env, collect="samples.json",
                      what=f"bench of {Path(ref).name if model_arg is not ref else ref}")

@@ -66,6 +66,13 @@ def test_bench_spec_on_torch_eager(run_cli):
     assert json.loads(res.stdout)["environment"]["runtime"] == "torch"
 
 
+def test_bench_spec_with_rgb_input(run_cli):
+    res = run_cli("bench", SPEC, "--in-channels", "3", "--json", "--min-iters", "20", "--min-time", "0",
+                  "--warmup", "0")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["input_shape"][1] == 3
+
+
 def test_bench_missing_file(run_cli, tmp_path):
     _one_line_error(run_cli("bench", tmp_path / "nope.onnx"), 2, "does not exist")
 
