@@ -159,7 +159,8 @@ def convnet_plan(cfg: ConvNetConfig, in_channels: int, num_classes: int) -> list
 
 # ---------------------------------------------------------------- grids
 
-def _product(**axes: list) -> list[str]:
+def grid_product(**axes: list) -> list[str]:
+    """Every combination of the knob values, as spec bodies ('width=0.5,res=32')."""
     specs = [""]
     for key, values in axes.items():
         specs = [f"{s},{key}={v}" if s else f"{key}={v}" for s in specs for v in values]
@@ -170,15 +171,15 @@ MOBILENETV2 = Family(
     config=MobileNetV2Config, plan=mobilenetv2_plan,
     description="MobileNetV2 inverted residuals; knobs width, depth, res, expansion, stem_stride",
     grids={
-        "small": _product(width=[0.25, 0.5, 1.0], res=[16, 32]),
+        "small": grid_product(width=[0.25, 0.5, 1.0], res=[16, 32]),
         # Selection ranks candidates by parameters, and res adds none: a res=32 model is only
         # picked where nothing with more parameters fits, i.e. at the top of the range. So the
         # default grid spends its measurements on widths at 16 px, finest where one width step
         # moves latency most (below 0.5, channels step by 8), and on res=32 at full width; the
         # derived depths (0.6, 0.67) fill in between each width's two depths.
-        "default": _product(width=[0.25, 0.3, 0.35, 0.375, 0.4, 0.425, 0.45, 0.475, 0.5, 0.55, 0.6,
+        "default": grid_product(width=[0.25, 0.3, 0.35, 0.375, 0.4, 0.425, 0.45, 0.475, 0.5, 0.55, 0.6,
                                    0.69, 0.75, 0.81, 0.875, 1.0], depth=[0.5, 1.0], res=[16])
-        + _product(width=[1.0], depth=[0.5, 1.0], res=[32]),
+        + grid_product(width=[1.0], depth=[0.5, 1.0], res=[32]),
     })
 
 RESNET = Family(
@@ -188,7 +189,7 @@ RESNET = Family(
         "small": ["width=8,blocks=1,res=16", "width=8,blocks=1,res=32",
                   "width=16,blocks=1,res=32", "width=16,blocks=2,res=32",
                   "width=24,blocks=1,res=32", "width=24,blocks=2,res=32"],
-        "default": _product(width=[8, 16, 24], blocks=["1-1-1", "2-2-2", "3-3-3"],
+        "default": grid_product(width=[8, 16, 24], blocks=["1-1-1", "2-2-2", "3-3-3"],
                             res=[16, 32]),
     })
 
@@ -199,5 +200,5 @@ CONVNET = Family(
         "small": ["width=8,depth=2,res=16", "width=8,depth=4,res=16",
                   "width=16,depth=4,res=16", "width=16,depth=4,res=32",
                   "width=32,depth=4,res=32", "width=32,depth=6,res=32"],
-        "default": _product(width=[8, 16, 32], depth=[2, 4, 6], res=[16, 32]),
+        "default": grid_product(width=[8, 16, 32], depth=[2, 4, 6], res=[16, 32]),
     })

@@ -32,6 +32,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import BadInputError, missing_package
+from .families import grid_product
 from .plan import make_divisible
 from .spec import Family, KnobConfig
 
@@ -278,13 +279,6 @@ def _unplanned(family: str):
     return plan
 
 
-def _product(**axes: list) -> list[str]:
-    specs = [""]
-    for key, values in axes.items():
-        specs = [f"{s},{key}={v}" if s else f"{key}={v}" for s in specs for v in values]
-    return specs
-
-
 def _family(name: str, knobs, make_config, grids: dict, description: str) -> Family:
     return Family(config=knobs, plan=_unplanned(name), grids=grids, build=_builder(make_config),
                   capacity=_capacity(make_config), description=description)
@@ -292,27 +286,27 @@ def _family(name: str, knobs, make_config, grids: dict, description: str) -> Fam
 
 HF_MOBILENETV2 = _family(
     "hf-mobilenetv2", HFMobileNetV2Knobs, mobilenetv2_config,
-    {"small": _product(width=[0.35, 0.5, 1.0], res=[128, 224]),
-     "default": _product(width=[0.25, 0.35, 0.5, 0.75, 1.0, 1.4], res=[96, 128, 160, 192, 224])},
+    {"small": grid_product(width=[0.35, 0.5, 1.0], res=[128, 224]),
+     "default": grid_product(width=[0.25, 0.35, 0.5, 0.75, 1.0, 1.4], res=[96, 128, 160, 192, 224])},
     "transformers MobileNetV2; knobs width (depth_multiplier), res, expansion, finegrained")
 
 HF_MOBILEVIT = _family(
     "hf-mobilevit", HFMobileViTKnobs, mobilevit_config,
-    {"small": _product(size=["xxs", "xs"], res=[96, 160, 224]),
-     "default": _product(size=["xxs", "xs", "s"], res=list(range(96, 225, 16)))},
+    {"small": grid_product(size=["xxs", "xs"], res=[96, 160, 224]),
+     "default": grid_product(size=["xxs", "xs", "s"], res=list(range(96, 225, 16)))},
     "transformers MobileViT; knobs size (xxs, xs, s), res")
 
 HF_RESNET = _family(
     "hf-resnet", HFResNetKnobs, resnet_config,
-    {"small": _product(width=[16, 32, 64], depths=["1-1-1-1"], res=[96, 224]),
-     "default": _product(width=[16, 32, 64], depths=["1-1-1-1", "2-2-2-2", "3-4-6-3"],
+    {"small": grid_product(width=[16, 32, 64], depths=["1-1-1-1"], res=[96, 224]),
+     "default": grid_product(width=[16, 32, 64], depths=["1-1-1-1", "2-2-2-2", "3-4-6-3"],
                          res=[96, 160, 224])},
     "transformers ResNet; knobs width, depths (e.g. 2-2-2-2), block (basic, bottleneck), stem, res")
 
 HF_EFFICIENTNET = _family(
     "hf-efficientnet", HFEfficientNetKnobs, efficientnet_config,
-    {"small": _product(width=[0.5, 1.0], res=[128, 160, 224]),
-     "default": _product(width=[0.5, 0.75, 1.0], depth=[0.5, 1.0], res=[128, 160, 192, 224])},
+    {"small": grid_product(width=[0.5, 1.0], res=[128, 160, 224]),
+     "default": grid_product(width=[0.5, 0.75, 1.0], depth=[0.5, 1.0], res=[128, 160, 192, 224])},
     "transformers EfficientNet; knobs width, depth (coefficients), res")
 
 
