@@ -35,6 +35,21 @@ def default_stem_stride(res: int) -> int:
     return 1 if res <= 64 else 2
 
 
+def dash_counts(value: Any) -> tuple[int, ...]:
+    """A per-stage count knob ("2-2-2", a single int, or a sequence of ints) as a tuple of ints;
+    ValueError (pydantic's message) for anything else."""
+    if isinstance(value, str):
+        parts = value.split("-")
+        if not all(p.strip().isdigit() for p in parts):
+            raise ValueError("not integers separated by '-'")
+        return tuple(int(p) for p in parts)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    raise ValueError("not integers separated by '-'")
+
+
 class _StemStrideMixin(KnobConfig):
     @model_validator(mode="after")
     def _default_stem_stride(self):
@@ -97,18 +112,7 @@ class ResNetConfig(_StemStrideMixin):
     @classmethod
     def _parse_blocks(cls, value: Any, info) -> tuple[int, ...]:
         stages = info.data.get("stages")
-        if isinstance(value, str):
-            parts = value.split("-")
-            if not all(p.strip().isdigit() for p in parts):
-                raise ValueError("not integers separated by '-'")
-            counts = tuple(int(p) for p in parts)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            counts = (value,)
-        elif isinstance(value, (tuple, list)) and all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value):
-            counts = tuple(value)
-        else:
-            raise ValueError("not integers separated by '-'")
+        counts = dash_counts(value)
         if len(counts) == 1:
             counts = counts * (stages or 3)
         elif stages is not None and stages != len(counts):

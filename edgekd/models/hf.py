@@ -32,7 +32,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from ..errors import BadInputError, missing_package
-from .families import grid_product
+from .families import dash_counts, grid_product
 from .plan import make_divisible
 from .spec import Family, KnobConfig
 
@@ -148,16 +148,7 @@ class HFResNetKnobs(KnobConfig):
     @field_validator("depths", mode="before")
     @classmethod
     def _parse_depths(cls, value: Any) -> tuple[int, ...]:
-        if isinstance(value, str):
-            parts = value.split("-")
-            if not all(p.strip().isdigit() for p in parts):
-                raise ValueError("not integers separated by '-'")
-            value = tuple(int(p) for p in parts)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            value = (value,)
-        if not isinstance(value, (tuple, list)) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value):
-            raise ValueError("not integers separated by '-'")
+        value = dash_counts(value)
         if not 1 <= len(value) <= MAX_STAGES or not all(
                 1 <= v <= MAX_LAYERS_PER_STAGE for v in value):
             raise ValueError("out of range")
