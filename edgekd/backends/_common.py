@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 
 from ..errors import BadInputError, missing_package
-from ..models.ref import describe_shape  # noqa: F401 - used by the backends' messages
-from ..util_io import atomic_path, check_file  # noqa: F401 - check_file: the backends' one file check
+from ..models.ref import describe_shape
+from ..util_io import atomic_path, check_file
 
 
 def validate_onnx(path: "str | Path") -> Path:

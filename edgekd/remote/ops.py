@@ -196,14 +196,13 @@ def run_edgekd(target: TargetSpec, args: Sequence[Any], *, settings: MeasureSett
     a model keeps its place beside a manifest.json). A non-zero remote exit raises the
     same EdgeKDError class as it would here, with the device named (unless ``allow_fail``).
     """
-    spec = target
-    ssh = ssh_for(spec)
-    p = check_device(spec)
+    ssh = ssh_for(target)
+    p = check_device(target)
     run_dir = rjoin(ssh.workdir, "runs", secrets.token_hex(6))
     argv: list[str] = []
     for a in args:
         if a is TARGET or a == TARGET:
-            argv.append(Remote(ssh.write_text(remote_target_yaml(spec, settings), f"{spec.name}.yaml")))
+            argv.append(Remote(ssh.write_text(remote_target_yaml(target, settings), f"{target.name}.yaml")))
         elif isinstance(a, Upload):
             argv.append(Remote(push_model(ssh, a)))
         elif isinstance(a, Remote):
@@ -268,7 +267,6 @@ def remote_bench(model_ref: "str | Path", target: TargetSpec, *, settings: Measu
     from ..latency.measure import BenchResult
     from ..latency.stats import LatencyStats
 
-    spec = target
     ref = str(model_ref)
     model_arg: Any = Upload(ref) if _looks_like_file(ref) else ref
     args: list[Any] = ["bench", model_arg, "--target", TARGET, "--json", "--samples", "samples.json"]
@@ -277,7 +275,7 @@ def remote_bench(model_ref: "str | Path", target: TargetSpec, *, settings: Measu
     if in_channels != 1:
         args += ["--in-channels", str(int(in_channels))]
     args += trust_args(ref)
-    run = run_edgekd(spec, args, settings=settings or spec.measure, env=env, collect="samples.json",
+    run = run_edgekd(target, args, settings=settings or target.measure, env=env, collect="samples.json",
                      what=f"bench of {Path(ref).name if model_arg is not ref else ref}")
     d = run.json()
     env_d = dict(d.get("environment") or {})
@@ -288,7 +286,7 @@ def remote_bench(model_ref: "str | Path", target: TargetSpec, *, settings: Measu
     samples = np.asarray(json.loads(run.file)["samples_ms"] if run.file else [], dtype=np.float64)
     if on_progress is not None:
         on_progress(int(stats.n), int(stats.n))
-    return BenchResult(target=spec.name, model=ref, model_sha256=str(d.get("model_sha256", "")),
+    return BenchResult(target=target.name, model=ref, model_sha256=str(d.get("model_sha256", "")),
                        artifact_format=str(d.get("artifact_format", "")), stats=stats, samples_ms=samples,
                        first_inference_ms=float(d.get("first_inference_ms") or 0.0),
                        build_s=float(d.get("build_s") or 0.0), load_s=float(d.get("load_s") or 0.0),
