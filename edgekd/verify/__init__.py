@@ -61,10 +61,9 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
     DataBundle). ``reference`` (a student.pt path or a torch module) adds a parity check and is
     the baseline of ``max_drop`` (an absolute drop in top-1, e.g. 0.01). Refuses (BadInputError)
     an artifact that no longer matches the manifest.json beside it."""
-    from ..deploy import open_model
+    from ..deploy import check_ref_manifest, open_model
     from ..export import check_parity
     from ..latency.measure import environment_fingerprint, make_inputs, measure_session
-    from ..manifest import check_against_manifest
     from ..quantize.evaluate import top1_accuracy
     from ..targets import Precision, load_target
 
@@ -78,11 +77,9 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
         raise BadInputError(f"--min-accuracy {min_accuracy} must be a fraction in [0, 1]")
     if max_drop is not None and reference is None:
         raise BadInputError("--max-drop needs --reference (the torch student to compare with)")
-    from ..deploy import check_ref_manifest
-
     mpath = check_ref_manifest(art) if check_manifest else None
     if check_manifest and isinstance(reference, (str, Path)) and Path(reference).is_file():
-        check_against_manifest(reference)  # the torch student beside it, as listed there
+        check_ref_manifest(reference)  # the torch student beside it, as listed there
 
     if isinstance(data, str):
         from ..data import load_data
