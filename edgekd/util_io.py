@@ -179,3 +179,41 @@ def check_file(path: "str | Path", what: str, suffixes: tuple[str, ...] = ()) ->
     if suffixes and p.suffix.lower() not in suffixes:
         raise BadInputError(f"{what} {p} has suffix '{p.suffix}', expected one of {', '.join(suffixes)}")
     return p
+
+
+def check_output_location(path: "str | os.PathLike", option: str, *, kind: str = "file") -> Path:
+    """Refuse, before any work, an output location that cannot be written: a file (or a
+    directory) in the way, a file standing where a parent folder must be, or a folder this
+    process may not create files in (a read-only mount, /proc). ``kind`` is "file" or "dir";
+    ``option`` names the setting (e.g. "--out") in the one-line BadInputError. Nothing is left
+    behind: the probe file is removed at once. Returns the path as given, as a Path."""
+    from .errors import BadInputError
+
+    p = Path(path).expanduser()
+    if str(path).strip() == "":
+        raise BadInputError(f"{option} is empty", hint=f"give {option} a path")
+    if p.exists():
+        if kind == "dir" and not p.is_dir():
+            raise BadInputError(f"{option} {p} is a file, not a directory", hint=f"choose another {option}")
+        if kind == "file" and p.is_dir():
+            raise BadInputError(f"{option} {p} is a directory, not a file", hint=f"give {option} a file name")
+    probe_dir = p if kind == "dir" and p.is_dir() else None
+    if probe_dir is None:
+        anc = p.absolute().parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise BadInputError(f"{option} {p} cannot be written: {anc} is a file, not a directory",
+                                hint=f"choose another {option}")
+        probe_dir = anc
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".edgekd-probe-", dir=probe_dir)
+    except OSError as exc:
+        raise BadInputError(f"{option} {p} cannot be written: no file can be created in {probe_dir} "
+                           f"({exc.strerror or exc})",
+                            hint=f"choose a writable {option}") from None
+    os.close(fd)
+    os.unlink(probe)
+    if kind == "file" and p.is_file() and not os.access(p, os.W_OK):
+        raise BadInputError(f"{option} {p} is read-only", hint=f"choose a writable {option}")
+    return p

@@ -87,3 +87,56 @@ def resolve_target(name: str, *, threads: int | None = None):
             raise BadInputError(f"--threads {threads} must be at least 1")
         t = t.model_copy(update={"threads": threads})
     return t
+
+
+# Output options, by the parameter name commands give them, and whether each names a file or a
+# directory. Every command's outputs are checked with util_io.check_output_location before the
+# command does any work (cli/main.py applies check_output_options to each command it loads).
+OUTPUT_OPTIONS: dict[str, tuple[str, str]] = {
+    "out": ("--out", "dir"), "out_dir": ("--out", "dir"), "work_dir": ("--work-dir", "dir"),
+    "samples_path": ("--samples", "file"), "junit_path": ("--junit", "file"),
+    "save_baseline": ("--save-baseline", "file"), "json_out": ("--json-out", "file"),
+}
+
+
+def _output_kind(param, default: str) -> str:
+    """"dir" or "file" from a click.Path option's type (file_okay / dir_okay), else ``default``."""
+    t = getattr(param, "type", None)
+    if isinstance(t, click.Path):
+        if not t.file_okay:
+            return "dir"
+        if not t.dir_okay:
+            return "file"
+    return default
+
+
+def check_output_options(command: click.Command, values: dict) -> None:
+    """Exit 2 naming the path when an output option of ``command`` (OUTPUT_OPTIONS) points where
+    nothing can be written: checked before measuring, training or writing anything."""
+    from ..util_io import check_output_location
+
+    for param in command.params:
+        entry = OUTPUT_OPTIONS.get(param.name or "")
+        value = values.get(param.name or "")
+        if entry is None or value is None or not isinstance(param, click.Option):
+            continue
+        flag = max(param.opts, key=len) if param.opts else entry[0]
+        check_output_location(value, flag, kind=_output_kind(param, entry[1]))
+
+
+def with_output_checks(command: click.Command) -> click.Command:
+    """``command`` with check_output_options run on its values before its callback (once)."""
+    import functools
+
+    if getattr(command, "_edgekd_outputs_checked", False) or command.callback is None:
+        return command
+    inner = command.callback
+
+    @functools.wraps(inner)
+    def callback(*args, **kwargs):
+        check_output_options(command, kwargs)
+        return inner(*args, **kwargs)
+
+    command.callback = callback
+    command._edgekd_outputs_checked = True
+    return command

@@ -45,7 +45,9 @@ class LazyGroup(click.Group):
         if ref is None:
             return None
         mod, _, attr = ref.partition(":")
-        return getattr(importlib.import_module(f"edgekd.cli.{mod}"), attr)
+        from .common import with_output_checks
+
+        return with_output_checks(getattr(importlib.import_module(f"edgekd.cli.{mod}"), attr))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,8 +76,33 @@ def _quiet_third_party() -> None:
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so it takes Ctrl-C's path: whatever saves its work
+    on KeyboardInterrupt does, and the command exits 130 with a message (not 143)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _sigterm_as_interrupt():
+    """Install the SIGTERM handler (main thread only); returns the previous handler, or None."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, OSError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
     _quiet_third_party()
+    old_term = _sigterm_as_interrupt()
     try:
         rv = cli.main(args=argv, prog_name="edgekd", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0
@@ -84,11 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"edgekd: error: {exc.one_line()}", err=True)
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("edgekd: interrupted", err=True)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo("edgekd: interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:  # click turns Ctrl-C into Abort
+        cause = exc if isinstance(exc, KeyboardInterrupt) else (exc.__cause__ or exc.__context__)
+        how = " by SIGTERM" if isinstance(cause, Terminated) else ""
+        click.echo(f"edgekd: interrupted{how}", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
         exc.show()
@@ -101,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"edgekd: internal error: {type(exc).__name__}: {exc} "
                    f"(rerun with EDGEKD_DEBUG=1 for the traceback)", err=True)
         return 70
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 def run() -> None:
