@@ -61,6 +61,8 @@ def _finish(result, as_json: bool) -> None:
               help="Grid to profile when no profile applies: small, default or a file of specs.")
 @click.option("--loss", cls=_ConfigDefault,
               help="Distillation loss: kd, dkd, nkd, dist, ... (the losses `edgekd distill --loss` takes).")
+@click.option("--loss-opt", "loss_opt", multiple=True, metavar="KEY=VALUE",
+              help="Override a loss option (repeatable), e.g. --loss-opt T=2; docs/METHODS.md lists them.")
 @click.option("--prune", type=click.Choice(["auto", "off"]), cls=_ConfigDefault,
               help="auto: when the distilled student misses the budget on the target, prune it with "
                    "torch-pruning until it fits, then fine-tune it by KD; off: never prune.")
@@ -81,10 +83,15 @@ def _finish(result, as_json: bool) -> None:
 @click.option("--demo", is_flag=True,
               help="Train (or reuse) a digits teacher and compress it for openvino-cpu (ort-cpu without "
                    "OpenVINO) at a quarter of its measured latency.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="A YAML file of settings (the keys --print-config writes); flags given beside it win.")
+@click.option("--print-config", is_flag=True,
+              help="Print the resolved settings as a complete --config file and exit.")
 @json_option
-def compress_cmd(teacher, teacher_weights, trust_pickle, data, resolution, target, budget_ms, metric, student,
-                 family, grid, loss, prune, prune_epochs, quantize, epochs, min_accuracy, max_drop, seed, out, resume, force,
-                 dry_run, demo, as_json):
+@click.pass_context
+def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, target, budget_ms, metric, student,
+                 family, grid, loss, loss_opt, prune, prune_epochs, quantize, epochs, min_accuracy, max_drop, seed, out,
+                 resume, force, dry_run, demo, config_file, print_config, as_json):
     """Select a student from the target's latency profile, distill it from the teacher, prune it
     if it still misses the budget, quantize if asked, export it for the target and verify accuracy and latency there.
 
@@ -92,6 +99,10 @@ def compress_cmd(teacher, teacher_weights, trust_pickle, data, resolution, targe
     OUT/state.json; after an interruption, --resume continues from the last finished stage.
     OUT gets the model files per target, manifest.json (sha256 of every artifact), report.json,
     report.md and report.html. Exit 1 when the verified model misses a requirement.
+
+    --config FILE reads the settings from YAML (every key optional but teacher, data, target,
+    budget_ms; lr, batch_size and loss_options have no flags); flags given beside it win.
+    --print-config writes the complete file for what was given.
     """
     from ..errors import BadInputError
 
@@ -101,7 +112,8 @@ def compress_cmd(teacher, teacher_weights, trust_pickle, data, resolution, targe
         from ..demo import run_demo
 
         given = [n for n, v in (("--teacher", teacher), ("--data", data), ("--target", target),
-                                ("--budget-ms", budget_ms)) if v is not None]
+                                ("--budget-ms", budget_ms), ("--config", config_file)) if v is not None]
+        given += ["--print-config"] if print_config else []
         if given:
             raise BadInputError(f"--demo chooses its own teacher, data, target and budget ({', '.join(given)} given)",
                                 hint="drop them, or run without --demo")
@@ -115,21 +127,57 @@ def compress_cmd(teacher, teacher_weights, trust_pickle, data, resolution, targe
             return
         _finish(result, as_json)
         return
-    missing = [n for n, v in (("--teacher", teacher), ("--data", data), ("--target", target),
-                              ("--budget-ms", budget_ms), ("--out", out)) if v is None]
-    if missing and not (dry_run and missing == ["--out"]):
-        raise BadInputError(f"compress needs {', '.join(missing)}", hint="see `edgekd compress --help`, or try --demo")
+    flags = dict(teacher=teacher, teacher_weights=teacher_weights, trust_pickle=trust_pickle, data=data,
+                 resolution=resolution, target=target, budget_ms=budget_ms, metric=metric, student=student,
+                 family=family, grid=grid, loss=loss, loss_options=loss_opt, prune=prune,
+                 prune_epochs=prune_epochs, quantize=quantize, epochs=epochs, min_accuracy=min_accuracy,
+                 max_drop=max_drop, seed=seed, out=out)
+    settings = resolve_settings(ctx, flags, config_file)
+    out = settings.pop("out", None)
+    missing = [f"--{k.replace('_', '-')}" for k in ("teacher", "data", "target", "budget_ms") if settings.get(k) is None]
+    missing += ["--out"] if out is None and not (dry_run or print_config) else []
+    if missing:
+        where = " (or in the --config file)" if config_file else ""
+        raise BadInputError(f"compress needs {', '.join(missing)}{where}",
+                            hint="see `edgekd compress --help`, or try --demo")
+    if print_config:
+        from ..pipeline.config import CompressConfig, config_yaml
+
+        click.echo(config_yaml(CompressConfig.make(**settings), out), nl=False)
+        return
     from ..pipeline import plan_and_compress
 
-    run = plan_and_compress(dict(teacher=teacher, teacher_weights=teacher_weights, trust_pickle=trust_pickle,
-                                 data=data, resolution=resolution, target=target, budget_ms=budget_ms,
-                                 metric=metric, student=student, family=family, grid=grid, loss=loss,
-                                 prune=prune, prune_epochs=prune_epochs, quantize=quantize, epochs=epochs,
-                                 min_accuracy=min_accuracy, max_drop=max_drop, seed=seed),
-                            out, resume=resume, force=force, dry_run=dry_run, show=show, echo=echo,
+    run = plan_and_compress(settings, out, resume=resume, force=force, dry_run=dry_run, show=show, echo=echo,
                             announce=not (as_json and dry_run))
     if dry_run:
         if as_json:
-            emit_json({"plan": run.plan.to_dict()})
+            emit_json({"plan": run.plan.to_dict(), "config": run.plan.config.model_dump(mode="json")})
         return
     _finish(run.result, as_json)
+
+
+# the flag of each setting whose command-line parameter has another name
+_PARAM_OF = {"trust_pickle": "trust_code", "loss_options": "loss_opt"}
+
+
+def resolve_settings(ctx: click.Context, flags: dict, config_file) -> dict:
+    """The settings of a run: the --config file's, then the flags the user actually gave on top
+    (click's parameter source tells a given flag from its default); loss options merge by key."""
+    from click.core import ParameterSource
+
+    from ..distill.options import parse_pairs
+
+    flags = dict(flags)
+    flags["loss_options"] = parse_pairs(flags["loss_options"]) if flags["loss_options"] else None
+    if config_file is None:
+        return flags
+    from ..pipeline.config import read_config_file
+
+    settings = read_config_file(config_file)
+    for name, value in flags.items():
+        source = ctx.get_parameter_source(_PARAM_OF.get(name, name))
+        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) and value is not None:
+            if name == "loss_options":
+                value = {**dict(settings.get("loss_options") or {}), **value}
+            settings[name] = value
+    return settings

@@ -29,7 +29,8 @@ def distill_stage(ctx: Context, sel: SelectResult) -> DistillResult:
 
     cfg, b, spec = ctx.cfg, ctx.bundle, sel.spec
     teacher = ctx.teacher
-    res = distill(spec, teacher, b, ctx.out / "distill", loss=cfg.loss, resume=True, progress=ctx.show,
+    res = distill(spec, teacher, b, ctx.out / "distill", loss=cfg.loss, loss_options=dict(cfg.loss_options),
+                  resume=True, progress=ctx.show,
                   config={"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed})
     deploy = res.model
     res.save(ctx.out / "student.pt", spec=spec, bundle=b, loss=cfg.loss)
