@@ -32,18 +32,25 @@ from .common import emit_json, json_option, parse_shape, resolve_target, trust_c
               help="Where to keep built artifacts (default: a temporary directory).")
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the raw per-inference samples (ms) to this JSON file.")
+@click.option("--reference/--no-reference", "reference", default=None,
+              help="Measure the target's reference workload in alternation with the model and report "
+                   "drift-corrected figures against the calibration `edgekd calibrate` stored (default: on "
+                   "when one exists for the target on this machine). The reference takes about 1/6 of "
+                   "the timed time; the timing is lengthened by as much.")
 @json_option
 @trust_code_option
 def bench_cmd(model, target_name, shape, in_channels, threads, min_iters, min_time_s, warmup_s, sessions, work_dir,
-              samples_path, as_json):
+              samples_path, reference, as_json):
     """Measure MODEL's latency on a target.
 
     MODEL is an .onnx file, an OpenVINO .xml, a TensorRT engine (.engine/.plan), a TorchScript
     or torch.export file (.pt/.ts/.pt2), or a student spec such as
     'mobilenetv2:width=0.5,res=32'. The session build and the first inference are reported
     apart; then a time-based warm-up, at least 200 timed inferences, and p50/p90/p99, mean,
-    std, CV, IQR/median, a confidence interval for p90, an unstable flag (IQR/median > 0.10)
-    and the environment fingerprint.
+    std, CV, IQR/median, a confidence interval for p90, an unstable flag (IQR/median > 0.10),
+    the samples during which the process was descheduled ("disturbed") and the environment
+    fingerprint. With a calibration (`edgekd calibrate`), also the machine's speed factor and
+    drift-corrected figures, which are the ones a budget is judged on.
     """
     import tempfile
     from pathlib import Path
@@ -60,14 +67,14 @@ def bench_cmd(model, target_name, shape, in_channels, threads, min_iters, min_ti
     def run(wd):
         if as_json or not sys.stderr.isatty():
             return bench(model, target, work_dir=wd, settings=settings, sample_shape=sample_shape,
-                         in_channels=in_channels)
+                         in_channels=in_channels, reference=reference)
         from rich.console import Console
 
         with Console(stderr=True).status(f"measuring {model} on {target.name} ...") as status:
             def progress(n, want):
                 status.update(f"measuring {model} on {target.name}: {n} samples")
             return bench(model, target, work_dir=wd, settings=settings, sample_shape=sample_shape,
-                         on_progress=progress, in_channels=in_channels)
+                         on_progress=progress, in_channels=in_channels, reference=reference)
 
     if work_dir:
         result = run(Path(work_dir))
@@ -75,6 +82,8 @@ def bench_cmd(model, target_name, shape, in_channels, threads, min_iters, min_ti
         with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
             result = run(Path(tmp))
 
+    for w in result.warnings:
+        click.echo(f"edgekd: warning: {w}", err=True)
     if samples_path:
         atomic_write_json(samples_path, {"target": result.target, "model_sha256": result.model_sha256,
                                          "environment": dict(result.environment),
@@ -102,7 +111,16 @@ def _print_table(r) -> None:
         ("samples / warm-up", f"{s.n} / {s.warmup}"),
         ("first inference ms", f"{r.first_inference_ms:.3f}"), ("build s", f"{r.build_s:.3f}"),
         ("unstable", "[red]yes[/]" if s.unstable else "no"),
+        ("disturbed samples", f"{s.disturbed} of {s.n}"),
     ]
+    d, c = getattr(r, "drift", None), getattr(r, "corrected", None)
+    if d is not None and c is not None:
+        rows += [("speed factor", f"{d.factor:.3f} (reference p50 {d.reference_p50_ms:.4f} ms, "
+                                  f"calibrated {d.calibrated_p50_ms:.4f} ms)"),
+                 ("corrected p50 / p90 ms", f"{c.p50:.4f} / {c.p90:.4f}"),
+                 (f"corrected p90 {int(c.confidence * 100)}% CI ms", f"[{c.p90_ci[0]:.4f}, {c.p90_ci[1]:.4f}]"),
+                 ("judged figures", f"corrected ({d.kept} undisturbed samples; reference {d.share:.0%} "
+                                    f"of timed time)")]
     for k, v in rows:
         t.add_row(k, v)
     c = Console()

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "targets": "targets:targets_cmd",
     "export": "export:export_cmd",
     "bench": "bench:bench_cmd",
+    "calibrate": "calibrate:calibrate_cmd",
     "profile": "profile:profile_cmd",
     "select": "select:select_cmd",
     "distill": "distill:distill_cmd",

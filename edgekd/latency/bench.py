@@ -1,39 +1,114 @@
 """bench: MODEL on TARGET, measured per the protocol: on this machine (open_model, then
-latency.measure), or on a remote target's device over SSH (edgekd.remote)."""
+latency.measure), or on a remote target's device over SSH (edgekd.remote); with the target's
+reference workload in alternation when a calibration of it exists (latency.drift)."""
 from __future__ import annotations
 
 import contextlib
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from ..deploy import check_ref_manifest, open_model
+from ..errors import BadInputError
 from ..remote.ops import remote_bench
 from ..targets import MeasureSettings, TargetSpec, load_target
-from .measure import BenchResult, measure_opened
+from ..util_io import sha256_file
+from .drift import (REFERENCE_SHARE, REFERENCE_SLICE_S, REFERENCE_SPEC, Calibration, correct, load_calibration,
+                    machine_key, reference_input_shape, reference_onnx, runtime_mismatch, save_calibration)
+from .measure import (SLICE_S, BenchResult, close_session, environment_fingerprint, measure_opened,
+                      measure_opened_together)
 
 
 def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str | Path | None" = None,
           settings: MeasureSettings | None = None, sample_shape: tuple | None = None,
-          on_progress: Callable[[int, int], None] | None = None, in_channels: int = 1) -> BenchResult:
+          on_progress: Callable[[int, int], None] | None = None, in_channels: int = 1,
+          reference: bool | None = None) -> BenchResult:
     """Open MODEL for TARGET (building its artifact if needed) and measure it per docs/LATENCY.md.
     ``in_channels`` is the input channels of a student spec (3 for RGB); a file says its own.
-    A file from a compress output must still match its manifest.json (deploy.check_ref_manifest)."""
+    A file from a compress output must still match its manifest.json (deploy.check_ref_manifest).
+
+    ``reference``: measure the reference workload in alternation and drift-correct against the
+    stored calibration (True: required, BadInputError without one; None: when one exists for
+    this target and machine; False: never). It takes REFERENCE_SHARE of the timed time, and
+    min_time_s is lengthened by as much so the model keeps its own."""
     spec = load_target(target)
     check_ref_manifest(model_ref)
     if spec.remote is not None:  # measured on the device itself, over SSH (edgekd.remote)
+        if reference:
+            raise BadInputError(f"--reference is not available for remote target '{spec.name}'",
+                                hint="drop --reference")
         return remote_bench(model_ref, spec, settings=settings, sample_shape=sample_shape, on_progress=on_progress,
                             in_channels=in_channels)
     settings = settings or spec.measure
+    warnings: list[str] = []
     with contextlib.ExitStack() as stack:
-        if work_dir is None and settings.sessions > 1:  # the artifact must outlive the first load
+        if work_dir is None:  # the artifact must outlive the first load; the reference needs a place
             work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekd-bench-"))
-        opened = open_model(model_ref, spec, work_dir=Path(work_dir) if work_dir else None,
-                            sample_shape=sample_shape, in_channels=in_channels)
-        m, env = measure_opened(opened, spec, settings, on_progress=on_progress)
+        cal = None
+        if reference is not False:
+            cal = load_calibration(spec.name, machine_key(spec))
+            if cal is None and reference:
+                raise BadInputError(f"no calibration of the reference workload for target '{spec.name}' on this "
+                                    f"machine", hint=f"run `edgekd calibrate --target {spec.name}` first")
+        opened = open_model(model_ref, spec, work_dir=Path(work_dir), sample_shape=sample_shape,
+                            in_channels=in_channels)
+        drift = corrected = None
+        ref = open_reference_workload(spec, Path(work_dir), cal) if cal is not None else None
+        if isinstance(ref, str):  # the calibration does not apply to this runtime
+            warnings.append(ref + "; measured without the reference (run `edgekd calibrate` again)")
+            if reference:
+                close_session(opened.session)
+                raise BadInputError(ref, hint=f"run `edgekd calibrate --target {spec.name}` again")
+            ref = None
+        if ref is not None:
+            stack.callback(close_session, ref.session)
+            longer = settings.model_copy(update={"min_time_s": settings.min_time_s / (1 - REFERENCE_SHARE)})
+            (m, rm), env = measure_opened_together([opened], spec, longer, held=[ref], on_progress=on_progress,
+                                                   slices=[SLICE_S, REFERENCE_SLICE_S])
+            drift, corrected = correct(m, rm, cal.p50_ms, source=f"calibration {cal.path} ({cal.measured_at})",
+                                       confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
+        else:
+            m, env = measure_opened(opened, spec, settings, on_progress=on_progress)
     art = opened.artifact
     return BenchResult(target=spec.name, model=str(model_ref), model_sha256=art.sha256,
                        artifact_format=art.format, stats=m.stats, samples_ms=m.samples_ms,
                        first_inference_ms=m.first_inference_ms, build_s=float(opened.build_s or 0.0),
                        load_s=float(getattr(opened, "first_load_s", 0.0) or 0.0), input_shape=tuple(opened.input_shape),
-                       environment=env)
+                       environment=env, drift=drift, corrected=corrected, warnings=tuple(warnings))
+
+
+def open_reference_workload(spec: TargetSpec, work_dir: Path, cal: Calibration | None = None):
+    """The reference workload opened for ``spec`` (the caller closes its session); with ``cal``,
+    the text saying why that calibration does not apply to this runtime instead, if it does not."""
+    path = reference_onnx()
+    if cal is not None:
+        if sha256_file(path) != cal.reference_sha256:
+            return (f"the calibration of {spec.name} was made with another reference file "
+                    f"({cal.reference_sha256[:12]})")
+    ref = open_model(path, spec, work_dir=work_dir / "reference", sample_shape=reference_input_shape())
+    if cal is not None:
+        why = runtime_mismatch(cal, environment_fingerprint(spec, ref.session, ref.input_shape))
+        if why:
+            close_session(ref.session)
+            return why
+    return ref
+
+
+def calibrate(target: "str | TargetSpec", *, settings: MeasureSettings | None = None,
+              on_progress: Callable[[int, int], None] | None = None) -> Calibration:
+    """Measure the reference workload alone on this machine for ``target`` and store its figures
+    (latency.drift.save_calibration, atomic): what later measurements' speed factors divide by."""
+    from .profile_file import _now
+
+    spec = load_target(target)
+    if spec.remote is not None:
+        raise BadInputError(f"calibrate measures this machine; target '{spec.name}' runs on a remote device",
+                            hint="choose a local target")
+    settings = settings or spec.measure
+    with tempfile.TemporaryDirectory(prefix="edgekd-calibrate-") as tmp:
+        ref = open_reference_workload(spec, Path(tmp))
+        m, env = measure_opened(ref, spec, settings, on_progress=on_progress)
+    cal = Calibration(target=spec.name, fingerprint={**env, **machine_key(spec)}, reference=REFERENCE_SPEC,
+                      reference_sha256=sha256_file(reference_onnx()), stats=m.stats, measured_at=_now())
+    return replace(cal, path=str(save_calibration(cal)))

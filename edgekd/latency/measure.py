@@ -3,9 +3,15 @@
 Single stream, fixed inputs prepared before timing; the first inference is timed apart; a
 time-based warm-up (>= warmup_s and >= warmup_iters); then >= min_iters samples and >= min_time_s
 of timing, each sample one `perf_counter_ns` around one `session.run`.
+
+Beside each sample the process's involuntary context switches are read (outside the timed
+span): a sample during which the process was descheduled is *disturbed*; their count is
+reported (LatencyStats.disturbed), and the drift-corrected figures (latency.drift) leave them
+out.
 """
 from __future__ import annotations
 
+import resource
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -25,10 +31,31 @@ class Measurement:
     first_inference_ms: float
     warmup_iters: int
     warmup_s: float
+    # per sample: whether the process was descheduled during it (None: not observed)
+    disturbed: np.ndarray | None = None
+    # per sample: the round of alternating slices it was taken in (latency.drift pairs a model's
+    # slice with the reference's slices of the same rounds); None: not recorded
+    rounds: np.ndarray | None = None
+
+
+def involuntary_switches() -> int:
+    """The process's involuntary context switches so far (all its threads): the count grows
+    when the kernel takes a CPU from one of them for another process."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
 
 
 @dataclass(frozen=True)
 class BenchResult:
+    """One model measured on one target.
+
+    ``stats`` are the raw figures, every sample as timed (``stats.disturbed`` counts the samples
+    during which the process was descheduled). ``drift`` is a latency.drift.DriftReading
+    (factor, reference_p50_ms, calibrated_p50_ms, source, ...) when the model was measured in
+    alternation with the target's reference workload against a stored calibration, else None;
+    then ``corrected`` holds the drift-corrected figures (each sample scaled by the speed the
+    reference showed in the same rounds, disturbed samples left out) and ``judged`` says which
+    figures a budget is judged on: "corrected" when ``corrected`` is there, else "raw".
+    """
     target: str
     model: str
     model_sha256: str
@@ -40,6 +67,18 @@ class BenchResult:
     load_s: float
     input_shape: tuple
     environment: Mapping[str, Any] = field(default_factory=dict)
+    drift: Any = None  # latency.drift.DriftReading | None
+    corrected: LatencyStats | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def judged(self) -> str:
+        return "corrected" if self.corrected is not None else "raw"
+
+    @property
+    def judged_stats(self) -> LatencyStats:
+        """The figures a budget is judged on (``judged``)."""
+        return self.corrected if self.corrected is not None else self.stats
 
     def to_dict(self, include_samples: bool = False) -> dict:
         s = self.stats
@@ -53,8 +92,13 @@ class BenchResult:
                 "p50": s.p50, "p90": s.p90, "p99": s.p99, "mean": s.mean, "std": s.std,
                 "min": s.min, "max": s.max, "n": s.n, "p90_ci": list(s.p90_ci),
                 "cv": s.cv, "iqr_over_median": s.iqr_over_median, "confidence": s.confidence,
-                "p99_trustworthy": s.p99_trustworthy,
+                "p99_trustworthy": s.p99_trustworthy, "disturbed": s.disturbed,
             },
+            "disturbed_samples": s.disturbed,
+            "drift": self.drift.to_dict() if self.drift is not None else None,
+            "corrected_latency_ms": _brief(self.corrected) if self.corrected is not None else None,
+            "judged": self.judged,
+            "warnings": list(self.warnings),
             "warmup_iters": s.warmup,
             "first_inference_ms": self.first_inference_ms,
             "build_s": self.build_s,
@@ -65,6 +109,11 @@ class BenchResult:
         if include_samples:
             d["samples_ms"] = [float(v) for v in self.samples_ms]
         return d
+
+
+def _brief(s: LatencyStats) -> dict:
+    return {"p50": s.p50, "p90": s.p90, "p99": s.p99, "mean": s.mean, "n": s.n, "p90_ci": list(s.p90_ci),
+            "iqr_over_median": s.iqr_over_median, "unstable": s.unstable}
 
 
 def make_inputs(session, batch_shape: tuple, seed: int = 0) -> Any:
@@ -86,10 +135,11 @@ def make_inputs(session, batch_shape: tuple, seed: int = 0) -> Any:
 def measure_session(session, inputs, settings: MeasureSettings | None = None, *,
                     environment: Mapping[str, Any] | None = None,
                     on_progress: Callable[[int, int], None] | None = None,
-                    clock: Callable[[], int] = time.perf_counter_ns) -> Measurement:
+                    clock: Callable[[], int] = time.perf_counter_ns,
+                    switches: Callable[[], int] | None = involuntary_switches) -> Measurement:
     """Time ``session.run(inputs)`` per docs/LATENCY.md and summarise the samples."""
     return measure_interleaved([session], [inputs], settings, environments=[environment],
-                               on_progress=on_progress, clock=clock)[0]
+                               on_progress=on_progress, clock=clock, switches=switches)[0]
 
 
 # Interleaved measurement: each session runs for a slice this long before the next one does.
@@ -99,18 +149,23 @@ SLICE_S = 0.005
 def measure_interleaved(sessions: Sequence, inputs: Sequence, settings: MeasureSettings | None = None, *,
                         environments: Sequence[Mapping[str, Any] | None] | None = None,
                         on_progress: Callable[[int, int], None] | None = None, slice_s: float = SLICE_S,
-                        clock: Callable[[], int] = time.perf_counter_ns) -> list[Measurement]:
+                        slices: Sequence[float] | None = None,
+                        clock: Callable[[], int] = time.perf_counter_ns,
+                        switches: Callable[[], int] | None = involuntary_switches) -> list[Measurement]:
     """Time several sessions in alternation, each per docs/LATENCY.md: one Measurement per session.
 
     Each session's first inference is timed apart; the warm-up runs them in turn (>= warmup_s
-    in all, >= warmup_iters each); then they take turns in slices of ``slice_s`` until each has
-    >= min_iters samples and the samples of all add up to >= min_time_s (or one reaches
-    max_iters). The first run of a slice is not timed: it brings the session's own data back
-    into the caches the other session used. A machine's speed drifts by a few percent over
-    seconds (clocks, other tenants); sessions measured in alternating slices see the same
-    drift, so the difference of their medians carries little of it (measured on openvino-cpu:
-    pair minus its first block, 12 loads each: SD 0.31 us one after the other, 0.05 us
-    interleaved). One session is plain measure_session.
+    in all, >= warmup_iters each); then they take turns in slices of ``slice_s`` (``slices``:
+    one length per session) until each has >= min_iters samples and the samples of all add up
+    to >= min_time_s (or one reaches max_iters). The first run of a slice is not timed: it
+    brings the session's own data back into the caches the other session used. A machine's
+    speed drifts by a few percent over seconds (clocks, other tenants); sessions measured in
+    alternating slices see the same drift, so the difference of their medians carries little of
+    it (measured on openvino-cpu: pair minus its first block, 12 loads each: SD 0.31 us one
+    after the other, 0.05 us interleaved). One session is plain measure_session.
+
+    ``switches()`` (the process's involuntary context switches; None: not observed) is read
+    once per sample, after the timed span: a sample whose count grew was disturbed.
     """
     settings = settings or MeasureSettings()
     k = len(sessions)
@@ -130,24 +185,36 @@ def measure_interleaved(sessions: Sequence, inputs: Sequence, settings: MeasureS
             warm[i] += 1
     warm_s = (clock() - warm_start) / 1e9
 
-    samples = [np.empty(max(settings.min_iters, 1024), dtype=np.int64) for _ in range(k)]
+    size = max(settings.min_iters, 1024)
+    samples = [np.empty(size, dtype=np.int64) for _ in range(k)]
+    hit = [np.zeros(size, dtype=bool) for _ in range(k)]
+    rnd = [np.zeros(size, dtype=np.int32) for _ in range(k)]
     counts = [0] * k
-    min_ns, slice_ns, cap, floor = int(settings.min_time_s * 1e9), int(slice_s * 1e9), settings.max_iters, settings.min_iters
+    slice_ns = [int(v * 1e9) for v in (slices if slices is not None else [slice_s] * k)]
+    min_ns, cap, floor = int(settings.min_time_s * 1e9), settings.max_iters, settings.min_iters
     timed_ns = 0
+    r = 0
     while (min(counts) < floor or timed_ns < min_ns) and max(counts) < cap:
         for i in range(k):
             run, x, buf, n = runs[i], inputs[i], samples[i], counts[i]
             if k > 1:
                 run(x)
                 warm[i] += 1
-            slice_end = clock() + slice_ns
+            before = switches() if switches is not None else 0
+            slice_end = clock() + slice_ns[i]
             while n < cap:
                 if n == buf.size:
                     buf = samples[i] = np.resize(buf, buf.size * 2)
+                    hit[i], rnd[i] = np.resize(hit[i], buf.size), np.resize(rnd[i], buf.size)
                 t = clock()
                 run(x)
                 end = clock()
+                if switches is not None:
+                    now = switches()
+                    hit[i][n] = now != before
+                    before = now
                 buf[n] = end - t
+                rnd[i][n] = r
                 timed_ns += end - t
                 n += 1
                 if on_progress is not None and (n & 63) == 0:
@@ -155,13 +222,17 @@ def measure_interleaved(sessions: Sequence, inputs: Sequence, settings: MeasureS
                 if end >= slice_end or (k == 1 and n >= floor and timed_ns >= min_ns):
                     break
             counts[i] = n
+        r += 1
     out = []
     for i in range(k):
         samples_ms = samples[i][:counts[i]].astype(np.float64) / 1e6
+        disturbed = hit[i][:counts[i]].copy() if switches is not None else None
         stats = LatencyStats.from_samples(samples_ms, warmup=warm[i], confidence=settings.confidence,
-                                          unstable_iqr=settings.unstable_iqr, environment=envs[i])
+                                          unstable_iqr=settings.unstable_iqr, environment=envs[i],
+                                          disturbed=int(disturbed.sum()) if disturbed is not None else 0)
         out.append(Measurement(stats=stats, samples_ms=samples_ms, first_inference_ms=first_ms[i],
-                               warmup_iters=warm[i], warmup_s=warm_s))
+                               warmup_iters=warm[i], warmup_s=warm_s, disturbed=disturbed,
+                               rounds=rnd[i][:counts[i]].copy()))
     return out
 
 
@@ -196,7 +267,8 @@ def measure_loads_interleaved(sessions: Sequence, reloads: Sequence[Callable[[],
                               settings: MeasureSettings | None = None, *,
                               environments: Sequence[Mapping[str, Any] | None] | None = None,
                               on_progress: Callable[[int, int], None] | None = None,
-                              clock: Callable[[], int] = time.perf_counter_ns) -> list[Measurement]:
+                              clock: Callable[[], int] = time.perf_counter_ns,
+                              slices: Sequence[float] | None = None) -> list[Measurement]:
     """measure_interleaved over ``settings.sessions`` loads of each model (as measure_loads):
     every load measures all the models together; one Measurement per model, samples pooled.
 
@@ -208,7 +280,7 @@ def measure_loads_interleaved(sessions: Sequence, reloads: Sequence[Callable[[],
     envs = list(environments or [None] * len(sessions))
     if k <= 1 or reloads is None or all(r is None for r in reloads):
         return measure_interleaved(sessions, inputs, settings, environments=envs, on_progress=on_progress,
-                                   clock=clock)
+                                   clock=clock, slices=slices)
     per = settings.model_copy(update={"sessions": 1, "min_iters": max(10, -(-settings.min_iters // k)),
                                       "min_time_s": settings.min_time_s / k,
                                       "max_iters": max(10, settings.max_iters // k)})
@@ -226,19 +298,26 @@ def measure_loads_interleaved(sessions: Sequence, reloads: Sequence[Callable[[],
             done = sum(p[0].samples_ms.size for p in parts)
             progress = (lambda n, _total, done=done: on_progress(done + n, settings.min_iters)) if on_progress else None
             parts.append(measure_interleaved(current, inputs, later if i else per, environments=envs,
-                                             on_progress=progress, clock=clock))
+                                             on_progress=progress, clock=clock, slices=slices))
         finally:
             for s in opened:
                 close_session(s)
+    offsets = np.cumsum([0] + [max(int(m.rounds.max()) + 1 if m.rounds is not None and m.rounds.size else 0
+                                   for m in p) for p in parts[:-1]])  # rounds numbered across loads
     out = []
     for j in range(len(sessions)):
         mine = [p[j] for p in parts]
         samples_ms = np.concatenate([m.samples_ms for m in mine])
         warm = sum(m.warmup_iters for m in mine)
+        hits = None if any(m.disturbed is None for m in mine) else np.concatenate([m.disturbed for m in mine])
+        rounds = None if any(m.rounds is None for m in mine) else np.concatenate(
+            [m.rounds + off for m, off in zip(mine, offsets)])
         stats = LatencyStats.from_samples(samples_ms, warmup=warm, confidence=settings.confidence,
-                                          unstable_iqr=settings.unstable_iqr, environment=envs[j])
+                                          unstable_iqr=settings.unstable_iqr, environment=envs[j],
+                                          disturbed=int(hits.sum()) if hits is not None else 0)
         out.append(Measurement(stats=stats, samples_ms=samples_ms, first_inference_ms=mine[0].first_inference_ms,
-                               warmup_iters=warm, warmup_s=sum(m.warmup_s for m in mine)))
+                               warmup_iters=warm, warmup_s=sum(m.warmup_s for m in mine), disturbed=hits,
+                               rounds=rounds))
     return out
 
 
@@ -259,13 +338,14 @@ def measure_opened(opened, target: TargetSpec, settings: MeasureSettings, *,
 
 
 def measure_opened_together(openeds: Sequence, target: TargetSpec, settings: MeasureSettings, *,
-                            held: Sequence = (), on_progress: Callable[[int, int], None] | None = None
-                            ) -> "tuple[list[Measurement], dict]":
+                            held: Sequence = (), on_progress: Callable[[int, int], None] | None = None,
+                            slices: Sequence[float] | None = None) -> "tuple[list[Measurement], dict]":
     """Measure models open_model has loaded in alternation (measure_loads_interleaved), then
     close their sessions: (one Measurement per model, environment fingerprint of the first).
 
     ``held`` models (open_model results too) are measured alongside every load of the others,
-    after them in the returned list, and are neither reloaded nor closed (the caller's)."""
+    after them in the returned list, and are neither reloaded nor closed (the caller's).
+    ``slices``: one slice length (s) per model, ``openeds`` then ``held``."""
     backend = require_backend(target)
     try:
         every = [*openeds, *held]
@@ -274,7 +354,7 @@ def measure_opened_together(openeds: Sequence, target: TargetSpec, settings: Mea
         envs = [environment_fingerprint(target, o.session, shape) for o, shape in zip(every, shapes)]
         reloads = [lambda o=o: backend.load(o.artifact, target) for o in openeds] + [None] * len(held)
         ms = measure_loads_interleaved([o.session for o in every], reloads, inputs, settings,
-                                       environments=envs, on_progress=on_progress)
+                                       environments=envs, on_progress=on_progress, slices=slices)
     finally:
         for o in openeds:
             close_session(o.session)

@@ -84,11 +84,14 @@ class LatencyStats:
     unstable: bool
     p99_trustworthy: bool
     environment: Mapping[str, Any] = field(default_factory=dict)
+    # samples during which the process was descheduled (involuntary context switches; 0 when
+    # not observed); they are in these figures, and left out of drift-corrected ones
+    disturbed: int = 0
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float], *, warmup: int = 0, confidence: float = 0.95,
                      unstable_iqr: float = 0.10,
-                     environment: Mapping[str, Any] | None = None) -> "LatencyStats":
+                     environment: Mapping[str, Any] | None = None, disturbed: int = 0) -> "LatencyStats":
         x = np.sort(np.asarray(samples_ms, dtype=np.float64))
         if x.size == 0:
             raise ValueError("no latency samples")
@@ -108,6 +111,7 @@ class LatencyStats:
             unstable=bool(iqr_med > unstable_iqr),
             p99_trustworthy=bool(x.size >= P99_MIN_SAMPLES),
             environment=dict(environment or {}),
+            disturbed=int(disturbed),
         )
 
     def metric(self, name: str) -> float:
