@@ -109,16 +109,21 @@ def _open_file(path: Path, target, backend, work_dir, sample_shape, calib) -> Op
 
             from .export import export_onnx
 
-            onnx_path = export_onnx(module, torch.zeros((target.batch, *shape)), work_dir / "model.onnx")
-            artifact = backend.build(onnx_path, target, work_dir, calib=calib)
+            sample = torch.zeros((target.batch, *shape))
+            if backend.builds_from == "torch":
+                artifact = backend.build_module(module, sample, target, work_dir, calib=calib, name=path.name)
+            else:
+                onnx_path = export_onnx(module, sample, work_dir / "model.onnx")
+                artifact = backend.build(onnx_path, target, work_dir, calib=calib)
     elif suffix in ONNX_SUFFIXES and target.runtime == Runtime.onnxruntime and calib is None:
         validate_onnx(path)
         art = backend.build(path, target, work_dir) if target.is_int8 else None
         artifact = art or Artifact.from_file(path, ArtifactFormat.ONNX, target=target.name,
                                              precision=target.precision.value, tool_versions=backend.versions())
-    elif suffix in ONNX_SUFFIXES and target.runtime == Runtime.torch:
+    elif suffix in ONNX_SUFFIXES and backend.builds_from == "torch":
         raise BadInputError(f"target '{target.name}' runs torch models, not ONNX ({path.name})",
-                            hint="use --target ort-cpu or openvino-cpu for an .onnx file")
+                            hint="give the model spec, checkpoint or .pt2 file, or use --target ort-cpu "
+                                 "or openvino-cpu for an .onnx file")
     elif native is not None:  # already the runtime's own artifact
         extra = tuple(p for p in side_files(path) if p.exists())
         artifact = Artifact.from_file(path, native.artifact_format, target=target.name,
@@ -135,10 +140,9 @@ def _open_spec(spec: str, target, backend, work_dir, sample_shape, num_classes, 
 
     model, shape = spec_module(spec, sample_shape, num_classes=num_classes, in_channels=in_channels)
     t0 = time.perf_counter()
-    if target.runtime == Runtime.torch:
-        from .backends.torch import TorchBackend
-
-        artifact = TorchBackend.artifact_for_module(model, target, input_shape=(target.batch, *shape), name=spec)
+    if backend.builds_from == "torch":
+        artifact = backend.build_module(model, torch.zeros((target.batch, *shape)), target, work_dir,
+                                        calib=calib, name=spec)
     else:
         from .export import export_onnx
 

@@ -247,6 +247,8 @@ def export_for_target(model, sample, target, out_dir: "str | Path", *, opset: in
         from .backends.torch import save_torchscript
 
         artifact = save_torchscript(model, sample, out_dir / "model.ts", spec)
+    elif backend.builds_from == "torch":  # from the module itself (torch.export), not the ONNX file
+        artifact = backend.build_module(model, sample, spec, out_dir, calib=calib)
     else:
         artifact = backend.build(onnx_path, spec, out_dir, calib=calib)
     session = backend.load(artifact, spec)

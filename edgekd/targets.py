@@ -25,6 +25,7 @@ class Runtime(str, Enum):
     onnxruntime = "onnxruntime"
     openvino = "openvino"
     tensorrt = "tensorrt"
+    executorch = "executorch"
 
 
 class Precision(str, Enum):

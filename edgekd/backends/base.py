@@ -118,6 +118,14 @@ class Backend(ABC):
               calib: Any | None = None) -> Artifact:
         """Turn the hub ONNX file into this runtime's artifact for ``target``, under ``out_dir``."""
 
+    def build_module(self, module: Any, sample: Any, target: TargetSpec, out_dir: Path, *,
+                     calib: Any | None = None, name: str = "module") -> Artifact:
+        """Turn a torch module (traced on ``sample``, a batch tensor) into this runtime's artifact
+        for ``target``, under ``out_dir``; ``calib`` (numpy batches) quantizes for an int8 target.
+        Only a backend with ``builds_from == "torch"`` has it: the others build from ONNX."""
+        raise BadInputError(f"runtime '{self.name}' builds from ONNX, not from a torch module",
+                            hint="export the model to ONNX first (edgekd export)")
+
     @abstractmethod
     def load(self, artifact: Artifact, target: TargetSpec) -> Session:
         """Load an artifact into a runnable Session configured as the target says."""

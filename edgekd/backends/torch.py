@@ -100,6 +100,11 @@ class TorchBackend(Backend):
         raise BadInputError(f"target '{target.name}' runs torch models, not ONNX ({Path(onnx_path).name})",
                             hint="give a TorchScript/.pt2 file or a model spec, or pick an ONNX target such as ort-cpu")
 
+    def build_module(self, module, sample, target: TargetSpec, out_dir: Path, *, calib: Any | None = None,
+                     name: str = "module") -> Artifact:
+        """The eager module itself is the artifact (held in memory; `edgekd export` traces it)."""
+        return self.artifact_for_module(module, target, input_shape=tuple(sample.shape), name=name)
+
     def load(self, artifact: Artifact, target: TargetSpec) -> Session:
         module = artifact.meta.get("module") if artifact.meta else None
         if module is None:

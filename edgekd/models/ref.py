@@ -30,10 +30,11 @@ from ..errors import BadInputError
 ONNX_SUFFIXES = (".onnx",)
 IR_SUFFIXES = (".xml",)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+PTE_SUFFIXES = (".pte",)  # an ExecuTorch program
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
 EXPORT_SUFFIXES = (".pt2",)
 TORCH_SUFFIXES = TORCHSCRIPT_SUFFIXES + EXPORT_SUFFIXES
-MODEL_SUFFIXES = ONNX_SUFFIXES + IR_SUFFIXES + ENGINE_SUFFIXES + TORCH_SUFFIXES
+MODEL_SUFFIXES = ONNX_SUFFIXES + IR_SUFFIXES + ENGINE_SUFFIXES + PTE_SUFFIXES + TORCH_SUFFIXES
 
 # What load_torch_file says it loaded (the same words as backends.base.ArtifactFormat).
 TORCHSCRIPT, EXPORTED_PROGRAM, CHECKPOINT = "torchscript", "torch-export", "edgekd-checkpoint"
@@ -42,7 +43,7 @@ TORCHSCRIPT, EXPORTED_PROGRAM, CHECKPOINT = "torchscript", "torch-export", "edge
 @dataclass(frozen=True)
 class ModelRef:
     """A reference told apart: ``kind`` is 'spec', 'torch' (checkpoint, TorchScript or .pt2),
-    'onnx', 'openvino-ir' or 'engine'; ``path`` is set for files."""
+    'onnx', 'openvino-ir', 'engine' or 'executorch'; ``path`` is set for files."""
 
     text: str
     kind: str
@@ -69,7 +70,8 @@ def parse_ref(ref: "str | Path") -> ModelRef:
         raise BadInputError(f"model file {p} does not exist", hint="check the path")
     suffix = p.suffix.lower()
     for suffixes, kind in ((ONNX_SUFFIXES, "onnx"), (IR_SUFFIXES, "openvino-ir"),
-                           (ENGINE_SUFFIXES, "engine"), (TORCH_SUFFIXES, "torch")):
+                           (ENGINE_SUFFIXES, "engine"), (PTE_SUFFIXES, "executorch"),
+                           (TORCH_SUFFIXES, "torch")):
         if suffix in suffixes:
             return ModelRef(text=text, kind=kind, path=p)
     raise BadInputError(f"{p} has an unknown model suffix '{suffix}'",
