@@ -17,14 +17,19 @@ from .common import emit_json, json_option
               help="Measure the pick on the profile's target; step down while it misses the budget, "
                    "and try larger candidates while the measurement leaves room.")
 @click.option("--strict", is_flag=True,
-              help="Refuse a profile measured in another environment (default: warn).")
+              help="Refuse a profile measured in another environment, or one whose re-calibration finds "
+                   "this machine outside [0.67, 1.5]x the profile's speed (default: warn).")
+@click.option("--recalibrate/--no-recalibrate", "recal", default=True, show_default=True,
+              help="Measure the profile's reference model here first (a few seconds) and scale its "
+                   "predictions by the speed factor; with --verify, measure each pick in alternation "
+                   "with it and judge the drift-corrected figure.")
 @click.option("--spec", "extra_specs", multiple=True, metavar="SPEC",
               help="Also consider this candidate (its blocks must be in the profile). Repeatable.")
 @click.option("--derived/--grid-only", "derive", default=True, show_default=True,
               help="Also consider variants of the profiled candidates (e.g. other depths) whose "
                    "blocks are all in the profile.")
 @json_option
-def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, derive, as_json):
+def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_specs, derive, as_json):
     """Pick the student with the most capacity (params) whose predicted latency is at or under
     BUDGET / (1 + eps), eps being the profile's p95 relative prediction error.
 
@@ -33,6 +38,10 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, der
     one (exit 1 when none meets the budget); a pick that meets it with room to spare is followed
     by up to three larger candidates, predicted with the pick's measured/predicted ratio, and
     the largest one measured under the budget is kept.
+
+    A profile is re-calibrated to this machine before it is trusted: its reference model is
+    measured here, and predictions are multiplied by (reference p50 here / stored); a profile
+    without reference readings is used as stored, with a warning.
     """
     from ..latency.select import select_from_file
     from ..verdict import judge_value
@@ -41,13 +50,14 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, extra_specs, der
     if verify and not as_json:
         def on_attempt(c):
             ok = "meets" if judge_value(c.verified_ms, budget_ms).passed else "misses"
-            click.echo(f"verify {c.spec}: measured {metric} {c.verified_ms:.4f} ms ({ok} {budget_ms:g} ms)",
+            raw = "" if c.verified_raw_ms is None else f" drift-corrected (raw {c.verified_raw_ms:.4f} ms)"
+            click.echo(f"verify {c.spec}: measured {metric} {c.verified_ms:.4f} ms{raw} ({ok} {budget_ms:g} ms)",
                        err=True)
 
     sel = select_from_file(profile_path, budget_ms, strict=strict,
                            on_warning=lambda msg: click.echo(f"edgekd: warning: {msg}", err=True),
                            metric=metric, extra_specs=extra_specs, derive=derive, verify=verify,
-                           on_attempt=on_attempt)
+                           on_attempt=on_attempt, recalibrate_here=recal)
     if as_json:
         emit_json(sel.to_dict())
         return
@@ -75,5 +85,8 @@ def _print_table(sel) -> None:
 
     con = Console() if sys.stdout.isatty() else Console(width=200)
     con.print(t)
+    if sel.recalibration is not None:
+        con.print(sel.recalibration.describe())
     con.print(f"selected: [bold]{sel.chosen.spec}[/] ({sel.chosen.params:,} params)"
-              + (f", measured {sel.chosen.verified_ms:.4f} ms" if sel.chosen.verified_ms is not None else ""))
+              + (f", measured {sel.chosen.verified_ms:.4f} ms ({sel.judged} figure judged)"
+                 if sel.chosen.verified_ms is not None else ""))

@@ -20,6 +20,8 @@ from ..errors import BadInputError, VerdictError
 from ..verdict import judge_value
 from .predict import check_metric, epsilon, get_calibration, predict_blocks
 from .profile_file import Profile
+from .recalibrate import (Recalibration, check_factor, make_corrected_measure, recalibrate,
+                          verify_settings)
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,13 @@ class Candidate:
     fits: bool = False
     verified_ms: float | None = None  # measured on the target by verify
     derived: bool = False  # not in the grid: predicted from blocks the profile holds
+    verified_raw_ms: float | None = None  # the raw reading when verified_ms is drift-corrected
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "params": self.params, "macs": self.macs,
                 "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "fits": self.fits,
-                "verified_ms": self.verified_ms, "derived": self.derived}
+                "verified_ms": self.verified_ms, "verified_raw_ms": self.verified_raw_ms,
+                "derived": self.derived}
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,19 @@ class Selection:
     verified: bool = False
     profile: str = ""
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # predictions (and the profile's stored readings) were multiplied by this (re-calibration)
+    speed_factor: float = 1.0
+    recalibration: Recalibration | None = None
+    # which figure verified_ms is: "raw", or "corrected" (to the speed at re-calibration)
+    judged: str = "raw"
 
     def to_dict(self) -> dict:
         return {"budget_ms": self.budget_ms, "metric": self.metric, "epsilon": self.epsilon,
                 "limit_ms": self.limit_ms, "chosen": self.chosen.to_dict(), "verified": self.verified,
                 "attempts": [a.to_dict() for a in self.attempts], "profile": self.profile,
-                "candidates": [c.to_dict() for c in self.candidates], "warnings": list(self.warnings)}
+                "candidates": [c.to_dict() for c in self.candidates], "warnings": list(self.warnings),
+                "speed_factor": self.speed_factor, "judged": self.judged,
+                "recalibration": self.recalibration.to_dict() if self.recalibration else None}
 
     def neighbours(self, k: int = 3) -> list[Candidate]:
         """The candidates around the chosen one (k on each side, by capacity)."""
@@ -167,15 +178,17 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
                    extra_specs: Sequence[str] = (), derive: bool = True, verify: bool = False, target=None,
                    measure: Callable[[str], float] | None = None,
                    on_attempt: Callable[[Candidate], None] | None = None,
-                   headroom: float = 0.05, max_up: int = 3) -> Selection:
+                   headroom: float = 0.05, max_up: int = 3, speed_factor: float = 1.0) -> Selection:
     """The max-capacity candidate predicted at or under ``budget_ms / (1 + eps)``.
 
     Candidates: the profile's whole-model entries, ``extra_specs``, and with ``derive`` the
     variants of them whose blocks are all in the profile (derived_specs).
 
     With ``verify``, each pick is measured (``measure(spec) -> ms`` of ``metric``; by default on
-    the profile's target) and, while it misses the budget, the next faster pick is tried; once
-    one meets it, larger candidates are tried as the module docstring says (``max_up=0``: never).
+    the profile's target; it may return (judged, raw)) and, while it misses the budget, the next
+    faster pick is tried; once one meets it, larger candidates are tried as the module docstring
+    says (``max_up=0``: never). ``speed_factor`` (a re-calibration's) multiplies every
+    prediction and stored reading first.
     BadInputError when the budget is below every candidate; VerdictError when verification
     finds no candidate that meets it.
     """
@@ -183,7 +196,10 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
         raise BadInputError(f"--budget-ms {budget_ms} must be a positive number of milliseconds")
     eps = epsilon(profile, metric)
     limit = budget_ms / (1.0 + eps)
-    cands = [replace(c, fits=c.predicted_ms <= limit) for c in candidates(profile, metric, extra_specs, derive)]
+    f = float(speed_factor)
+    cands = [replace(c, predicted_ms=c.predicted_ms * f, fits=c.predicted_ms * f <= limit,
+                     measured_ms=None if c.measured_ms is None else c.measured_ms * f)
+             for c in candidates(profile, metric, extra_specs, derive)]
     chosen = _pick(cands)
     if chosen is None:
         raise BadInputError(too_small_message(profile, budget_ms, metric, eps, cands))
@@ -192,7 +208,7 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
         measure = measure or make_measure(profile, metric, target=target)
         pool = list(cands)
         while True:
-            got = replace(chosen, verified_ms=float(measure(chosen.spec)))
+            got = _measured(chosen, measure)
             attempts.append(got)
             if on_attempt:
                 on_attempt(got)
@@ -212,24 +228,50 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
         chosen, cands = _step_up(chosen, cands, budget_ms, measure, attempts, on_attempt, headroom, max_up)
     return Selection(budget_ms=float(budget_ms), metric=metric, epsilon=eps, limit_ms=limit, chosen=chosen,
                      candidates=tuple(cands), attempts=tuple(attempts), verified=bool(verify),
-                     profile=profile.label)
+                     profile=profile.label, speed_factor=f,
+                     judged="corrected" if any(a.verified_raw_ms is not None for a in attempts) else "raw")
+
+
+def _measured(c: Candidate, measure) -> Candidate:
+    got = measure(c.spec)
+    if isinstance(got, tuple):  # (drift-corrected, raw)
+        return replace(c, verified_ms=float(got[0]), verified_raw_ms=float(got[1]))
+    return replace(c, verified_ms=float(got))
 
 
 def select_from_file(path: "str | Path", budget_ms: float, *, strict: bool = False,
-                     on_warning: Callable[[str], None] | None = None, **kwargs) -> Selection:
+                     on_warning: Callable[[str], None] | None = None, recalibrate_here: bool = True,
+                     measure_reference: Callable[[str], object] | None = None, **kwargs) -> Selection:
     """select_student on the profile at ``path`` (fit.load_profile), checked first against this
     machine (profile.check_here: a profile measured elsewhere is refused with ``strict``, else
-    ``on_warning`` hears why and the Selection carries it in ``warnings``). ``kwargs`` go to
+    ``on_warning`` hears why and the Selection carries it in ``warnings``), then re-calibrated to
+    it (latency.recalibrate: its reference model measured here, ``measure_reference(spec) ->
+    Measurement`` to replace that; predictions scaled by the factor; ``strict`` refuses a factor
+    outside drift.STRICT_RANGE). With ``verify`` and a re-calibration, each candidate is
+    measured in alternation with the reference and judged drift-corrected. ``kwargs`` go to
     select_student."""
     from .fit import load_profile
     from .profile import check_here
 
     profile = load_profile(path)
-    msg = check_here(profile, strict=strict)
-    if msg and on_warning:
-        on_warning(msg)
-    sel = select_student(profile, budget_ms, **kwargs)
-    return replace(sel, warnings=(msg,)) if msg else sel
+    notes = [m for m in [check_here(profile, strict=strict)] if m]
+    rc = None
+    if recalibrate_here:
+        rc = recalibrate(profile, target=kwargs.get("target"), measure=measure_reference)
+        notes += [m for m in [check_factor(rc, profile, strict=strict)] if m]
+    for msg in notes:
+        if on_warning:
+            on_warning(msg)
+    own = None
+    if rc is not None and kwargs.get("verify") and kwargs.get("measure") is None:
+        own = kwargs["measure"] = make_corrected_measure(profile, kwargs.get("metric", "p90"), rc,
+                                                         target=kwargs.get("target"))
+    try:
+        sel = select_student(profile, budget_ms, speed_factor=rc.factor if rc else 1.0, **kwargs)
+    finally:
+        if own is not None:
+            own.close()
+    return replace(sel, warnings=tuple(notes), recalibration=rc)
 
 
 def _step_up(chosen: Candidate, cands: list[Candidate], budget_ms: float, measure, attempts: list,
@@ -246,7 +288,7 @@ def _step_up(chosen: Candidate, cands: list[Candidate], budget_ms: float, measur
         nxt = _pick([replace(c, fits=True) for c in bigger])
         if nxt is None:
             break
-        got = replace(next(c for c in cands if c.spec == nxt.spec), verified_ms=float(measure(nxt.spec)))
+        got = _measured(next(c for c in cands if c.spec == nxt.spec), measure)
         tried.add(got.spec)
         attempts.append(got)
         if on_attempt:
@@ -286,12 +328,3 @@ def make_measure(profile: Profile, metric: str, *, target=None,
         return m.stats.metric(metric)
 
     return measure
-
-
-def verify_settings(profile: Profile, target) -> "MeasureSettings":
-    """How verify measures: the target's protocol, over as many loads as the profile's whole
-    models were measured with (a verified value is compared with those)."""
-    from ..targets import measure_settings
-
-    stored = ((profile.protocol or {}).get("model") or {}).get("sessions", 1)
-    return measure_settings(target.measure, {"sessions": max(target.measure.sessions, int(stored))})
