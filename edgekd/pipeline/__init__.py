@@ -35,6 +35,7 @@ from .results import (RESULT_TYPES, STAGES, Cost, DistillResult, ExportResult, P
 from .select import _at_resolution, select_stage  # noqa: F401 (_at_resolution: tests use it here)
 from .stages import (deployed_checkpoint, distill_stage, export_stage, final_artifact, prune_stage,
                      quantize_stage, report_stage, summary, verify_stage)
+from .validate import validate_run
 from .state import (STATE, STATE_SCHEMA, finished_results, prepare_out, read_state, record_done, record_start,
                     save_state)
 
@@ -92,11 +93,12 @@ def compress(config: "CompressConfig | dict", out: "str | Path", *, resume: bool
     cfg = config if isinstance(config, CompressConfig) else CompressConfig.make(**dict(config))
     plan = plan or make_plan(cfg)
     out = Path(out)
+    ctx = Context(out, cfg, plan, show=show, echo=echo, latency_fn=latency_fn)
+    validate_run(ctx)  # bad inputs end here, before state.json or any measuring
     state = prepare_out(out, cfg, resume=resume, force=force)
     state["plan"] = plan.to_dict()
     if context:
         state.setdefault("context", {}).update(context)
-    ctx = Context(out, cfg, plan, show=show, echo=echo, latency_fn=latency_fn)
     results = finished_results(state)
     for name in STAGES:
         if name in results:

@@ -4,6 +4,7 @@ finishes, and what ``--resume`` continues from.
 Schema edgekd.compress-state/v1::
 
     {"schema", "config" (CompressConfig, JSON), "config_digest", "created", "updated",
+     "resolved" (the config with local paths made absolute: what --resume compares),
      "plan" (Plan.to_dict()), "context" (optional, the caller's),
      "stages": {name: {"status": "running" | "done", "started", "resumed",
                        "finished", "wall_s", "result" (the stage's result, to_dict())}}}
@@ -20,6 +21,7 @@ from ..manifest import now
 from ..util_io import atomic_write_json
 from .config import CompressConfig
 from .results import STAGES, StageResult, result_from_dict
+from .validate import resolved_settings
 
 STATE = "state.json"
 STATE_SCHEMA = "edgekd.compress-state/v1"
@@ -46,15 +48,16 @@ def prepare_out(out: Path, cfg: CompressConfig, *, resume: bool, force: bool) ->
     """The state to continue from; refuses a directory holding another run (or anything else)."""
     state = read_state(out) if out.exists() else None
     if state is not None:
-        if resume:
-            if state.get("config_digest") != cfg.digest():
-                old = state.get("config", {})
-                diff = [k for k, v in cfg.model_dump(mode="json").items() if old.get(k) != v]
+        diff = _changed_settings(state, cfg)
+        # a run that stopped before finishing any stage (refused, killed early) blocks nothing
+        nothing_done = not finished_results(state)
+        if resume and not (diff and nothing_done):
+            if diff:
                 raise BadInputError(f"--resume: {out} holds a run with other settings ({', '.join(diff)})",
                                     hint="resume with the same options, or start again with --force")
             _clean_partials(out)
             return state
-        if not force:
+        if not force and not nothing_done:
             raise BadInputError(f"--out {out} already holds a compress run",
                                 hint="pass --resume to continue it or --force to start again")
         shutil.rmtree(out)
@@ -62,8 +65,19 @@ def prepare_out(out: Path, cfg: CompressConfig, *, resume: bool, force: bool) ->
         raise BadInputError(f"--out {out} is not an empty directory and holds no edgekd compress run",
                             hint="choose a new or empty directory")
     out.mkdir(parents=True, exist_ok=True)
-    return {"schema": STATE_SCHEMA, "config": cfg.model_dump(mode="json"), "config_digest": cfg.digest(),
-            "created": now(), "updated": now(), "stages": {}}
+    config = cfg.model_dump(mode="json")
+    return {"schema": STATE_SCHEMA, "config": config, "config_digest": cfg.digest(),
+            "resolved": resolved_settings(config), "created": now(), "updated": now(), "stages": {}}
+
+
+def _changed_settings(state: dict, cfg: CompressConfig) -> list[str]:
+    """The settings that differ between the run in ``state`` and ``cfg``, local paths compared
+    resolved (./teacher.pt and /abs/teacher.pt are the same file)."""
+    if state.get("config_digest") == cfg.digest():
+        return []
+    old = state.get("resolved") or resolved_settings(state.get("config", {}))
+    new = resolved_settings(cfg.model_dump(mode="json"))
+    return [k for k, v in new.items() if old.get(k) != v]
 
 
 def _clean_partials(out: Path) -> None:
