@@ -17,11 +17,25 @@ def _print_table(results) -> None:
         nums = d.numbers() if d else (r.error or "")
         click.echo(f"{r.status:<12} {r.model} on {r.target}: {nums}")
         if d and r.status != "ERROR":
-            click.echo(f"{'':<12} {d.reason}; rounds {r.rounds}")
+            judged = f"; judged {r.judged}" + (f", machine speed factor {r.drift_factor:.3f}"
+                                               if r.drift_factor else "")
+            click.echo(f"{'':<12} {d.reason}; rounds {r.rounds}{judged}")
             if (r.environment or {}).get("remote"):
                 click.echo(f"{'':<12} measured on {measured_on(r)}")
         for w in r.warnings:
             click.echo(f"{'':<12} warning: {w}")
+
+
+def _history(paths, history_db, target_name, as_json) -> int:
+    from ..gate.history import GateHistory, trend_table
+
+    store = GateHistory(history_db)
+    rows = store.rows(paths, target=target_name)
+    if as_json:
+        emit_json({"schema": "edgekd.gate-history/v1", "path": str(store.path), "rows": rows})
+    else:
+        click.echo(trend_table(rows))
+    return 0
 
 
 @click.command("gate")
@@ -50,8 +64,19 @@ def _print_table(results) -> None:
               help="Latency profile JSON for --predict-only.")
 @click.option("--on-inconclusive", type=click.Choice(["fail", "warn", "exit3"]), default="exit3",
               show_default=True, help="What an INCONCLUSIVE result does: exit 1, exit 0 with a warning, or exit 3.")
-@click.option("--max-rounds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Measurement rounds per model x target (re-measure while inconclusive, confirm a FAIL).")
+@click.option("--max-rounds", type=click.IntRange(min=1), default=20, show_default=True,
+              help="At most this many measurement rounds per model x target (re-measure while undecided, "
+                   "confirm a FAIL); 1 = one look decides.")
+@click.option("--max-time-s", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Start no round that would end past this many seconds per model x target.")
+@click.option("--baseline-model", "baseline_model", type=click.Path(dir_okay=False), default=None,
+              help="The other build's model (e.g. main's artifact), measured in alternation with each model "
+                   "in this job: fail a significant regression against it.")
+@click.option("--history", "show_history", is_flag=True,
+              help="Print the recorded trend of the models given (all if none) instead of gating.")
+@click.option("--history-db", type=click.Path(dir_okay=False), default=None,
+              help="Gate history SQLite file (default: gate-history.sqlite under the edgekd cache).")
+@click.option("--no-history", is_flag=True, help="Don't record this run in the gate history.")
 @click.option("--min-iters", type=click.IntRange(min=10), default=None,
               help="Timed inferences per round (default: at least 1000, or the target's min_iters if larger).")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
@@ -60,13 +85,14 @@ def _print_table(results) -> None:
 @trust_code_option
 def gate_cmd(paths, budgets_path, target_name, budget_ms, metric, confidence, max_regression, baseline_path,
              save_baseline, junit_path, github, predict_only, profile_path, on_inconclusive, max_rounds,
-             min_iters, work_dir, as_json):
+             max_time_s, baseline_model, show_history, history_db, no_history, min_iters, work_dir, as_json):
     """Check measured latency against budgets, for CI.
 
     PASS when the upper confidence bound of the metric (p90 by default) is within the budget,
-    FAIL when its lower bound is over it (confirmed on a second independent round) or when it
-    regressed significantly against --baseline; otherwise re-measure up to --max-rounds times,
-    pooling samples, then INCONCLUSIVE.
+    FAIL when its lower bound is over it (confirmed on an independent later block) or when it
+    regressed significantly against --baseline or --baseline-model, whatever the spread; while
+    undecided, re-measure (pooling rounds) within --max-rounds and --max-time-s, then
+    INCONCLUSIVE. Each result is recorded in the gate history; --history prints the trend.
 
     Exit codes: 0 all pass, 1 any fail, 4 a target can't run here, 3 inconclusive (see
     --on-inconclusive), 2 bad input.
@@ -75,6 +101,9 @@ def gate_cmd(paths, budgets_path, target_name, budget_ms, metric, confidence, ma
     from ..gate.check import check_models
     from ..util_io import atomic_write_text
 
+    if show_history:
+        return _history(paths, history_db, target_name, as_json)
+
     def on_start(model, target, budget):
         if not as_json:
             click.echo(f"gating {model} on {target} ({budget.metric} <= {budget.budget_ms:g} ms) ...", err=True)
@@ -82,9 +111,10 @@ def gate_cmd(paths, budgets_path, target_name, budget_ms, metric, confidence, ma
     results = check_models(paths, budgets_path=budgets_path, target_name=target_name, budget_ms=budget_ms,
                            metric=metric, confidence=confidence, max_regression=max_regression,
                            baseline_path=baseline_path, save_baseline=save_baseline, predict_only=predict_only,
-                           profile_path=profile_path, max_rounds=max_rounds, min_iters=min_iters,
-                           work_dir=work_dir, on_note=lambda n: click.echo(f"edgekd: warning: {n}", err=True),
-                           on_start=on_start)
+                           profile_path=profile_path, max_rounds=max_rounds, max_time_s=max_time_s,
+                           min_iters=min_iters, work_dir=work_dir, baseline_model=baseline_model,
+                           history_db=history_db, record_history=not no_history,
+                           on_note=lambda n: click.echo(f"edgekd: warning: {n}", err=True), on_start=on_start)
     if junit_path:
         atomic_write_text(junit_path, outputs.junit_xml(results, on_inconclusive))
     if github:

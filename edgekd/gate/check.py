@@ -2,21 +2,27 @@
 checked against a profile's prediction (--predict-only), with baselines read and written."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import Budget
 from ..errors import BadInputError, RuntimeMissingError
 from .plan import plan_gate
-from .run import ERROR, BaselineStore, GateResult, bench_measure, gate_one
+from .run import DEFAULT_MAX_ROUNDS, DEFAULT_MAX_TIME_S, ERROR, BaselineStore, GateResult, bench_measure, gate_one
+
+log = logging.getLogger(__name__)
 
 
 def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, target_name: "str | None" = None,
                  budget_ms: "float | None" = None, metric: str = "p90", confidence: float = 0.95,
                  max_regression: float = 1.05, baseline_path: "str | None" = None,
                  save_baseline: "str | None" = None, predict_only: bool = False,
-                 profile_path: "str | None" = None, max_rounds: int = 3, min_iters: "int | None" = None,
-                 work_dir: "str | None" = None, on_note: "Callable[[str], None] | None" = None,
+                 profile_path: "str | None" = None, max_rounds: int = DEFAULT_MAX_ROUNDS,
+                 max_time_s: "float | None" = DEFAULT_MAX_TIME_S, min_iters: "int | None" = None,
+                 work_dir: "str | None" = None, baseline_model: "str | None" = None,
+                 history_db: "str | None" = None, record_history: bool = True,
+                 on_note: "Callable[[str], None] | None" = None,
                  on_start: "Callable[[str, str, Budget], None] | None" = None) -> list[GateResult]:
     """Gate every model of the plan (gate.plan.plan_gate) and return one GateResult each.
 
@@ -24,14 +30,19 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
     is checked before anything is measured. A target whose runtime is missing here gives an
     ERROR result (exit 4), never a pass. ``on_note(text)`` hears the plan's notes (models
     skipped), ``on_start(model, target, budget)`` each pair as its check begins; with
-    ``save_baseline`` this run's samples are merged into that file.
+    ``save_baseline`` this run's samples are merged into that file. ``baseline_model`` is the
+    other build's model, measured in alternation with each model (gate.ab). Every decided result
+    is appended to the gate history (``history_db``, default under the cache root) unless
+    ``record_history`` is False; a history that can't be written is a warning, never a verdict.
     """
     from ..targets import load_target
 
     if predict_only and not profile_path:
         raise BadInputError("--predict-only needs --profile FILE", hint="give the target's latency profile JSON")
-    if predict_only and (baseline_path or save_baseline):
-        raise BadInputError("--predict-only takes no --baseline/--save-baseline: nothing is measured")
+    if predict_only and (baseline_path or save_baseline or baseline_model):
+        raise BadInputError("--predict-only takes no --baseline/--save-baseline/--baseline-model: nothing is measured")
+    if max_time_s is not None and not max_time_s > 0:
+        raise BadInputError(f"--max-time-s {max_time_s} must be a positive number of seconds")
     plan, notes = plan_gate(paths, budgets_path=budgets_path, target_name=target_name, budget_ms=budget_ms,
                             metric=metric, confidence=confidence, max_regression=max_regression)
     if not plan:
@@ -48,7 +59,12 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
         from ..latency.fit import load_profile
 
         profile = load_profile(profile_path)
-    measure = bench_measure(min_iters=min_iters, work_dir=work_dir)
+    if baseline_model:
+        from .ab import pair_measure
+
+        measure = pair_measure(baseline_model, min_iters=min_iters, work_dir=work_dir)
+    else:
+        measure = bench_measure(min_iters=min_iters, work_dir=work_dir)
     for n in notes:
         if on_note:
             on_note(n)
@@ -64,7 +80,7 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
             continue
         try:
             results.append(gate_one(model, target, budget, measure_fn=measure, baselines=baselines,
-                                    max_rounds=max_rounds))
+                                    max_rounds=max_rounds, max_time_s=max_time_s))
         except RuntimeMissingError as exc:
             results.append(GateResult(model=model, target=target, budget=budget, status=ERROR,
                                       error=exc.one_line()))
@@ -74,4 +90,21 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
         for r in results:
             store.update(r)
         store.save(save_baseline)
+    if record_history:
+        _record(results, history_db, on_note)
     return results
+
+
+def _record(results, history_db, on_note) -> None:
+    import sqlite3
+
+    from ..errors import EdgeKDError
+    from .history import GateHistory
+
+    try:
+        GateHistory(history_db).record(results)
+    except (OSError, sqlite3.Error, EdgeKDError) as exc:
+        msg = f"gate history not written ({exc})"
+        log.warning(msg)
+        if on_note:
+            on_note(msg)

@@ -35,14 +35,15 @@ def to_json(results: Sequence[GateResult], on_inconclusive: str = "exit3") -> di
 
 def junit_xml(results: Sequence[GateResult], on_inconclusive: str = "exit3") -> str:
     """One testsuite "edgekd.gate", one testcase per model x target (classname edgekd.gate).
-    FAIL -> <failure>, a target that can't run -> <error>, INCONCLUSIVE -> <failure> with
-    on_inconclusive=fail, else <skipped>; every message carries the numbers."""
+    FAIL -> <failure>, a target that can't run -> <error>, INCONCLUSIVE -> <skipped> only with
+    on_inconclusive=warn (the one case it exits 0), else <failure> (it exits 1 or 3): the JUnit
+    status agrees with the exit code. Every message carries the numbers."""
     suite = ET.Element("testsuite", name="edgekd.gate", tests=str(len(results)))
     n_fail = n_err = n_skip = 0
     for r in results:
         tc = ET.SubElement(suite, "testcase", classname="edgekd.gate", name=r.name, time=f"{r.elapsed_s:.3f}")
         msg = r.message
-        if r.status == Verdict.FAIL.value or (r.status == Verdict.INCONCLUSIVE.value and on_inconclusive == "fail"):
+        if r.status == Verdict.FAIL.value or (r.status == Verdict.INCONCLUSIVE.value and on_inconclusive != "warn"):
             n_fail += 1
             el = ET.SubElement(tc, "failure", message=msg, type=f"latency.{r.status.lower()}")
             el.text = _details(r)
@@ -96,12 +97,13 @@ def _escape_prop(s: str) -> str:
 
 def github_lines(results: Sequence[GateResult], on_inconclusive: str = "exit3") -> list[str]:
     """`::error file=...,title=...::message` for FAIL and missing runtimes, `::warning` for
-    INCONCLUSIVE (``::error`` with on_inconclusive=fail) and for every warning; nothing for PASS."""
+    INCONCLUSIVE with on_inconclusive=warn (else ``::error``: it fails the job) and for every
+    warning; nothing for PASS."""
     out = []
     for r in results:
         props = f"file={_escape_prop(r.model)},title={_escape_prop('edgekd gate: ' + r.name + ' ' + r.status)}"
         if r.status in (Verdict.FAIL.value, ERROR) or (
-                r.status == Verdict.INCONCLUSIVE.value and on_inconclusive == "fail"):
+                r.status == Verdict.INCONCLUSIVE.value and on_inconclusive != "warn"):
             out.append(f"::error {props}::{_escape_data(r.message)}")
         elif r.status == Verdict.INCONCLUSIVE.value:
             out.append(f"::warning {props}::{_escape_data(r.message)}")

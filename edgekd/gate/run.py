@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,8 @@ class GateResult:
     source: str = "measured"  # or "predicted" (--predict-only)
     elapsed_s: float = 0.0
     samples_ms: np.ndarray | None = None
+    judged: str = "raw"  # "raw" samples, or "corrected" for the machine's drift (judged_samples)
+    drift_factor: float | None = None  # the machine's speed factor over the run, when measured
 
     @property
     def name(self) -> str:
@@ -64,6 +67,7 @@ class GateResult:
                 "rounds": self.rounds, "round_verdicts": list(self.round_verdicts), "source": self.source,
                 "baseline_used": self.baseline_used, "warnings": list(self.warnings), "error": self.error,
                 "model_sha256": self.model_sha256, "elapsed_s": round(self.elapsed_s, 3),
+                "judged": self.judged, "drift_factor": self.drift_factor,
                 "environment": dict(self.environment)}
 
 
@@ -86,64 +90,145 @@ def bench_measure(*, min_iters: int | None = None, work_dir: "str | Path | None"
     return measure
 
 
+# Adaptive re-measurement: rounds while undecided, up to this many seconds per model x target
+# (--max-time-s) and --max-rounds rounds.
+DEFAULT_MAX_TIME_S = 60.0
+DEFAULT_MAX_ROUNDS = 20
+
+
+def _number(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) and f > 0 else None
+
+
+def judged_samples(m: Any) -> tuple[np.ndarray, str, float | None]:
+    """(samples to judge, "raw" or "corrected", machine speed factor or None) of one measurement.
+
+    A measurement may carry the machine's drift over the run (``m.drift``: its speed factor
+    against a stored calibration of the reference workload) and drift-corrected samples; the
+    gate judges the corrected samples only when a calibration stood behind them, else the raw
+    ones. Read defensively: a measurement without these attributes is judged raw."""
+    raw = np.asarray(m.samples_ms, dtype=np.float64)
+    drift = getattr(m, "drift", None)
+    factor = None
+    calibrated = False
+    if drift is not None:
+        get = drift.get if isinstance(drift, Mapping) else (lambda k, d=None: getattr(drift, k, d))
+        factor = _number(get("factor")) or _number(get("speed_factor"))
+        calibrated = bool(get("calibrated", False) or get("calibration", None))
+    corrected = None
+    for name in ("corrected_samples_ms", "samples_corrected_ms"):
+        corrected = getattr(m, name, None)
+        if corrected is None and drift is not None and not isinstance(drift, Mapping):
+            corrected = getattr(drift, name, None)
+        if corrected is not None:
+            break
+    if calibrated and corrected is not None:
+        c = np.asarray(corrected, dtype=np.float64)
+        if c.shape == raw.shape and c.size and np.all(np.isfinite(c)):
+            return c, "corrected", factor
+    return raw, "raw", factor
+
+
 def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None = None,
-             baselines: "BaselineStore | None" = None, max_rounds: int = 3, alpha: float = 0.002,
-             unstable_iqr: float | None = None) -> GateResult:
-    """Measure, decide, and while INCONCLUSIVE re-measure (up to ``max_rounds`` rounds in all),
-    deciding on the pooled samples. A FAIL must be confirmed by a second, independent round that
-    fails on its own samples too (unless max_rounds is 1), so one burst of machine load can't fail
-    the gate. ``measure_fn(model, target_spec)`` returns an object with ``samples_ms`` and
-    ``environment`` (default: bench). RuntimeMissingError (exit 4) propagates: never a pass."""
+             baselines: "BaselineStore | None" = None, max_rounds: int = DEFAULT_MAX_ROUNDS,
+             max_time_s: float | None = DEFAULT_MAX_TIME_S, alpha: float = 0.002,
+             unstable_iqr: float | None = None, clock: Callable[[], float] = time.monotonic) -> GateResult:
+    """Measure and decide; while undecided, measure another round and decide on all rounds pooled.
+
+    Stops as soon as the pooled samples PASS, or FAIL confirmed: a FAIL on the pooled samples
+    is reported only when the rounds measured after it, pooled on their own (independent of the
+    samples that first failed), fail too, so one burst of machine load can't fail the gate
+    (with ``max_rounds`` 1 one look decides). No round starts after ``max_rounds`` rounds, or
+    when another round of the mean length so far would end past ``max_time_s`` seconds since
+    the first began (``clock``, injectable). Undecided then: INCONCLUSIVE.
+
+    ``measure_fn(model, target_spec)`` returns an object with ``samples_ms`` and
+    ``environment`` (default: bench); optional ``drift`` / corrected samples (judged_samples),
+    and ``baseline_samples_ms``: a baseline artifact measured in alternation with the model in
+    the same round (--baseline-model), which then stands in for a stored baseline.
+    RuntimeMissingError (exit 4) propagates: never a pass."""
     from ..targets import load_target
 
     if max_rounds < 1:
         raise BadInputError(f"--max-rounds {max_rounds} must be at least 1")
+    if max_time_s is not None and not max_time_s > 0:
+        raise BadInputError(f"--max-time-s {max_time_s} must be a positive number of seconds")
     spec = load_target(target)
     measure_fn = measure_fn or bench_measure()
     iqr = unstable_iqr if unstable_iqr is not None else spec.measure.unstable_iqr
     res = GateResult(model=str(model), target=spec.name, budget=budget, status=Verdict.INCONCLUSIVE.value)
     blocks: list[np.ndarray] = []
-    base = None
-    failed_blocks = 0
+    alt_blocks: list[np.ndarray] = []
+    stored = None
+    factors: list[float] = []
+    labels: set[str] = set()
 
-    def run_decide(x):
+    def run_decide(x, base):
         return decide(x, budget.budget_ms, metric=budget.metric, confidence=budget.confidence,
                       baseline_samples=base, max_regression=budget.max_regression, alpha=alpha,
-                      unstable_iqr=iqr)
+                      unstable_iqr=iqr, baseline_source="alternated" if alt_blocks else "stored",
+                      judged="corrected" if labels == {"corrected"} else "raw")
 
     d = None
-    t0 = time.perf_counter()
+    confirm_from: int | None = None  # first round of the independent block confirming a FAIL
+    confirmed = False
+    t0 = clock()
     for r in range(1, max_rounds + 1):
+        if r > 1 and max_time_s is not None and (clock() - t0) * r / (r - 1) > max_time_s:
+            res.warnings.append(f"time cap --max-time-s {max_time_s:g} s reached after {r - 1} rounds")
+            break
         m = measure_fn(str(model), spec)
-        block = np.asarray(m.samples_ms, dtype=np.float64)
+        block, label, factor = judged_samples(m)
+        labels.add(label)
+        if factor is not None:
+            factors.append(factor)
+        alt = getattr(m, "baseline_samples_ms", None)
+        if alt is not None:
+            alt_blocks.append(np.asarray(alt, dtype=np.float64))
         if r == 1:
             res.environment = dict(getattr(m, "environment", {}) or {})
             res.model_sha256 = str(getattr(m, "model_sha256", "") or "")
-            if baselines is not None:
-                base, warn = baselines.lookup(str(model), spec.name, res.environment)
-                res.baseline_used = base is not None
+            if baselines is not None and alt is None:
+                stored, warn = baselines.lookup(str(model), spec.name, res.environment)
+                res.baseline_used = stored is not None
                 if warn:
                     res.warnings.append(warn)
                     log.warning(warn)
         blocks.append(block)
-        d = run_decide(np.concatenate(blocks))
+        base = np.concatenate(alt_blocks) if alt_blocks else stored
+        d = run_decide(np.concatenate(blocks), base)
         res.rounds = r
         res.round_verdicts.append(d.verdict.value)
         if d.verdict == Verdict.PASS:
             break
-        if d.verdict == Verdict.FAIL:
-            alone = d if r == 1 else run_decide(block)
-            failed_blocks += alone.verdict == Verdict.FAIL
-            if failed_blocks >= 2 or max_rounds == 1:
-                break
+        if d.verdict != Verdict.FAIL:
+            confirm_from = None
+            continue
+        if max_rounds == 1:
+            confirmed = True
+            break
+        if confirm_from is None:
+            confirm_from = r  # blocks[r:] (the rounds after this one) must fail on their own
+            continue
+        alt_conf = np.concatenate(alt_blocks[confirm_from:]) if alt_blocks else stored
+        if run_decide(np.concatenate(blocks[confirm_from:]), alt_conf).verdict == Verdict.FAIL:
+            confirmed = True
+            break
+    res.baseline_used = res.baseline_used or bool(alt_blocks)
     res.decision = d
-    res.elapsed_s = time.perf_counter() - t0
+    res.elapsed_s = clock() - t0
     res.samples_ms = np.concatenate(blocks)
+    res.judged = "corrected" if labels == {"corrected"} else "raw"
+    res.drift_factor = float(np.median(factors)) if factors else None
     res.status = d.verdict.value
-    if d.verdict == Verdict.FAIL and failed_blocks < 2 and max_rounds > 1:
+    if d.verdict == Verdict.FAIL and not confirmed:
         res.status = Verdict.INCONCLUSIVE.value
-        res.warnings.append(f"FAIL on the pooled samples was not confirmed by a second independent round "
-                            f"in {max_rounds} rounds (machine load?): reported INCONCLUSIVE")
+        res.warnings.append(f"FAIL on the pooled samples was not confirmed by an independent later block "
+                            f"within {res.rounds} rounds (machine load?): reported INCONCLUSIVE")
     return res
 
 
