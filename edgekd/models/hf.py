@@ -17,9 +17,9 @@ functions that need it, so spec strings parse without it; building without it is
 
 Every model is an ``HFClassifier``: ``forward(x)`` returns the logits tensor (N x classes) and
 ONNX exports that alone; ``.features`` is the HF backbone and ``.classifier`` its last Linear
-(the HF model is ``.model``, so state_dict keys are ``model.<HF key>``). These families do not
-describe their blocks yet, so ``block_signatures`` and profiling refuse them: give the student
-explicitly (``--student hf-mobilenetv2:width=0.5,res=96``).
+(the HF model is ``.model``, so state_dict keys are ``model.<HF key>``). Their block signatures
+are read from the model's module tree (:mod:`edgekd.models.hf_blocks`), so they profile, predict
+and select like edgekd's own families.
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ from pydantic import Field, field_validator, model_validator
 
 from ..errors import BadInputError, missing_package
 from .families import dash_counts, grid_product
+from .hf_blocks import build_block as hf_block
+from .hf_blocks import signatures
 from .plan import make_divisible
 from .spec import Family, KnobConfig
 
@@ -262,16 +264,31 @@ def _count(make_config, knobs_json: str, knobs_cls, in_channels: int, num_classe
     return count_macs_params(model, (in_channels, cfg.res, cfg.res))
 
 
-def _unplanned(family: str):
+def _planner(family: str, make_config):
+    """The block signatures of a config, read from its model's module tree (models.hf_blocks)."""
     def plan(cfg: KnobConfig, in_channels: int, num_classes: int) -> list[dict]:
-        raise BadInputError(f"{family} cannot be profiled yet: its blocks are not described",
-                            hint=f"give the student explicitly with --student {family}:... "
-                                 f"(bench, export and compress with a given student work)")
+        sigs = _plan(family, make_config, cfg.model_dump_json(), type(cfg), in_channels, num_classes)
+        return [dict(s) for s in sigs]
     return plan
 
 
+@functools.lru_cache(maxsize=256)
+def _plan(family: str, make_config, knobs_json: str, knobs_cls, in_channels: int, num_classes: int):
+    import torch
+
+    from .spec import StudentConfig
+
+    cfg = knobs_cls.model_validate_json(knobs_json)
+    with torch.device("meta"):
+        model = wrap(_from_config(make_config(cfg, in_channels, num_classes)))
+        _global_pooling(model)
+    return tuple(signatures(model, spec=StudentConfig(family, cfg).spec, in_channels=in_channels,
+                            num_classes=num_classes, in_shape=(in_channels, cfg.res, cfg.res)))
+
+
 def _family(name: str, knobs, make_config, grids: dict, description: str) -> Family:
-    return Family(config=knobs, plan=_unplanned(name), grids=grids, build=_builder(make_config),
+    return Family(config=knobs, plan=_planner(name, make_config), grids=grids,
+                  build=_builder(make_config), build_block=hf_block,
                   capacity=_capacity(make_config), description=description)
 
 
