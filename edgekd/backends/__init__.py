@@ -11,6 +11,7 @@ backends.register_lazy("torch", "edgekd.backends.torch:TorchBackend")
 backends.register_lazy("onnxruntime", "edgekd.backends.onnxruntime:OnnxRuntimeBackend")
 backends.register_lazy("openvino", "edgekd.backends.openvino:OpenVINOBackend")
 backends.register_lazy("tensorrt", "edgekd.backends.tensorrt:TensorRTBackend")
+backends.register_lazy("executorch", "edgekd.backends.executorch:ExecuTorchBackend")
 
 
 def get_backend(runtime: "str | Runtime") -> Backend:

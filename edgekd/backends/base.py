@@ -27,8 +27,9 @@ class ArtifactFormat:
     TENSORRT_ENGINE = "tensorrt-engine"
     TORCHSCRIPT = "torchscript"
     EXPORTED_PROGRAM = "torch-export"
+    EXECUTORCH_PROGRAM = "executorch-pte"
 
-    ALL = (ONNX, OPENVINO_IR, TENSORRT_ENGINE, TORCHSCRIPT, EXPORTED_PROGRAM)
+    ALL = (ONNX, OPENVINO_IR, TENSORRT_ENGINE, TORCHSCRIPT, EXPORTED_PROGRAM, EXECUTORCH_PROGRAM)
 
 
 @dataclass(frozen=True)
