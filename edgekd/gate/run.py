@@ -107,30 +107,31 @@ def _number(v: Any) -> float | None:
 def judged_samples(m: Any) -> tuple[np.ndarray, str, float | None]:
     """(samples to judge, "raw" or "corrected", machine speed factor or None) of one measurement.
 
-    A measurement may carry the machine's drift over the run (``m.drift``: its speed factor
-    against a stored calibration of the reference workload) and drift-corrected samples; the
-    gate judges the corrected samples only when a calibration stood behind them, else the raw
-    ones. Read defensively: a measurement without these attributes is judged raw."""
+    A BenchResult measured with the target's reference workload against a stored calibration
+    (latency.bench, `edgekd calibrate`) carries ``drift`` (its ``factor``: reference p50 now /
+    at calibration, > 1 when the machine ran slower) and ``corrected`` figures; the gate then
+    judges corrected samples: per-sample corrected ones when the measurement carries them
+    (``corrected_samples_ms``), else the samples divided by the run's speed factor. Without a
+    calibration the raw samples are judged. Read defensively: anything missing means raw."""
     raw = np.asarray(m.samples_ms, dtype=np.float64)
     drift = getattr(m, "drift", None)
-    factor = None
-    calibrated = False
-    if drift is not None:
-        get = drift.get if isinstance(drift, Mapping) else (lambda k, d=None: getattr(drift, k, d))
-        factor = _number(get("factor")) or _number(get("speed_factor"))
-        calibrated = bool(get("calibrated", False) or get("calibration", None))
-    corrected = None
+    if drift is None:
+        return raw, "raw", None
+    get = drift.get if isinstance(drift, Mapping) else (lambda k, d=None: getattr(drift, k, d))
+    factor = _number(get("factor"))
+    calibrated = bool(getattr(m, "corrected", None) is not None or get("calibrated", False)
+                      or _number(get("calibrated_p50_ms")))
+    if not calibrated:
+        return raw, "raw", factor
     for name in ("corrected_samples_ms", "samples_corrected_ms"):
-        corrected = getattr(m, name, None)
-        if corrected is None and drift is not None and not isinstance(drift, Mapping):
-            corrected = getattr(drift, name, None)
-        if corrected is not None:
-            break
-    if calibrated and corrected is not None:
-        c = np.asarray(corrected, dtype=np.float64)
-        if c.shape == raw.shape and c.size and np.all(np.isfinite(c)):
-            return c, "corrected", factor
-    return raw, "raw", factor
+        c = getattr(m, name, None)
+        if c is not None:
+            c = np.asarray(c, dtype=np.float64)
+            if c.size and np.all(np.isfinite(c)):
+                return c, "corrected", factor
+    if factor is not None:
+        return raw / factor, "corrected", factor
+    return raw, "raw", None
 
 
 def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None = None,

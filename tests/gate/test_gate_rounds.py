@@ -108,10 +108,20 @@ def test_drift_corrected_samples_are_judged_only_with_a_calibration():
     assert r.status == "PASS" and r.judged == "corrected" and r.decision.judged == "corrected"
     assert r.drift_factor == pytest.approx(1.4) and "judged on corrected" in r.decision.numbers()
     assert r.to_dict()["judged"] == "corrected"
-    uncal = Rounds([raw, raw[::-1]], drift={"factor": 1.4, "calibrated": False}, corrected_samples_ms=corrected)
+    uncal = Rounds([raw, raw[::-1]], drift={"factor": 1.4}, corrected_samples_ms=corrected)
     r2 = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=1.2), measure_fn=uncal)
     assert r2.judged == "raw" and r2.status == "FAIL"
     assert r2.drift_factor == pytest.approx(1.4)
+    # a BenchResult from latency.bench with a calibration: a DriftReading and corrected figures, no
+    # per-sample corrected samples: the samples divided by the run's speed factor are judged
+    from edgekd.latency.drift import DriftReading
+    from edgekd.latency.stats import LatencyStats
+
+    reading = DriftReading(factor=1.4, reference_p50_ms=0.14, calibrated_p50_ms=0.1, source="calibration x")
+    bench_like = Rounds([raw], drift=reading, corrected=LatencyStats.from_samples(corrected))
+    r3 = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=1.2), measure_fn=bench_like)
+    assert r3.judged == "corrected" and r3.status == "PASS"
+    assert r3.decision.value == pytest.approx(np.percentile(raw, 90) / 1.4)
     plain = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=5), measure_fn=Rounds([raw]))
     assert plain.judged == "raw" and plain.drift_factor is None
 
