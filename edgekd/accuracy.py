@@ -52,3 +52,25 @@ def top1(predict: Callable[[np.ndarray], Any], x: np.ndarray, y: np.ndarray, *,
         correct += c
         labelled += k
     return ratio(correct, labelled)
+
+
+def check_fits_data(what: str, data: str, num_classes: int, *, sample_shape=None, model_shape=None,
+                    outputs=None) -> None:
+    """BadInputError unless a classifier ``what`` can be scored on ``data``: the data has at least
+    two classes, the model's per-sample input ``model_shape`` (C, H, W; dimensions that are not
+    positive ints are dynamic and match anything) is the data's ``sample_shape``, and the model
+    gives ``outputs`` logits per sample, one per class (a 10-class model "passing" on 2-class
+    data would be a lie)."""
+    if int(num_classes) < 2:
+        raise BadInputError(f"data '{data}' has {num_classes} class; scoring a classifier needs at least 2",
+                            hint="give data with two or more classes")
+    if sample_shape is not None and model_shape is not None:
+        ms, ds = tuple(model_shape), tuple(int(d) for d in sample_shape)
+        fixed = all(isinstance(d, int) and d > 0 for d in ms)
+        if len(ms) != len(ds) or any(isinstance(m, int) and m > 0 and m != d for m, d in zip(ms, ds)):
+            how = "--resolution" if fixed and len(ms) == 3 and ms[0] == ds[0] else "data with the model's channels"
+            raise BadInputError(f"{what} takes samples of shape {ms} but data '{data}' has {ds}",
+                                hint=f"use {how} (the model's input is {ms})")
+    if outputs is not None and int(outputs) != int(num_classes):
+        raise BadInputError(f"{what} predicts {outputs} classes but data '{data}' has {num_classes}",
+                            hint="use the data the model was trained on (same classes)")

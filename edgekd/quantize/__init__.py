@@ -135,16 +135,27 @@ def _problems(report: QuantReport, max_drop: float | None) -> list[str]:
     return out
 
 
+def _onnx_classes(onnx_path: "str | Path") -> "int | None":
+    """The static width of an ONNX classifier's first output (its class count), else None."""
+    import onnx
+
+    dims = onnx.load(str(onnx_path), load_external_data=False).graph.output[0].type.tensor_type.shape.dim
+    return int(dims[-1].dim_value) if len(dims) >= 2 and dims[-1].dim_value > 0 else None
+
+
 def quantization_data(spec: str, onnx_path: "str | Path", calib_size: int, val_size: "int | None",
                       seed: int = 0) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """(calibration batches, x_val, y_val) from a data spec, at the ONNX model's resolution:
     ``calib_size`` training samples and at most ``val_size`` labelled validation samples."""
+    from ..accuracy import check_fits_data
     from ..backends.calib import onnx_input_info
     from ..data import calibration_from_dataset, dataset_arrays, load_data
 
     _, shape = onnx_input_info(onnx_path)
     res = shape[-1] if len(shape) == 4 and shape[-1] else None
     bundle = load_data(spec, resolution=res) if res else load_data(spec)
+    check_fits_data(Path(onnx_path).name, bundle.name, bundle.num_classes, sample_shape=bundle.input_shape,
+                    model_shape=shape[1:], outputs=_onnx_classes(onnx_path))
     calib = calibration_from_dataset(bundle.train, calib_size, batch_size=32, seed=seed)
     if not calib or sum(len(b) for b in calib) == 0:
         raise BadInputError(f"calibration set is empty (--calib-size {calib_size}, "
@@ -162,7 +173,8 @@ def quantize_ref(model_ref: "str | Path", target: TargetSpec, data_spec: str, ou
                  method: str = "minmax", preset: str = "performance", max_drop: float | None = None,
                  force: bool = False, rounds: int = 3) -> QuantReport:
     """`edgekd quantize`: a model reference (an .onnx file or an edgekd checkpoint) quantized for
-    an int8 ``target`` on data from ``data_spec``, compared with fp32, kept only if it pays."""
+    an int8 ``target`` on data from ``data_spec``, compared with fp32, kept only if it pays.
+    A runtime that builds from torch (``builds_from == "torch"``) is given the checkpoint."""
     spec = require_int8_target(target)
     check_runtime(spec, evaluate=True)
     if calib_size < 0:
@@ -177,5 +189,7 @@ def quantize_ref(model_ref: "str | Path", target: TargetSpec, data_spec: str, ou
     with tempfile.TemporaryDirectory(prefix="edgekd-quantize-") as tmp:
         onnx_path = onnx_for_ref(model_ref, Path(tmp))
         calib, x_val, y_val = quantization_data(data_spec, onnx_path, calib_size, val_size, seed)
-        return quantize_model(onnx_path, spec, out_dir, calib, (x_val, y_val), method=method,
+        # a runtime that builds from torch (ExecuTorch) quantizes the checkpoint itself
+        source = Path(model_ref) if get_backend(spec.runtime).builds_from == "torch" else onnx_path
+        return quantize_model(source, spec, out_dir, calib, (x_val, y_val), method=method,
                               max_drop=max_drop, force=force, rounds=rounds, preset=preset)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..accuracy import check_fits_data
 from ..errors import BadInputError
 from ..latency.stats import LatencyStats
 from .report import FAIL, INCONCLUSIVE, PASS, Check, VerifyReport, check, latency_verdict  # noqa: F401
@@ -77,6 +78,9 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
         raise BadInputError(f"--min-accuracy {min_accuracy} must be a fraction in [0, 1]")
     if max_drop is not None and reference is None:
         raise BadInputError("--max-drop needs --reference (the torch student to compare with)")
+    if resolution is not None and not resolution > 0:
+        raise BadInputError(f"--resolution {resolution} must be a positive number of pixels",
+                            hint="leave it out to use the artifact's input size")
     mpath = check_ref_manifest(art) if check_manifest else None
     if check_manifest and isinstance(reference, (str, Path)) and Path(reference).is_file():
         check_ref_manifest(reference)  # the torch student beside it, as listed there
@@ -87,6 +91,7 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
         bundle = load_data(data, resolution=resolution or _artifact_resolution(art))
     else:
         bundle = data
+    check_fits_data(str(art), bundle.name, bundle.num_classes)  # a one-class dataset scores nothing
     x, y = _val_arrays(bundle)
     if spec.remote is not None:  # accuracy, parity and latency on the device itself, over SSH
         from .remote import remote_verify
@@ -97,6 +102,7 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
                         sample_shape=tuple(bundle.input_shape))
     session = opened.session
     try:
+        _check_model_fits(art, opened, bundle, x)
         acc = top1_accuracy(session, x, y, batch=spec.batch)
         module = _reference_module(reference)
         parity = ref_acc = None
@@ -148,6 +154,30 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
                         manifest=str(mpath) if mpath else None)
 
 
+def _check_model_fits(art: Path, opened, bundle, x: np.ndarray) -> None:
+    """The artifact takes the data's samples and gives one logit per class of the data."""
+    from ..export import run_batched
+
+    shape = tuple(opened.input_shape)
+    check_fits_data(str(art), bundle.name, bundle.num_classes, sample_shape=x.shape[1:], model_shape=shape[1:])
+    out = np.asarray(run_batched(opened.session, np.ascontiguousarray(x[:max(1, shape[0])])))
+    check_fits_data(str(art), bundle.name, bundle.num_classes, outputs=out.reshape(len(out), -1).shape[1])
+
+
+def ir_input_shape(xml: Path) -> tuple:
+    """The first input's shape of an OpenVINO IR, read by the runtime (its partial shape): ints
+    for static dimensions, None for dynamic ones ('?', ranges); () without openvino."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return ()
+    model = ov.Core().read_model(str(xml))
+    ps = model.inputs[0].get_partial_shape()
+    if ps.rank.is_dynamic:
+        return ()
+    return tuple(d.get_length() if d.is_static else None for d in ps)
+
+
 def _artifact_resolution(art: Path) -> int | None:
     """The square input size the artifact declares (ONNX or OpenVINO IR), if static."""
     try:
@@ -156,14 +186,7 @@ def _artifact_resolution(art: Path) -> int | None:
 
             _, shape = onnx_input_info(art)
         elif art.suffix.lower() == ".xml":
-            onnx_twin = art.with_suffix(".onnx")
-            if onnx_twin.is_file():
-                return _artifact_resolution(onnx_twin)
-            import re
-
-            text = art.read_text(encoding="utf-8", errors="replace")[:20000]
-            m = re.search(r'type="Parameter".*?shape="([0-9,\s]+)"', text, re.S)
-            shape = tuple(int(v) for v in m.group(1).split(",")) if m else ()
+            shape = ir_input_shape(art)
         else:
             return None
     except Exception:  # noqa: BLE001 - a file that does not parse (protobuf DecodeError, ...) is
