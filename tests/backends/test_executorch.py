@@ -105,3 +105,35 @@ def test_int8_needs_calibration_and_then_agrees_with_fp32(tmp_path):
     got = np.concatenate([sess.run(x[i:i + 1])[0] for i in range(len(x))])
     assert np.abs(got - ref).max() < 0.2 * np.abs(ref).max()  # int8 close, not equal
     assert not np.array_equal(got, ref)
+
+
+@needs_et
+def test_quantize_compares_int8_with_the_fp32_program_on_executorch(tmp_path):
+    """The faster-than-fp32 guard runs on ExecuTorch too: both sides measured on its runtime,
+    the checkpoint (not the ONNX file) quantized. force=True: the outcome is not timing's."""
+    from edgekd.models.checkpoint import save_checkpoint
+    from edgekd.models.ref import spec_module
+    from edgekd.quantize import quantize_model
+    from edgekd.targets import MeasureSettings
+
+    module, shape = spec_module(SPEC)
+    ckpt = save_checkpoint(tmp_path / "m.pt", module, spec=SPEC, num_classes=10, in_channels=1,
+                           input_shape=shape)
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((16, *shape)).astype(np.float32)]
+    x, y = rng.standard_normal((8, *shape)).astype(np.float32), rng.integers(0, 10, 8)
+    fast = MeasureSettings(warmup_s=0.0, warmup_iters=2, min_iters=20, min_time_s=0.0)
+    rep = quantize_model(ckpt, "executorch-xnnpack-int8", tmp_path / "out", calib, (x, y),
+                         rounds=1, settings=fast, force=True)
+    assert rep.fp32.target == "executorch-xnnpack" and rep.int8.target == "executorch-xnnpack-int8"
+    assert rep.fp32.p50 > 0 and rep.int8.p50 > 0 and rep.kept
+    assert rep.artifact.path == tmp_path / "out" / "m.int8.pte" and rep.artifact.path.exists()
+    with pytest.raises(BadInputError, match="not model.onnx"):
+        get_backend("executorch").quantize(_onnx(tmp_path), load_target("executorch-xnnpack-int8"),
+                                           tmp_path, calib)
+
+
+def _onnx(tmp_path):
+    from edgekd.export import export_onnx
+
+    return export_onnx(nn.Linear(4, 2).eval(), torch.zeros(1, 4), tmp_path / "model.onnx")
