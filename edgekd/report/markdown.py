@@ -38,6 +38,7 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
         "|---|---|",
         f"| {metric} latency | {_f(lat.get(metric))} ms (p90 95% CI {_f(ci[0])}..{_f(ci[1])}, n {lat.get('n')}) |",
         f"| p50 latency | {_f(lat.get('p50'))} ms |",
+        *([f"| unstable | yes (IQR/median {_f(lat.get('iqr_over_median'), '.3f')}) |"] if lat.get("unstable") else []),
         f"| accuracy: teacher (torch) | {_pct(acc.get('teacher'))} |",
         f"| accuracy: student (torch) | {_pct(acc.get('student_torch'))} |",
         f"| accuracy: student on runtime | {_pct(acc.get('student_runtime'))} |",
@@ -63,6 +64,9 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             r = doc.get(name) or {}
             extra = f" ({r.get('status')}: {r.get('reason')})" if r.get("reason") else f" ({r.get('status')})"
         lines.append(f"| {name} | {_cell(str(s.get('status')) + extra)} | {_f(s.get('wall_s'), '.1f')} |")
+    teacher_lat = ((doc.get("context") or {}).get("demo") or {}).get("teacher_latency") or {}
+    if teacher_lat.get("warning"):
+        lines += ["", f"Warning: {teacher_lat['warning']}; the budget rests on {teacher_lat.get('basis')}."]
     if doc.get("needs_pruning"):
         lines += ["", f"Note: no profiled candidate meets the budget ({doc.get('selection_note')}); the fastest "
                       "was distilled, then pruned (see the prune stage)."]

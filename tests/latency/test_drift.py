@@ -173,3 +173,22 @@ def test_strict_refuses_a_factor_far_from_one_and_a_profile_without_reference_wa
     sel = select_from_file(path, 1.3, metric="p50", measure_reference=fake_reference(0.1), on_warning=warned.append)
     assert sel.speed_factor == 1.0 and sel.recalibration is None
     assert any("no reference readings" in w for w in warned)
+
+
+def test_a_budget_rests_on_a_robust_p90_and_an_unstable_measurement_is_said():
+    from edgekd.latency.stats import instability_note, robust_p90
+    from edgekd.report.markdown import render_markdown
+
+    quiet = LatencyStats.from_samples([1.0] * 80 + [1.05] * 20)
+    assert robust_p90(quiet) == (pytest.approx(quiet.p90), "p90")
+    assert instability_note(quiet, "the teacher") is None
+    # the teacher of the issue: p50 0.43 ms, p90 of interference 3.97 ms
+    busy = LatencyStats.from_samples([0.43] * 60 + [0.6] * 25 + [3.97] * 15)
+    value, how = robust_p90(busy)
+    assert value == pytest.approx(0.43 * 1.10) and how.startswith("p50 x 1.1")
+    note = instability_note(busy, "the teacher")
+    assert "unstable" in note and "x its p50" in note
+    doc = {"verdict": "pass", "latency": busy.to_dict(),
+           "context": {"demo": {"teacher_latency": {"warning": note, "basis": how}}}}
+    md = render_markdown(doc)
+    assert "| unstable | yes" in md and "Warning: the measurement of the teacher was unstable" in md
