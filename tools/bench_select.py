@@ -19,26 +19,72 @@ the predictor does.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
+
+BURNER = """
+import time, sys
+burst, idle = float(sys.argv[1]), float(sys.argv[2])
+while True:
+    t = time.monotonic() % (burst + idle)
+    if t < burst:
+        end = time.monotonic() + (burst - t)
+        while time.monotonic() < end:
+            pass
+    else:
+        time.sleep(burst + idle - t)
+"""
+
+
+def start_burners(burst: float, idle: float) -> list:
+    """One busy-looping process per core, on for ``burst`` s and off for ``idle`` s, all in step."""
+    n = os.cpu_count() or 1
+    return [subprocess.Popen([sys.executable, "-c", BURNER, str(burst), str(idle)]) for _ in range(n)]
+
+
+def stop_burners(procs: list) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait()
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    root = Path(__file__).resolve().parent.parent
     ap.add_argument("--profile", action="append", default=None,
                     help="profile file (repeatable; default: profiles/ort-cpu-mobilenetv2.json)")
     ap.add_argument("--budgets", type=int, default=10)
     ap.add_argument("--metric", default="p90", choices=["p50", "p90"])
     ap.add_argument("--grid-only", action="store_true", help="only the profiled candidates, no derived ones")
     ap.add_argument("--min-time", type=float, default=None, help="seconds of timing per verification")
+    ap.add_argument("--load", action="store_true", help="run a background burner on every core, in bursts")
+    ap.add_argument("--burst", type=float, default=1.5, help="seconds of each burst of load")
+    ap.add_argument("--idle", type=float, default=1.5, help="seconds between bursts")
+    ap.add_argument("--no-recalibrate", dest="recal", action="store_false",
+                    help="use the profile as stored and judge raw measurements")
     args = ap.parse_args(argv)
+    burners = []
+    if args.load:
+        burners = start_burners(args.burst, args.idle)
+        print(f"# load: {len(burners)} busy-loop processes (one per core), {args.burst:g} s busy / "
+              f"{args.idle:g} s idle, in step, for the whole run")
+    try:
+        return run(args)
+    finally:
+        stop_burners(burners)
+
+
+def run(args) -> int:
+    root = Path(__file__).resolve().parent.parent
 
     import numpy as np
 
     from edgekd.errors import EdgeKDError
     from edgekd.latency.predict import epsilon
     from edgekd.latency.profile import check_fingerprint, current_fingerprint, load_profile
+    from edgekd.latency.recalibrate import make_corrected_measure, recalibrate
     from edgekd.latency.select import candidates, make_measure, select_student
     from edgekd.targets import target_from_dict
 
@@ -54,20 +100,27 @@ def main(argv=None) -> int:
         if warn:
             print(f"# warning: {warn}")
         eps = epsilon(prof, args.metric)
+        rc = recalibrate(prof, target=target) if args.recal else None
+        f = rc.factor if rc else 1.0
+        if rc:
+            print(f"# {rc.describe()}")
+        elif args.recal:
+            print("# the profile stores no reference readings: not re-calibrated")
         cands = candidates(prof, args.metric, derive=not args.grid_only)
         top = max(cands, key=lambda c: (c.params, c.macs))  # the most capacity any candidate has
-        lo = min(c.predicted_ms for c in cands) * (1 + eps) * 1.02
-        hi = top.predicted_ms * (1 + eps)
+        lo = min(c.predicted_ms for c in cands) * f * (1 + eps) * 1.02
+        hi = top.predicted_ms * f * (1 + eps)
         budgets = np.geomspace(lo, hi, args.budgets)
-        measure = make_measure(prof, args.metric, target=target)
+        measure = (make_corrected_measure(prof, args.metric, rc, target=target) if rc
+                   else make_measure(prof, args.metric, target=target))
         print(f"\n{path.name}: {len(cands)} candidates, eps {eps:.1%}, budgets {lo:.3f}..{hi:.3f} ms ({args.metric})")
-        print(f"{'budget ms':>9s}  {'selected':60s} {'pred ms':>8s} {'meas ms':>8s} {'meas/budget':>11s} "
-              f"{'tries':>5s}  verdict")
+        print(f"{'budget ms':>9s}  {'selected':60s} {'pred ms':>8s} {'meas ms':>8s} {'raw ms':>8s} "
+              f"{'meas/budget':>11s} {'tries':>5s}  verdict")
         under = tight = capped = 0
         for b in budgets:
             try:
                 sel = select_student(prof, float(b), metric=args.metric, derive=not args.grid_only,
-                                     verify=True, measure=measure)
+                                     verify=True, measure=measure, speed_factor=f)
             except EdgeKDError as exc:
                 print(f"{b:9.3f}  {'-':60s} {'':8s} {'':8s} {'':11s} {'':5s}  error: {exc.one_line()[:80]}")
                 continue
@@ -80,10 +133,14 @@ def main(argv=None) -> int:
             if ok_under and not ok_tight and (c.params, c.macs) >= (top.params, top.macs):
                 verdict += ", nothing larger exists"
                 capped += 1
-            print(f"{b:9.3f}  {c.spec[:60]:60s} {c.predicted_ms:8.4f} {c.verified_ms:8.4f} {ratio:11.2f} "
+            raw = f"{c.verified_raw_ms:8.4f}" if c.verified_raw_ms is not None else f"{'':8s}"
+            print(f"{b:9.3f}  {c.spec[:60]:60s} {c.predicted_ms:8.4f} {c.verified_ms:8.4f} {raw} {ratio:11.2f} "
                   f"{len(sel.attempts):5d}  {verdict}")
+        if hasattr(measure, "close"):
+            measure.close()
         n = len(budgets)
-        print(f"# grid allows: {oracle_tight(cands, budgets)}/{n} budgets filled to >= 0.8 x budget by the "
+        print(f"# measured = {'drift-corrected to the speed at re-calibration' if rc else 'raw'} {args.metric}")
+        print(f"# grid allows: {oracle_tight(cands, budgets / f)}/{n} budgets filled to >= 0.8 x budget by the "
               f"grid entry with the most parameters whose stored {args.metric} fits")
         ok = under == n and tight >= n - 1
         all_ok &= ok

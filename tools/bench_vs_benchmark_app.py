@@ -1,11 +1,16 @@
 #!/usr/bin/env python
 """Our median next to OpenVINO's own `benchmark_app -hint latency` median on the same IR,
-threads and shape. docs/LATENCY.md: they should agree within 10%.
+threads and shape. docs/LATENCY.md: they should agree within 3% (ratio 0.97-1.03).
 
 The two are run alternately (ours, theirs, ours, theirs, ...) and the ratio of each pair is
-reported, with the median ratio at the end.
+reported, with the median ratio at the end. benchmark_app reports the runtime's own latency of
+each request; ours is wall time around one session.run (the Python call included).
 
-    python tools/bench_vs_benchmark_app.py [--model SPEC] [--threads 1] [--pairs 3] [--time 5]
+It also measures what reading the disturbance signal (involuntary context switches, read once
+per sample, outside the timed span) costs: the same session measured with and without it, in
+alternation, and the ratio of the medians.
+
+    python tools/bench_vs_benchmark_app.py [--model SPEC] [--threads 1] [--pairs 5] [--time 3]
 """
 from __future__ import annotations
 
@@ -44,8 +49,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenetv2:width=1.0,res=32")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pairs", type=int, default=3)
-    ap.add_argument("--time", type=int, default=5, help="whole seconds per run, both tools")
+    ap.add_argument("--pairs", type=int, default=5)
+    ap.add_argument("--time", type=int, default=3, help="whole seconds per run, both tools")
     args = ap.parse_args(argv)
 
     from edgekd.deploy import open_model
@@ -69,9 +74,18 @@ def main(argv=None) -> int:
             ratios.append(ours / theirs)
             print(f"{i + 1:4d} {ours:14.4f} {theirs:24.4f} {ours / theirs:7.3f}")
         med = statistics.median(ratios)
-        verdict = "within 10%" if abs(med - 1) <= 0.10 else "OUTSIDE 10%"
-        print(f"median ratio edgekd/benchmark_app = {med:.3f} ({verdict})")
-        return 0 if abs(med - 1) <= 0.10 else 1
+        ok = 0.97 <= med <= 1.03
+        print(f"median ratio edgekd/benchmark_app = {med:.3f} ({'within' if ok else 'OUTSIDE'} 0.97-1.03)")
+        signal = []
+        short = settings.model_copy(update={"min_time_s": 1.0, "warmup_s": 0.2})
+        for _ in range(args.pairs):
+            on = measure_session(opened.session, x, short)
+            off = measure_session(opened.session, x, short, switches=None)
+            signal.append(on.stats.p50 / off.stats.p50)
+        print(f"disturbance signal: p50 with / without = {statistics.median(signal):.3f} "
+              f"(pairs: {' '.join(f'{v:.3f}' for v in signal)}); disturbed samples in the last run: "
+              f"{on.stats.disturbed} of {on.stats.n}")
+        return 0 if ok else 1
 
 
 if __name__ == "__main__":

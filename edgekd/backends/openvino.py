@@ -86,6 +86,7 @@ class OVSession(Session):
         self._req = self.compiled.create_infer_request()
         self._ov = ov
         self._bound, self._bound_feed = None, {}
+        self._out_views = None  # the request's static output buffers, once it has run
         self.path = xml
         self.input_names = [p.get_any_name() for p in model.inputs]
         self.input_shapes = [[int(d) if d.strip().lstrip("-").isdigit() and int(d) >= 0 else None
@@ -106,6 +107,15 @@ class OVSession(Session):
         # The same prepared input object as last time (the measurement loop's case) is already
         # bound to the request through shared memory, so a run is one infer() call, as in
         # OpenVINO's own benchmark_app; any other input is bound first.
+        if inputs is self._bound and self._out_views is not None:
+            # static outputs stay where the request put them last time: run it and copy them out
+            # once, without the Python wrapper's dispatch and result dict (~25 us a call)
+            try:
+                self._req.start_async()
+                self._req.wait()
+            except RuntimeError as exc:
+                self._raise_run_error(exc, self._bound_feed)
+            return [v.copy() for v in self._out_views]
         if inputs is not self._bound:
             feed = self._as_dict(inputs)
             try:
@@ -118,10 +128,12 @@ class OVSession(Session):
             results = self._req.infer()  # copies the outputs out of the request once
         except RuntimeError as exc:  # diagnose off the timed path: only when OpenVINO refuses
             self._raise_run_error(exc, self._bound_feed)
+        if all(not o.get_partial_shape().is_dynamic for o in self.compiled.outputs):
+            self._out_views = [self._req.get_output_tensor(i).data for i in range(len(self.compiled.outputs))]
         return [results[o] for o in self.compiled.outputs]
 
     def _raise_run_error(self, exc: Exception, feed: Mapping[str, np.ndarray]):
-        self._bound, self._bound_feed = None, {}
+        self._bound, self._bound_feed, self._out_views = None, {}, None
         for name, shape in zip(self.input_names, self.input_shapes):
             if name in feed:
                 check_input_shape(name, shape, np.shape(feed[name]), str(self.path))
