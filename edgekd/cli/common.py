@@ -25,9 +25,79 @@ def _clean(o: Any) -> Any:
     return o
 
 
-def emit_json(obj: Any) -> None:
-    """One JSON object on stdout (NaN/inf become null), nothing else."""
-    sys.stdout.write(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE")
+_RANK = {"PASS": 0, "INCONCLUSIVE": 1, "ERROR": 1, "FAIL": 2}  # a gate ERROR (runtime missing) decided nothing
+
+
+def _verdict_of(doc: dict) -> "str | None":
+    """The command's verdict in the one spelling (PASS/FAIL/INCONCLUSIVE), or None when it has none:
+    its own `verdict` (any case), the worst of a gate's result statuses, else a `passed`/`ok`/`met`
+    flag (verify, doctor, prune)."""
+    v = doc.get("verdict")
+    if isinstance(v, str) and v.upper() in VERDICTS:
+        return v.upper()
+    results = doc.get("results")
+    if isinstance(results, list) and results and all(isinstance(r, dict) and r.get("status") in _RANK
+                                                     for r in results):
+        worst = max((r["status"] for r in results), key=_RANK.__getitem__)
+        return "INCONCLUSIVE" if worst == "ERROR" else worst
+    for key in ("passed", "ok", "met"):
+        if isinstance(doc.get(key), bool):
+            return "PASS" if doc[key] else "FAIL"
+    return None
+
+
+def _latency_of(doc: dict) -> "dict | None":
+    """The one latency block (`latency_ms`, statistics in ms with `p90_ci`) where a command reports
+    it under another name: verify's `latency`, calibrate's `stats`, a gate result's `decision`."""
+    if isinstance(doc.get("latency_ms"), dict):
+        return None
+    for key in ("latency", "stats"):
+        lat = doc.get(key)
+        if isinstance(lat, dict) and "p90_ci" in lat:
+            return lat
+    dec = doc.get("decision")
+    if isinstance(dec, dict) and dec.get("metric") and "ci" in dec:
+        m = str(dec["metric"])
+        return {m: dec.get("value"), f"{m}_ci": dec["ci"], "n": dec.get("n")}
+    return None
+
+
+def envelope(obj: Any, command: "str | None" = None) -> dict:
+    """``obj`` (a command's payload) in the envelope every --json shares (docs/JSON.md): `schema`
+    ("edgekd.<command>/v1" unless the payload names its own), `verdict` where there is one, and
+    `latency_ms` (with `p90_ci`) wherever a latency block sits under another name; the payload's
+    own keys follow unchanged (a `verdict` among them in the one spelling)."""
+    doc = _clean(obj)
+    if not isinstance(doc, dict):
+        doc = {"result": doc}
+    if command is None:
+        ctx = click.get_current_context(silent=True)
+        command = ctx.info_name if ctx is not None and ctx.info_name else "edgekd"
+    out: dict = {"schema": doc.get("schema") or f"edgekd.{command}/v1"}
+    verdict = _verdict_of(doc)
+    if verdict is not None:
+        out["verdict"] = verdict
+    lat = _latency_of(doc)
+    if lat is not None:
+        out["latency_ms"] = lat
+    for key in ("results", "targets"):  # a list of per-model (gate) or per-target (profile) rows
+        rows = doc.get(key)
+        if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+            doc[key] = [_row(r) for r in rows]
+    out.update({k: v for k, v in doc.items() if k not in out})
+    return out
+
+
+def _row(row: dict) -> dict:
+    lat = _latency_of(row)
+    return {**row, "latency_ms": lat} if lat is not None else row
+
+
+def emit_json(obj: Any, *, command: "str | None" = None) -> None:
+    """One JSON object on stdout (NaN/inf become null), nothing else, in the shared envelope
+    (envelope(); the command's name comes from click's context unless given)."""
+    sys.stdout.write(json.dumps(envelope(obj, command), indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
 
 

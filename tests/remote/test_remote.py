@@ -405,7 +405,7 @@ def test_verify_runs_on_the_device_and_reuses_the_copies(lab, digits_onnx, run_c
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert d["verdict"] == "pass" and {c["name"] for c in d["checks"]} == {"latency", "accuracy"}
+    assert d["verdict"] == "PASS" and {c["name"] for c in d["checks"]} == {"latency", "accuracy"}
     assert d["latency"]["environment"]["host"] == "verify-dev"  # the device measured it
     assert d["remote"]["host"] == "127.0.0.1" and d["remote"]["port"] == lab.port_a
     assert d["artifact"] == str(digits_onnx)
@@ -509,7 +509,7 @@ def test_remote_verify_parity_on_the_device_and_manifest_refusals(lab, compress_
                 "--max-drop", "0.01", "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
-    assert {c["name"] for c in d["checks"]} == {"accuracy_drop", "parity"} and d["verdict"] == "pass"
+    assert {c["name"] for c in d["checks"]} == {"accuracy_drop", "parity"} and d["verdict"] == "PASS"
     assert d["parity"]["passed"] and d["parity"]["max_abs_diff"] < 1e-3
     assert abs(d["accuracy"] - d["reference_accuracy"]) < 0.01
     assert d["manifest"] == str(compress_like / "manifest.json")

@@ -32,7 +32,7 @@ def test_verify_passes_with_parity_and_manifest(run_dir, run_cli):
     import json
 
     d = json.loads(r.stdout)
-    assert d["verdict"] == "pass" and d["manifest"].endswith("manifest.json")
+    assert d["verdict"] == "PASS" and d["manifest"].endswith("manifest.json")
     assert {c["name"] for c in d["checks"]} == {"latency", "accuracy_drop", "parity"}
     assert d["n_val"] > 100 and 0 <= d["accuracy"] <= 1
     assert abs(d["accuracy"] - d["reference_accuracy"]) < 0.01
