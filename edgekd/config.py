@@ -157,7 +157,7 @@ def load_budgets(path: "str | os.PathLike") -> BudgetsFile:
     p = Path(path)
     data, text = read_yaml_mapping(p, what="budgets file", read_hint="check the --budgets path",
                                    shape="a mapping with a 'budgets' list",
-                                   shape_hint="see the budgets.yaml example in the README")
+                                   shape_hint="see the budgets.yaml example in docs/CI.md")
     try:
         return BudgetsFile.model_validate({**data, "source": str(p)})
     except ValidationError as exc:

@@ -162,7 +162,7 @@ def checked_ssh_options(remote: "RemoteSpec", target: str = "", source: "str | N
             raise BadInputError(f"remote.ssh_options.{key} of {where} is refused: ssh options other than "
                                 f"connection settings can run a program here or send local data elsewhere",
                                 hint=f"if you trust that file, allow it on this machine with "
-                                     f"{SSH_ALLOW_ENV}={key} (README, 'Remote targets')")
+                                     f"{SSH_ALLOW_ENV}={key} (docs/REMOTE.md)")
         if not _SAFE_VALUE.fullmatch(str(value)):
             raise BadInputError(f"remote.ssh_options.{key} of {where} has the value {str(value)!r}, with "
                                 f"spaces, quotes or other characters ssh options do not need",

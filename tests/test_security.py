@@ -1,4 +1,4 @@
-"""What a hostile checkout, file or cache entry must not be able to do (README, "Security")."""
+"""What a hostile checkout, file or cache entry must not be able to do (docs/SECURITY.md)."""
 from __future__ import annotations
 
 import logging

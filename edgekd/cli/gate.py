@@ -41,7 +41,7 @@ def _history(paths, history_db, target_name, as_json) -> int:
 @click.command("gate")
 @click.argument("paths", nargs=-1, metavar="[DIR|MODEL ...]")
 @click.option("--budgets", "budgets_path", type=click.Path(dir_okay=False), default=None,
-              help="budgets.yaml mapping model globs x targets to budgets (see README).")
+              help="budgets.yaml mapping model globs x targets to budgets (see docs/CI.md).")
 @click.option("--target", "-t", "target_name", default=None,
               help="Target for --budget-ms (default ort-cpu); with --budgets, gate only this target.")
 @click.option("--budget-ms", type=float, default=None, help="Budget in milliseconds for every model given.")

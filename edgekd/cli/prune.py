@@ -42,7 +42,7 @@ def _table(summary: dict) -> None:
 @click.option("--ratio", type=float, default=None, help="Fraction of channels to remove.")
 @click.option("--budget-ms", type=float, default=None,
               help="Prune until the latency metric is within this budget on --target.")
-@click.option("--target", default=None, help="Target to measure on (needed with --budget-ms).")
+@click.option("--target", "-t", default=None, help="Target to measure on (needed with --budget-ms).")
 @click.option("--metric", type=click.Choice(list(METRICS)), default="p90",
               show_default=True, help="Latency statistic held to the budget.")
 @click.option("--importance", type=click.Choice(list(IMPORTANCES)),

@@ -33,8 +33,8 @@ def verify_cmd(artifact, target_name, data, resolution, budget_ms, metric, min_a
 
     Exit 0 when every requirement holds, 1 when one fails (the numbers are printed), 3 when
     the latency interval straddles the budget, 2 when ARTIFACT no longer matches the
-    manifest.json beside it. A target with remote: is verified on its device (README, "Remote
-    targets"): the artifact, the validation arrays and --reference are copied there.
+    manifest.json beside it. A target with remote: is verified on its device (docs/REMOTE.md):
+    the artifact, the validation arrays and --reference are copied there.
     """
     from ..errors import InconclusiveError, VerdictError
     from ..verify import verify_artifact

@@ -56,7 +56,7 @@ class Probe:
 def ssh_for(target: TargetSpec) -> SSHTarget:
     if target.remote is None:
         raise BadInputError(f"target '{target.name}' has no remote: section",
-                            hint="add remote: {host: ...} to its YAML (see README, 'Remote targets')")
+                            hint="add remote: {host: ...} to its YAML (see docs/REMOTE.md)")
     return SSHTarget(target.remote, target.name, target.source)
 
 
