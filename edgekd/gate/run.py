@@ -137,13 +137,15 @@ def judged_samples(m: Any) -> tuple[np.ndarray, str, float | None]:
 def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None = None,
              baselines: "BaselineStore | None" = None, max_rounds: int = DEFAULT_MAX_ROUNDS,
              max_time_s: float | None = DEFAULT_MAX_TIME_S, alpha: float = 0.002,
-             unstable_iqr: float | None = None, clock: Callable[[], float] = time.monotonic) -> GateResult:
+             unstable_iqr: float | None = None, clock: Callable[[], float] = time.monotonic,
+             autocorrelated: bool = True) -> GateResult:
     """Measure and decide; while undecided, measure another round and decide on all rounds pooled.
 
-    Stops as soon as the pooled samples PASS, or FAIL confirmed: a FAIL on the pooled samples
-    is reported only when the rounds measured after it, pooled on their own (independent of the
-    samples that first failed), fail too, so one burst of machine load can't fail the gate
-    (with ``max_rounds`` 1 one look decides). No round starts after ``max_rounds`` rounds, or
+    Stops as soon as a verdict is confirmed: a PASS or FAIL of the pooled samples is reported
+    only when the rounds measured after it, pooled on their own (independent of the samples
+    that first gave it), give it too, so neither one burst of machine load nor one calm
+    stretch decides the gate (with ``max_rounds`` 1 one look decides). No round starts after
+    ``max_rounds`` rounds, or
     when another round of the mean length so far would end past ``max_time_s`` seconds since
     the first began (``clock``, injectable). Undecided then: INCONCLUSIVE.
 
@@ -151,6 +153,7 @@ def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None 
     ``environment`` (default: bench); optional ``drift`` / corrected samples (judged_samples),
     and ``baseline_samples_ms``: a baseline artifact measured in alternation with the model in
     the same round (--baseline-model), which then stands in for a stored baseline.
+    ``autocorrelated=False`` computes bounds as if samples were independent (for comparison).
     RuntimeMissingError (exit 4) propagates: never a pass."""
     from ..targets import load_target
 
@@ -172,10 +175,11 @@ def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None 
         return decide(x, budget.budget_ms, metric=budget.metric, confidence=budget.confidence,
                       baseline_samples=base, max_regression=budget.max_regression, alpha=alpha,
                       unstable_iqr=iqr, baseline_source="alternated" if alt_blocks else "stored",
-                      judged="corrected" if labels == {"corrected"} else "raw")
+                      judged="corrected" if labels == {"corrected"} else "raw", autocorrelated=autocorrelated)
 
     d = None
-    confirm_from: int | None = None  # first round of the independent block confirming a FAIL
+    candidate: Verdict | None = None  # a verdict of the pooled samples awaiting confirmation
+    confirm_from = 0  # first round of the independent block that must confirm it
     confirmed = False
     t0 = clock()
     for r in range(1, max_rounds + 1):
@@ -204,19 +208,17 @@ def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None 
         d = run_decide(np.concatenate(blocks), base)
         res.rounds = r
         res.round_verdicts.append(d.verdict.value)
-        if d.verdict == Verdict.PASS:
-            break
-        if d.verdict != Verdict.FAIL:
-            confirm_from = None
+        if d.verdict == Verdict.INCONCLUSIVE:
+            candidate = None
             continue
         if max_rounds == 1:
             confirmed = True
             break
-        if confirm_from is None:
-            confirm_from = r  # blocks[r:] (the rounds after this one) must fail on their own
+        if d.verdict != candidate:
+            candidate, confirm_from = d.verdict, r  # blocks[r:] (the rounds after this one) must agree
             continue
         alt_conf = np.concatenate(alt_blocks[confirm_from:]) if alt_blocks else stored
-        if run_decide(np.concatenate(blocks[confirm_from:]), alt_conf).verdict == Verdict.FAIL:
+        if run_decide(np.concatenate(blocks[confirm_from:]), alt_conf).verdict == candidate:
             confirmed = True
             break
     res.baseline_used = res.baseline_used or bool(alt_blocks)
@@ -226,10 +228,10 @@ def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None 
     res.judged = "corrected" if labels == {"corrected"} else "raw"
     res.drift_factor = float(np.median(factors)) if factors else None
     res.status = d.verdict.value
-    if d.verdict == Verdict.FAIL and not confirmed:
+    if d.verdict != Verdict.INCONCLUSIVE and not confirmed:
         res.status = Verdict.INCONCLUSIVE.value
-        res.warnings.append(f"FAIL on the pooled samples was not confirmed by an independent later block "
-                            f"within {res.rounds} rounds (machine load?): reported INCONCLUSIVE")
+        res.warnings.append(f"{d.verdict.value} on the pooled samples was not confirmed by an independent later "
+                            f"block within {res.rounds} rounds (machine load?): reported INCONCLUSIVE")
     return res
 
 

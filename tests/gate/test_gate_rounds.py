@@ -54,12 +54,17 @@ def test_rounds_stop_as_soon_as_decided():
     blocks = [lat(60, seed=s) for s in range(10)]
     _, hi_one = decide(blocks[0], 10.0).ci
     b = Budget(budget_ms=hi_one * 0.995)  # the first round alone can't pass; a few pooled do
+    blocks += [lat(60, seed=s) for s in range(10, 30)]
     fm = Rounds(blocks)
-    r = gate_one("m.onnx", "ort-cpu", b, measure_fn=fm, max_rounds=10, max_time_s=None)
-    assert r.status == "PASS" and 2 <= r.rounds < 10 and fm.calls == r.rounds
-    assert r.round_verdicts[-1] == "PASS" and set(r.round_verdicts[:-1]) == {"INCONCLUSIVE"}
-    one = Rounds([lat(400, seed=1)] * 5)
-    assert gate_one("m.onnx", "ort-cpu", Budget(budget_ms=5), measure_fn=one).rounds == 1 and one.calls == 1
+    r = gate_one("m.onnx", "ort-cpu", b, measure_fn=fm, max_rounds=30, max_time_s=None)
+    assert r.status == "PASS" and 3 <= r.rounds < 30 and fm.calls == r.rounds
+    first = r.round_verdicts.index("PASS")  # pooled PASS, then the rounds after it confirm it on their own
+    assert first >= 1 and set(r.round_verdicts[:first]) == {"INCONCLUSIVE"}
+    one = Rounds([lat(400, seed=s) for s in range(5)])
+    r1 = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=5), measure_fn=one)
+    assert r1.status == "PASS" and r1.rounds == 2 and one.calls == 2 and r1.round_verdicts == ["PASS", "PASS"]
+    single = Rounds([lat(400, seed=1)])
+    assert gate_one("m.onnx", "ort-cpu", Budget(budget_ms=5), measure_fn=single, max_rounds=1).status == "PASS"
 
 
 def test_time_cap_respected_with_an_injected_clock():
@@ -81,7 +86,7 @@ def test_fail_is_confirmed_on_a_later_independent_block():
     calm = [lat(300, 1.0, seed=s) for s in range(2, 12)]
     r = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=1.5), measure_fn=Rounds([burst] + calm), max_rounds=11,
                  max_time_s=None)
-    assert r.round_verdicts[0] == "FAIL" and r.status == "INCONCLUSIVE"  # one burst of load fails nothing
+    assert r.round_verdicts[0] == "FAIL" and r.status != "FAIL"  # one burst of load fails nothing
     assert r.decision.n_eff < r.decision.n / 10  # the burst is one block of correlated samples, not 300
     slow = Rounds([lat(300, 2.0, seed=s) for s in (4, 5, 6)])
     r2 = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=1.5), measure_fn=slow, max_time_s=None)
@@ -94,16 +99,19 @@ def test_fail_is_confirmed_on_a_later_independent_block():
 
 
 def test_unstable_clear_results_decide_in_one_round():
-    noisy = Rounds([lat(2000, 0.02, spread=0.3, seed=3)])
+    noisy = Rounds([lat(2000, 0.02, spread=0.3, seed=s) for s in (3, 4)])
     r = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=0.5), measure_fn=noisy)
-    assert r.status == "PASS" and r.decision.unstable and r.rounds == 1
+    assert r.status == "PASS" and r.decision.unstable and r.rounds == 2  # one look and its confirmation
+    slow = Rounds([lat(2000, 2.0, spread=0.3, seed=s) for s in (5, 6)])
+    r2 = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=1.0), measure_fn=slow)
+    assert r2.status == "FAIL" and r2.decision.unstable and r2.rounds == 2
 
 
 def test_drift_corrected_samples_are_judged_only_with_a_calibration():
     raw = lat(400, 1.4, seed=2)  # the machine ran 1.4x slow
     corrected = raw / 1.4
     drift = SimpleNamespace(factor=1.4, calibrated=True)
-    fm = Rounds([raw], drift=drift, corrected_samples_ms=corrected)
+    fm = Rounds([raw, raw[::-1]], drift=drift, corrected_samples_ms=corrected)
     r = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=1.2), measure_fn=fm)
     assert r.status == "PASS" and r.judged == "corrected" and r.decision.judged == "corrected"
     assert r.drift_factor == pytest.approx(1.4) and "judged on corrected" in r.decision.numbers()
@@ -118,11 +126,11 @@ def test_drift_corrected_samples_are_judged_only_with_a_calibration():
     from edgekd.latency.stats import LatencyStats
 
     reading = DriftReading(factor=1.4, reference_p50_ms=0.14, calibrated_p50_ms=0.1, source="calibration x")
-    bench_like = Rounds([raw], drift=reading, corrected=LatencyStats.from_samples(corrected))
+    bench_like = Rounds([raw, raw[::-1]], drift=reading, corrected=LatencyStats.from_samples(corrected))
     r3 = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=1.2), measure_fn=bench_like)
     assert r3.judged == "corrected" and r3.status == "PASS"
     assert r3.decision.value == pytest.approx(np.percentile(raw, 90) / 1.4)
-    plain = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=5), measure_fn=Rounds([raw]))
+    plain = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=5), measure_fn=Rounds([raw, raw]))
     assert plain.judged == "raw" and plain.drift_factor is None
 
 
@@ -133,7 +141,7 @@ def test_baseline_model_measured_alongside_with_a_fake_pair_measurement():
     reg = r.decision.regression
     assert r.status == "FAIL" and r.baseline_used and reg.source == "alternated" and reg.median_ratio > 1.05
     assert "measured alongside" in r.decision.reason and reg.baseline_n == 800  # confirmed on round 2
-    same = Rounds([lat(400, 1.0, seed=14)], baseline_samples_ms=[lat(400, 1.0, seed=15)])
+    same = Rounds([lat(400, 1.0, seed=s) for s in (14, 16)], baseline_samples_ms=[lat(400, 1.0, seed=s) for s in (15, 17)])
     r2 = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=5), measure_fn=same)
     assert r2.status == "PASS" and not r2.decision.regression.significant
 
