@@ -26,11 +26,14 @@ from .common import emit_json, json_option, resolve_target
               help="Minimum seconds of timing per whole model (target default: 1).")
 @click.option("--block-min-time", "block_min_time_s", type=float, default=None,
               help="Minimum seconds of timing per block (default: 0.25, or --min-time if shorter).")
+@click.option("--pairs/--no-pairs", default=True, show_default=True,
+              help="Also measure each pair of adjacent blocks (the predictor's 'context' reading). "
+                   "--no-pairs halves the entries of a real-size grid; the predictor then reads blocks alone.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Where to keep exported files while measuring (default: a temporary directory).")
 @json_option
 def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes, min_time_s,
-                block_min_time_s, work_dir, as_json):
+                block_min_time_s, pairs, work_dir, as_json):
     """Measure every candidate of a family's grid on a target, plus each unique block the
     runtime executes, and fit the latency predictor (sum of blocks + overhead, calibrated on a
     few whole models, validated on the rest). Shows progress with an ETA on stderr and prints
@@ -42,7 +45,12 @@ def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes
     kwargs = dict(out=out, grid=grid, resume=resume, in_channels=in_channels, num_classes=num_classes,
                   min_time_s=min_time_s, block_min_time_s=block_min_time_s, work_dir=work_dir)
     if len(target_name) > 1 or target.remote is not None:
+        if not pairs:
+            from ..errors import BadInputError
+
+            raise BadInputError("--no-pairs profiles one local target", hint="drop --no-pairs, or give one --target")
         return profile_cli(list(target_name), family, as_json=as_json, **kwargs)
+    kwargs["pairs"] = pairs
 
     if as_json or not sys.stderr.isatty():
         run = profile_family(target, family, on_event=_plain_progress(as_json), **kwargs)

@@ -171,8 +171,9 @@ class ProfileRun:
 def profile_family(target, family: str, *, out: "str | Path", grid: str = "default", resume: bool = False,
                    in_channels: int = 1, num_classes: int = 10, min_time_s: float | None = None,
                    block_min_time_s: float | None = None, work_dir: "str | Path | None" = None,
-                   on_event: Callable[[ProfileEvent], None] | None = None) -> ProfileRun:
-    """Measure every candidate of ``grid`` and each unique block they run on ``target``.
+                   on_event: Callable[[ProfileEvent], None] | None = None, pairs: bool = True) -> ProfileRun:
+    """Measure every candidate of ``grid`` and each unique block they run on ``target`` (and,
+    with ``pairs``, each pair of adjacent blocks: the predictor's ``context`` reading).
 
     The profile at ``out`` is rewritten atomically after every entry; with ``resume`` the entries
     already there (by spec / block key) are kept as they are and not measured again.
@@ -211,7 +212,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                           f"{REFERENCE}); predict.model_latency takes out the drift its readings show",
                 "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2, activations "
                                f"within L2/2 (max {MAX_COPIES}; fewer than 2: none)",
-                "l2_bytes": l2_bytes()}
+                "l2_bytes": l2_bytes(), **({} if pairs else {"pairs": "not measured (--no-pairs)"})}
 
     if out.exists() and not resume:
         raise BadInputError(f"profile {out} already exists",
@@ -257,7 +258,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
             elif k not in planned:
                 planned.add(k)
                 plan.append(("block", k, sig))
-        for a, b in zip(sigs[s], sigs[s][1:]):
+        for a, b in zip(sigs[s], sigs[s][1:]) if pairs else ():
             k = pair_key(a["key"], b["key"])
             if k in prof.pairs:
                 if k not in skipped:

@@ -359,3 +359,14 @@ def test_a_profile_resumed_under_another_protocol_says_so(fake, tmp_path):
     out.write_text(json.dumps(d))
     P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out, resume=True)
     assert len(P.load_profile(out).protocol["resumed_with"]) == 1
+
+
+def test_no_pairs_measures_blocks_and_models_only(fake, tmp_path):
+    out = tmp_path / "p.json"
+    grid = grid_file(tmp_path, TINY)
+    P.profile_family("ort-cpu", "convnet", grid=str(grid), out=out, pairs=False)
+    prof = P.load_profile(out)
+    assert not prof.pairs and [n for n, _ in fake.calls].count("pair") == 0
+    assert len(prof.models) == 3 and prof.blocks
+    assert "--no-pairs" in prof.protocol["pairs"]
+    assert prof.calibration["p50"]["method"] == "alone"  # context needs the pairs
