@@ -3,7 +3,9 @@
 The profile is read by latency's one loader (latency.fit.load_profile). A model's spec (ONNX
 metadata_props key "edgekd.spec", written by edgekd's exporter) is looked up among the profile's
 whole-model entries; if it is not there, the block-sum predictor is asked. eps is the profile's
-p95 relative prediction error for the budget's own metric (latency.predict.margin).
+p95 relative prediction error for the budget's own metric (latency.predict.margin). The
+prediction is first re-calibrated to this machine when it matches the profile's fingerprint
+(recalibrated).
 """
 from __future__ import annotations
 
@@ -58,6 +60,29 @@ def predicted_ms(profile: Profile, spec: str, metric: str) -> float:
                             hint="profile this family on the target with `edgekd profile`") from exc
 
 
+_RECALIBRATED: dict[int, tuple[Profile, float, "str | None"]] = {}
+
+
+def recalibrated(profile: Profile) -> "tuple[float, str | None]":
+    """(speed factor, note) the profile's predictions are scaled by here (latency.recalibrate),
+    once per profile: its reference model measured on this machine when the machine matches the
+    profile's fingerprint; 1.0 with a note when it does not (another kind of machine says
+    nothing about the device's speed) or the profile stores no reference readings."""
+    held = _RECALIBRATED.get(id(profile))
+    if held is None or held[0] is not profile:
+        from ..latency.profile import check_here
+        from ..latency.recalibrate import check_factor, recalibrate
+
+        if check_here(profile):
+            out = (1.0, f"profile {profile.label} not re-calibrated: it describes another environment")
+        else:
+            rc = recalibrate(profile)
+            out = (rc.factor if rc else 1.0,
+                   "; ".join(m for m in (rc.describe() if rc else None, check_factor(rc, profile)) if m))
+        held = _RECALIBRATED[id(profile)] = (profile, *out)
+    return held[1], held[2]
+
+
 def gate_predicted(model: str, target: str, budget: Budget, profile: Profile) -> GateResult:
     """The prediction's error band [pred / (1+eps), pred x (1+eps)] judged against the budget
     (verdict.judge): PASS when even the pessimistic end is within it, FAIL when even the
@@ -65,7 +90,8 @@ def gate_predicted(model: str, target: str, budget: Budget, profile: Profile) ->
     spec = model_spec(model)
     metric = str(budget.metric)
     eps = _epsilon(profile, metric)
-    pred = predicted_ms(profile, spec, metric)
+    factor, note = recalibrated(profile)
+    pred = predicted_ms(profile, spec, metric) * factor
     lo, hi = pred / (1 + eps), pred * (1 + eps)
     b = budget.budget_ms
     verdict = judge(lo, hi, b)
@@ -79,6 +105,8 @@ def gate_predicted(model: str, target: str, budget: Budget, profile: Profile) ->
                  budget_ms=b, n=0, iqr_over_median=0.0, unstable=False)
     res = GateResult(model=str(model), target=target, budget=budget, status=verdict.value, decision=d,
                      source="predicted")
+    if note:
+        res.warnings.append(note)
     name = profile.target.get("name")
     if name and name != target:
         res.warnings.append(f"profile {profile.label} was measured on '{name}', not '{target}'")

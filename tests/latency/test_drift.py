@@ -192,3 +192,23 @@ def test_a_budget_rests_on_a_robust_p90_and_an_unstable_measurement_is_said():
            "context": {"demo": {"teacher_latency": {"warning": note, "basis": how}}}}
     md = render_markdown(doc)
     assert "| unstable | yes" in md and "Warning: the measurement of the teacher was unstable" in md
+
+
+def test_gate_predict_only_scales_by_the_recalibration(monkeypatch):
+    import edgekd.gate.predict_only as po
+    import edgekd.latency.profile as lp
+    import edgekd.latency.recalibrate as lr
+    from edgekd.config import Budget
+
+    prof = referenced(0.05)
+    prof.validation = {"p95_rel_error": 0.1}
+    spec = prof.models[-1].spec
+    monkeypatch.setattr(po, "model_spec", lambda model: spec)
+    monkeypatch.setattr(lp, "check_here", lambda profile, strict=False: None)  # this machine's kind
+    real = lr.recalibrate
+    monkeypatch.setattr(lr, "recalibrate", lambda profile: real(profile, measure=fake_reference(0.075)))
+    stored = prof.models[-1].latency.p90
+    res = po.gate_predicted("m.onnx", "ort-cpu", Budget(budget_ms=stored * 1.2), prof)
+    assert res.decision.value == pytest.approx(stored * 1.5)
+    assert res.status == "FAIL"  # 1.5 x stored is over 1.2 x stored even at the bottom of its band
+    assert any("scaled by 1.500" in w for w in res.warnings)
