@@ -42,7 +42,7 @@ def main(argv=None) -> int:
             run([sys.executable, "-m", "edgekd", *common, "--seed", str(seed), "--batch-size", str(args.batch),
                  "--out", str(single)], env)
             run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                 "-m", "edgekd", *common, "--seed", str(seed), "--batch-size", str(args.batch // 2),
+                 "-m", "edgekd", *common, "--seed", str(seed), "--batch-size", str(args.batch),
                  "--out", str(ddp)], env)
             a = json.loads((single / "summary.json").read_text())["val_acc"]
             b = json.loads((ddp / "summary.json").read_text())["val_acc"]

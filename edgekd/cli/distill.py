@@ -44,7 +44,9 @@ def _train_options(f):
                      "py:module:function."),
         click.option("--resolution", type=int, default=None, help="Resize images to N×N."),
         click.option("--epochs", type=int, default=None, help="Training epochs [default: 10]."),
-        click.option("--batch-size", type=int, default=None, help="Batch size [default: 64]."),
+        click.option("--batch-size", type=int, default=None,
+                     help="Global batch size: under torchrun each of N processes takes 1/N of it, so "
+                     "the optimizer steps are those of one process [default: 64]."),
         click.option("--lr", type=float, default=None,
                      help="Peak learning rate [default: 0.05 for sgd, 0.002 for adamw]."),
         click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None,

@@ -69,6 +69,16 @@ def pad_crop(x, pad: int, generator):
     return torch.stack([xp[i, :, oy:oy + h, ox:ox + w] for i, (oy, ox) in enumerate(offs)])
 
 
+def per_process_batch(batch_size: int, world: int) -> int:
+    """--batch-size is the global batch: each of ``world`` processes takes its share, so a
+    torchrun run makes as many optimizer steps per epoch as a one-process run with the same flags."""
+    if world > 1 and (batch_size % world or batch_size // world < 2):
+        raise BadInputError(f"--batch-size {batch_size} is the global batch and does not split into {world} "
+                            f"processes of at least 2 samples each",
+                            hint=f"use a multiple of {world} of at least {2 * world}")
+    return batch_size // world
+
+
 def epoch_batches(n: int, config: TrainConfig, epoch: int, rank: int, world: int) -> list[list]:
     from torch.utils.data import DistributedSampler
 
@@ -76,7 +86,7 @@ def epoch_batches(n: int, config: TrainConfig, epoch: int, rank: int, world: int
                                  seed=config.seed, drop_last=False)
     sampler.set_epoch(epoch)
     idx = list(sampler)
-    bs = config.batch_size
+    bs = per_process_batch(config.batch_size, world)
     batches = [idx[i:i + bs] for i in range(0, len(idx), bs)]
     if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm cannot train on one sample
         batches.pop()

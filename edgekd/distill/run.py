@@ -102,6 +102,10 @@ def prepare_out(out: Path, resume: bool, force: bool) -> None:
     (without ``resume``) clears the previous run's files first."""
     last = out / "checkpoints" / "last.pt"
     finished = (out / FINISHED).exists()
+    ours = finished or (out / "checkpoints").is_dir() or (out / "train.jsonl").exists()
+    if out.is_dir() and not ours and any(out.iterdir()):
+        raise BadInputError(f"--out {out} is not empty and holds no edgekd training run",
+                            hint="choose a new or empty directory")
     if force and not resume:
         if dist_info()[0] == 0:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)
