@@ -32,6 +32,7 @@ from ..errors import BadInputError, WorkInterrupted
 from ..util_io import atomic_write_text
 from .loop import (StopFlag, as_float, batch_seed, clean_num, clip_grads, epoch_batches,
                    evaluate, lr_at, make_optimizer, pad_crop, progress_bar)
+from .progress import EpochLog, warn_if_near_chance
 from .runstate import (STATE_FORMAT, STATE_VERSION, allreduce_sum, atomic_torch_save,
                        average_grads, broadcast_module, dist_info, load_state, restore_weights,
                        rng_state, seed_everything, set_rng_state, setup_dist)
@@ -208,6 +209,7 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
     bar = progress_bar(show)
     if bar is not None:
         bar.start()
+    lines = EpochLog(config.epochs) if show and bar is None else None  # stderr is not a terminal
     try:
         while st["epoch"] < config.epochs:
             e = st["epoch"]
@@ -314,6 +316,8 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
                 write_log()
             if task is not None:
                 bar.update(task, info=f"loss {rec['train_loss']:.4f} val {val_acc:.3f}")
+            elif lines is not None:
+                lines.epoch(e + 1, rec["train_loss"], rec["train_acc"], val_acc)
             else:
                 log.info("epoch %d/%d loss %.4f val_acc %.4f (%.2fs)", e + 1, config.epochs,
                          rec["train_loss"] or float("nan"), val_acc, acc["time"])
@@ -321,6 +325,8 @@ def _fit(student, criterion, bundle, config, out_dir, teacher, resume, show, log
         if bar is not None:
             bar.stop()
     write_log()
+    if rank == 0:
+        warn_if_near_chance(st["best_acc"], getattr(bundle, "num_classes", None), config.epochs)
     return TrainResult(best_acc=st["best_acc"], last_acc=st["last_acc"],
                        best_epoch=st["best_epoch"], history=st["history"], paths=paths,
                        cache=cache_mode)
