@@ -121,6 +121,7 @@ def quantize_stage(ctx: Context, exp: ExportResult) -> QuantizeResult:
                              **({"preset": "performance"} if t8.runtime.value == "openvino" else {}))
     except VerdictError as exc:
         r = getattr(exc, "report", None)
+        _drop_if_empty(ctx.out / t8.name)
         return QuantizeResult(status="not kept", reason=exc.one_line(), report=r.to_dict() if r else None)
     art = rep.artifact
     return QuantizeResult(status="kept", artifact=ctx.rel(art.path), target=t8.name,
@@ -134,17 +135,49 @@ def final_artifact(ctx: Context, exp: ExportResult, q: QuantizeResult) -> tuple[
     return ctx.out / exp.artifact, ctx.plan.target
 
 
+def _drop_if_empty(folder: Path) -> None:
+    """Remove ``folder`` when a refused step left it empty (nothing in OUT that ships nothing)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
 def verify_stage(ctx: Context, pru: PruneStageResult, exp: ExportResult, q: QuantizeResult) -> VerifyStageResult:
+    """Verify the artifact to ship. A kept INT8 artifact that verify rejects on parity or
+    accuracy (the quantize stage judged it on other samples) is not shipped: the fp32 export is
+    verified and shipped instead, and ``fallback`` in the result says why."""
     from ..verify import verify_artifact
 
     cfg = ctx.cfg
+
+    def judge(art, target):
+        return verify_artifact(art, target, ctx.bundle, budget_ms=cfg.budget_ms, min_accuracy=cfg.min_accuracy,
+                               max_drop=cfg.max_drop, reference=deployed_checkpoint(ctx.out, pru),
+                               metric=cfg.metric, check_manifest=False)
+
     art, target = final_artifact(ctx, exp, q)
-    rep = verify_artifact(art, target, ctx.bundle, budget_ms=cfg.budget_ms, min_accuracy=cfg.min_accuracy,
-                          max_drop=cfg.max_drop, reference=deployed_checkpoint(ctx.out, pru), metric=cfg.metric,
-                          check_manifest=False)
+    rep, fallback = judge(art, target), None
+    bad = [c for c in rep.failures() if c.name != "latency" and c.verdict == "fail"]
+    if q.kept and bad:
+        fallback = (f"the int8 artifact for {target.name} failed verify ("
+                    + "; ".join(f"{c.name}: {c.detail}" for c in bad)
+                    + f"), so the fp32 artifact for {ctx.plan.target.name} is shipped instead")
+        if ctx.show:
+            ctx.echo(f"[verify] {fallback}")
+        art, target = final_artifact(ctx, exp, QuantizeResult(status="not kept"))
+        rep = judge(art, target)
     d = rep.to_dict(include_samples=True)
     d["artifact"] = ctx.rel(art)
+    if fallback:
+        d["fallback"] = fallback
     return VerifyStageResult.from_dict(d)
+
+
+def shipped_target(ctx: Context, ver: VerifyStageResult):
+    """The target of the artifact verify judged last, the one shipped."""
+    t8 = ctx.plan.int8_target
+    return t8 if t8 is not None and ver.report.get("target") == t8.name else ctx.plan.target
 
 
 def report_stage(ctx: Context, state: dict, dis: DistillResult, pru: PruneStageResult, exp: ExportResult,
@@ -164,10 +197,12 @@ def report_stage(ctx: Context, state: dict, dis: DistillResult, pru: PruneStageR
             files += [(ctx.out / p, f"{stage} side file") for p in extra]
     if exp.onnx and exp.onnx != exp.artifact:
         files.append((ctx.out / exp.onnx, "onnx"))
+    shipped = {"verdict": ver.verdict, "shipped": ver.artifact}
+    if ver.report.get("fallback"):
+        shipped["fallback"] = ver.report["fallback"]
     write_manifest(ctx.out, files, config=ctx.cfg.model_dump(mode="json"),
-                   target=ctx.plan.final_target.model_dump(mode="json"),
-                   data_fingerprint=dis.data_fingerprint, created=state["created"],
-                   extra={"verdict": ver.verdict})
+                   target=shipped_target(ctx, ver).model_dump(mode="json"),
+                   data_fingerprint=dis.data_fingerprint, created=state["created"], extra=shipped)
     return ReportResult(paths={k: ctx.rel(v) for k, v in write_reports(ctx.out, state).items()})
 
 
@@ -181,6 +216,7 @@ def summary(name: str, r) -> str:
     if isinstance(r, (PruneStageResult, QuantizeResult)) and r.reason:
         return f": {r.status}: {r.reason}"
     if isinstance(r, VerifyStageResult):
-        return (f": {r.verdict.upper()} accuracy {r.accuracy:.4f}, {r.metric} "
+        return ((" (fp32 shipped: the int8 artifact failed verify)" if r.report.get("fallback") else "")
+                + f": {r.verdict.upper()} accuracy {r.accuracy:.4f}, {r.metric} "
                 f"{r.latency_ms:.4f} ms (budget {r.budget_ms:g} ms)")
     return ""

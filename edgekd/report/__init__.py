@@ -32,6 +32,14 @@ def _res(state: Mapping, stage: str) -> dict:
     return dict((state.get("stages", {}).get(stage) or {}).get("result") or {})
 
 
+def _deployed_cost(dis: Mapping, pru: Mapping) -> Any:
+    """MACs and params of the model shipped: the pruned student's when the prune stage kept one."""
+    after = pru.get("after") or {}
+    if pru.get("checkpoint") and after.get("params") is not None:
+        return {"macs": after.get("macs"), "params": after["params"]}
+    return dis.get("student_cost")
+
+
 def build_report(out_dir: "str | Path", state: Mapping[str, Any]) -> dict:
     """The report document, from the run's state (and its train.jsonl)."""
     from ..manifest import now
@@ -57,7 +65,8 @@ def build_report(out_dir: "str | Path", state: Mapping[str, Any]) -> dict:
         "target": ver.get("target") or cfg.get("target"), "budget_ms": cfg.get("budget_ms"),
         "metric": cfg.get("metric", "p90"),
         "teacher": {"spec": cfg.get("teacher"), "accuracy": t, "cost": dis.get("teacher_cost")},
-        "student": {"spec": sel.get("spec"), "source": sel.get("source"), "cost": dis.get("student_cost"),
+        "student": {"spec": sel.get("spec"), "source": sel.get("source"), "cost": _deployed_cost(dis, pru),
+                    "cost_distilled": dis.get("student_cost"),
                     "accuracy_torch": dis.get("student_accuracy"), "best_epoch": dis.get("best_epoch"),
                     "epochs": dis.get("epochs")},
         "accuracy": accuracy,

@@ -52,6 +52,8 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     if cost:
         lines.append(f"| params student / teacher | {cost.get('params'):,} / "
                      f"{tcost.get('params', 'n/a') if not tcost else format(tcost['params'], ',')} |")
+    if (doc.get("verify") or {}).get("fallback"):
+        lines += ["", f"Shipped fp32: {_cell(doc['verify']['fallback'])}."]
     lines += ["", "| check | verdict | detail |", "|---|---|---|"]
     for c in (doc.get("verify") or {}).get("checks", []):
         lines.append(f"| {c['name']} | {c['verdict']} | {_cell(c.get('detail', ''))} |")
