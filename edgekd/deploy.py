@@ -10,6 +10,7 @@ something a runtime runs, for bench, export, quantize, verify and the profiler.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -259,7 +260,8 @@ def export_ref(model_ref: str, target: TargetSpec, out_dir: "str | Path", *, sam
     parent = out.absolute().parent
     made = [d for d in (parent, *parent.parents) if not d.exists()]  # removed again on failure
     parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".edgekd-export-", dir=str(parent)))
+    clean_stale_staging(parent)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=str(parent)))
     try:
         if Path(model_ref).suffix.lower() == ".onnx":
             artifact, parity, input_shape = _export_onnx_file(Path(model_ref), target, staging, sample_shape)
@@ -279,6 +281,34 @@ def export_ref(model_ref: str, target: TargetSpec, out_dir: "str | Path", *, sam
         raise
     return ExportResult(model=str(model_ref), target=target, artifact=artifact, parity=parity,
                         input_shape=tuple(input_shape), out=out)
+
+
+STAGING_PREFIX = ".edgekd-export-"
+
+
+def clean_stale_staging(parent: Path) -> list[Path]:
+    """Remove the staging folders (.edgekd-export-PID-*) that a killed export left in ``parent``:
+    those of processes no longer running (an unnamed one once it is an hour old). Returns them."""
+    import shutil
+
+    gone = []
+    for d in parent.glob(f"{STAGING_PREFIX}*"):
+        if not d.is_dir():
+            continue
+        pid = d.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                continue  # that export is still running
+            except ProcessLookupError:
+                pass
+            except OSError:
+                continue  # alive, another user's
+        elif time.time() - d.stat().st_mtime < 3600:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        gone.append(d)
+    return gone
 
 
 def _export_module(model_ref, target, staging, sample_shape, opset, dynamic_batch, num_classes, in_channels):
