@@ -9,7 +9,7 @@ from ..targets import measure_settings
 from .common import emit_json, json_option, parse_shape, resolve_target, trust_code_option
 
 
-@click.command("bench")
+@click.command("bench", short_help="Measure a model's latency on a target.")
 @click.argument("model")
 @click.option("--target", "-t", "target_name", default="ort-cpu", show_default=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
@@ -51,6 +51,12 @@ def bench_cmd(model, target_name, shape, in_channels, threads, min_iters, min_ti
     the samples during which the process was descheduled ("disturbed") and the environment
     fingerprint. With a calibration (`edgekd calibrate`), also the machine's speed factor and
     drift-corrected figures, which are the ones a budget is judged on.
+
+    Example:
+
+    \b
+        edgekd bench mobilenetv2:width=0.5,res=32 -t openvino-cpu
+        edgekd bench model.onnx -t ort-cpu --json
     """
     import tempfile
     from pathlib import Path

@@ -7,7 +7,7 @@ from ..targets import measure_settings
 from .common import emit_json, json_option, resolve_target
 
 
-@click.command("calibrate")
+@click.command("calibrate", short_help="Measure the reference workload, for drift correction.")
 @click.option("--target", "-t", "target_name", default="ort-cpu", show_default=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
 @click.option("--threads", type=int, default=None, help="Override the target's thread count.")
@@ -23,6 +23,11 @@ def calibrate_cmd(target_name, threads, min_time_s, as_json):
     model (about 1/6 of the timed time) and reports the machine's speed factor (reference p50
     now / calibrated p50) and drift-corrected figures, which budgets are judged on. Calibrate
     on a quiet machine, and again after changing the runtime.
+
+    Example:
+
+    \b
+        edgekd calibrate -t ort-cpu
     """
     from ..latency.bench import calibrate
 

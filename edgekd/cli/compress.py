@@ -41,7 +41,7 @@ def _finish(result, as_json: bool) -> None:
                                 hint="re-run verify on a quieter machine")
 
 
-@click.command("compress")
+@click.command("compress", short_help="Teacher to a verified student within a latency budget.")
 @click.option("--teacher", default=None, help="Teacher: an edgekd checkpoint, TorchScript/.pt2/ONNX file or model spec.")
 @click.option("--teacher-weights", default=None, type=click.Path(dir_okay=False),
               help="State dict for a teacher given as a model spec.")
@@ -103,6 +103,12 @@ def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, 
     --config FILE reads the settings from YAML (every key optional but teacher, data, target,
     budget_ms; lr, batch_size and loss_options have no flags); flags given beside it win.
     --print-config writes the complete file for what was given.
+
+    Example:
+
+    \b
+        edgekd compress --teacher teacher.pt --data digits -t ort-cpu --budget-ms 0.2 --out out/run
+        edgekd compress --config run.yaml --epochs 30
     """
     from ..errors import BadInputError
 

@@ -88,7 +88,7 @@ def _train_kw(kw: dict) -> dict:
             "use_cache": False if kw["no_cache"] else None, "grad_clip": kw["grad_clip"]}
 
 
-@click.command("distill")
+@click.command("distill", short_help="Distill a student from a teacher.")
 @click.option("--teacher", "teacher_spec", required=True,
               help="Teacher: an edgekd checkpoint, TorchScript/.pt2/ONNX file or model spec.")
 @click.option("--teacher-weights", default=None, type=click.Path(dir_okay=False),
@@ -110,6 +110,12 @@ def distill_cmd(teacher_spec, teacher_weights, trust_pickle, model_spec, loss, l
     epoch), OUT/student.onnx (checked for parity), OUT/train.jsonl (one line per epoch) and
     OUT/summary.json. Interrupt with Ctrl-C and continue with --resume. Runs data-parallel
     under `torchrun --nproc_per_node N -m edgekd distill ...`.
+
+    Example:
+
+    \b
+        edgekd distill --teacher out/teacher/model.pt --student convnet:width=8,res=16 \\
+            --data digits --loss dkd --epochs 10 --out out/dkd
     """
     _run(kind="distill", teacher_spec=teacher_spec, teacher_weights=teacher_weights,
          trust_pickle=trust_pickle, model_spec=model_spec, data=kw["data"],
@@ -119,7 +125,7 @@ def distill_cmd(teacher_spec, teacher_weights, trust_pickle, model_spec, loss, l
          train_kw=_train_kw(kw))
 
 
-@click.command("train")
+@click.command("train", short_help="Train a model on labels alone (a baseline or teacher).")
 @click.option("--model", "model_spec", required=True,
               help="Model spec, e.g. 'resnet:width=16,blocks=2,res=16'.")
 @_train_options
@@ -129,6 +135,11 @@ def train_cmd(model_spec, **kw):
     Writes OUT/model.pt (edgekd checkpoint, best validation epoch; usable as --teacher),
     OUT/model.onnx, OUT/train.jsonl and OUT/summary.json. With --labelled-fraction < 1 only
     the labelled samples are used.
+
+    Example:
+
+    \b
+        edgekd train --model resnet:width=16,blocks=2,res=16 --data digits --epochs 12 --out out/teacher
     """
     _run(kind="train", teacher_spec=None, teacher_weights=None, trust_pickle=False,
          model_spec=model_spec, data=kw["data"], resolution=kw["resolution"], loss="ce",

@@ -6,7 +6,7 @@ import click
 from .common import emit_json, json_option, resolve_target
 
 
-@click.command("doctor")
+@click.command("doctor", short_help="Check that a target works end to end.")
 @click.option("--target", "-t", "target_name", required=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
 @json_option
@@ -18,6 +18,11 @@ def doctor_cmd(target_name, as_json):
     edgekd is this same version, the target's runtime is installed there, a tiny model is
     copied over and sha256-checked, and it runs there with the device's fingerprint coming back.
     Exit 0 when everything works, else the first failing check's code (4: something missing).
+
+    Example:
+
+    \b
+        edgekd doctor -t ort-cpu
     """
     from ..remote.doctor import doctor
 

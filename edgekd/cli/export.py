@@ -6,7 +6,7 @@ import click
 from .common import emit_json, json_option, parse_shape, resolve_target, trust_code_option
 
 
-@click.command("export")
+@click.command("export", short_help="Export a model to a target's runtime, parity-checked.")
 @click.argument("model")
 @click.option("--target", "-t", "target_name", required=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
@@ -30,6 +30,11 @@ def export_cmd(model, target_name, out_dir, shape, opset, dynamic_batch, num_cla
     TorchScript/.pt2 file, or an .onnx file (then the artifact is built from it and checked
     against onnxruntime running the same file). DIR must be new or empty; it is filled only
     when everything succeeded (exit 1 when parity fails, and DIR is left untouched).
+
+    Example:
+
+    \b
+        edgekd export out/dkd/student.pt -t openvino-cpu --out out/ov
     """
     from ..deploy import export_ref
 

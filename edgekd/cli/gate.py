@@ -38,7 +38,7 @@ def _history(paths, history_db, target_name, as_json) -> int:
     return 0
 
 
-@click.command("gate")
+@click.command("gate", short_help="Hold models to latency budgets in CI.")
 @click.argument("paths", nargs=-1, metavar="[DIR|MODEL ...]")
 @click.option("--budgets", "budgets_path", type=click.Path(dir_okay=False), default=None,
               help="budgets.yaml mapping model globs x targets to budgets (see docs/CI.md).")
@@ -96,6 +96,12 @@ def gate_cmd(paths, budgets_path, target_name, budget_ms, metric, confidence, ma
 
     Exit codes: 0 all pass, 1 any fail, 4 a target can't run here, 3 inconclusive (see
     --on-inconclusive), 2 bad input.
+
+    Example:
+
+    \b
+        edgekd gate --budgets budgets.yaml --junit gate.xml --github
+        edgekd gate models/ -t ort-cpu --budget-ms 2.5
     """
     from ..gate import outputs
     from ..gate.check import check_models

@@ -8,7 +8,7 @@ import click
 from .common import emit_json, json_option, resolve_target
 
 
-@click.command("profile")
+@click.command("profile", short_help="Measure a family's grid on a target for prediction.")
 @click.option("--target", "-t", "target_name", required=True, multiple=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file. Repeat it "
                    "to profile several devices in parallel, one profile file each ('{target}' in --out, "
@@ -38,6 +38,11 @@ def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes
     runtime executes, and fit the latency predictor (sum of blocks + overhead, calibrated on a
     few whole models, validated on the rest). Shows progress with an ETA on stderr and prints
     the elapsed time. Interrupted runs keep what was complete; finish them with --resume.
+
+    Example:
+
+    \b
+        edgekd profile -t ort-cpu --family mobilenetv2 --out profiles/ort-cpu-mobilenetv2.json
     """
     from ..latency.profile import profile_family
 

@@ -34,7 +34,7 @@ def _table(summary: dict) -> None:
     click.echo(f"wrote {summary['checkpoint']}, {summary['onnx']}")
 
 
-@click.command("prune")
+@click.command("prune", short_help="Remove channels (to a ratio or a budget), then fine-tune.")
 @click.argument("model_ref", metavar="MODEL")
 @click.option("--teacher", "teacher_spec", required=True,
               help="Teacher for fine-tuning by distillation (checkpoint, file or spec).")
@@ -73,6 +73,12 @@ def prune_cmd(model_ref, teacher_spec, data, ratio, budget_ms, target, metric, i
     Writes OUT/pruned.pt (edgekd checkpoint; the pruned shapes are stored as data) and
     OUT/pruned.onnx. Exit 1 when the budget or --min-accuracy is not met (the best model
     reached is still written).
+
+    Example:
+
+    \b
+        edgekd prune out/dkd/student.pt --teacher out/teacher/model.pt --data digits \\
+            --ratio 0.3 --out out/pruned
     """
     from ..prune import prune_to_dir
 

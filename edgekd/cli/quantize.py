@@ -8,7 +8,7 @@ import click
 from .common import emit_json, json_option, resolve_target
 
 
-@click.command("quantize")
+@click.command("quantize", short_help="INT8 for a target, kept only if faster.")
 @click.argument("model")
 @click.option("--target", "-t", "target_name", required=True,
               help="An int8 target (ort-cpu-int8, openvino-cpu-int8, tensorrt-int8) or a YAML path.")
@@ -38,6 +38,11 @@ def quantize_cmd(model, target_name, data_spec, method, preset, calib_size, val_
     MODEL is an .onnx file or an edgekd checkpoint (.pt). Accuracy (top-1 on the validation
     split) and p50/p90 latency are measured through the target's runtime for both models; an
     INT8 model that is not faster is not kept (exit 1) unless --force.
+
+    Example:
+
+    \b
+        edgekd quantize out/dkd/student.onnx -t ort-cpu-int8 --data digits --out out/int8
     """
     from ..errors import VerdictError
     from ..quantize import quantize_ref

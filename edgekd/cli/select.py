@@ -7,7 +7,7 @@ from ..verdict import PREDICTED_METRICS
 from .common import emit_json, json_option
 
 
-@click.command("select")
+@click.command("select", short_help="Pick the largest student predicted to meet a budget.")
 @click.option("--profile", "profile_path", required=True, type=click.Path(dir_okay=False),
               help="Latency profile JSON written by `edgekd profile`.")
 @click.option("--budget-ms", type=float, required=True, help="Latency budget in milliseconds.")
@@ -42,6 +42,11 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_spe
     A profile is re-calibrated to this machine before it is trusted: its reference model is
     measured here, and predictions are multiplied by (reference p50 here / stored); a profile
     without reference readings is used as stored, with a warning.
+
+    Example:
+
+    \b
+        edgekd select --profile profiles/ort-cpu-mobilenetv2.json --budget-ms 0.3 --verify
     """
     from ..latency.select import select_from_file
     from ..verdict import judge_value

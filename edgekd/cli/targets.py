@@ -6,11 +6,18 @@ import click
 from .common import emit_json, json_option
 
 
-@click.command("targets")
+@click.command("targets", short_help="List the targets and whether each runs here.")
 @json_option
 def targets_cmd(as_json: bool) -> None:
     """List the known targets (targets/*.yaml and EDGEKD_TARGETS_PATH) and whether each can
-    run on this machine; when it can't, say which package or device is missing."""
+    run on this machine; when it can't, say which package or device is missing.
+
+    Example:
+
+    \b
+        edgekd targets
+        edgekd targets --json
+    """
     from ..backends import get_backend
     from ..targets import list_targets
 

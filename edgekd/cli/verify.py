@@ -7,7 +7,7 @@ from ..verdict import PREDICTED_METRICS
 from .common import emit_json, json_option, resolve_target, trust_code_option
 
 
-@click.command("verify")
+@click.command("verify", short_help="Check accuracy, parity and latency on a target.")
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", "target_name", required=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
@@ -35,6 +35,12 @@ def verify_cmd(artifact, target_name, data, resolution, budget_ms, metric, min_a
     the latency interval straddles the budget, 2 when ARTIFACT no longer matches the
     manifest.json beside it. A target with remote: is verified on its device (docs/REMOTE.md):
     the artifact, the validation arrays and --reference are copied there.
+
+    Example:
+
+    \b
+        edgekd verify out/run/ort-cpu/model.onnx -t ort-cpu --data digits --budget-ms 0.2 \\
+            --reference out/run/student.pt
     """
     from ..errors import InconclusiveError, VerdictError
     from ..verify import verify_artifact
