@@ -112,3 +112,27 @@ def calibrate(target: "str | TargetSpec", *, settings: MeasureSettings | None = 
     cal = Calibration(target=spec.name, fingerprint={**env, **machine_key(spec)}, reference=REFERENCE_SPEC,
                       reference_sha256=sha256_file(reference_onnx()), stats=m.stats, measured_at=_now())
     return replace(cal, path=str(save_calibration(cal)))
+
+
+def measure_session_drift(session, inputs, spec: TargetSpec, settings: MeasureSettings, *, environment=None):
+    """measure_session on an open session, with the reference workload in alternation and
+    drift-corrected figures when a calibration of ``spec`` exists on this machine (as bench):
+    (Measurement, DriftReading | None, corrected LatencyStats | None)."""
+    from .measure import make_inputs, measure_interleaved, measure_session
+
+    cal = load_calibration(spec.name, machine_key(spec)) if spec.remote is None else None
+    if cal is not None:
+        with tempfile.TemporaryDirectory(prefix="edgekd-reference-") as tmp:
+            ref = open_reference_workload(spec, Path(tmp), cal)
+            if not isinstance(ref, str):
+                try:
+                    longer = settings.model_copy(update={"min_time_s": settings.min_time_s / (1 - REFERENCE_SHARE)})
+                    m, rm = measure_interleaved([session, ref.session],
+                                                [inputs, make_inputs(ref.session, tuple(ref.input_shape))], longer,
+                                                environments=[environment, None], slices=[SLICE_S, REFERENCE_SLICE_S])
+                finally:
+                    close_session(ref.session)
+                drift, corrected = correct(m, rm, cal.p50_ms, source=f"calibration {cal.path} ({cal.measured_at})",
+                                           confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
+                return m, drift, corrected
+    return measure_session(session, inputs, settings, environment=environment), None, None

@@ -64,6 +64,7 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
     an artifact that no longer matches the manifest.json beside it."""
     from ..deploy import check_ref_manifest, open_model
     from ..export import check_parity
+    from ..latency.bench import measure_session_drift
     from ..latency.measure import environment_fingerprint, make_inputs, measure_session
     from ..quantize.evaluate import top1_accuracy
     from ..targets import Precision, load_target
@@ -116,9 +117,9 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
         inputs = make_inputs(session, shape)
         env = environment_fingerprint(spec, session, shape)
         settings = settings or spec.measure
-        m = measure_session(session, inputs, settings, environment=env)
+        m, drift, corrected = measure_session_drift(session, inputs, spec, settings, environment=env)
         stats, samples = m.stats, m.samples_ms
-        if budget_ms is not None and latency_verdict(stats, budget_ms, metric) == INCONCLUSIVE:
+        if corrected is None and budget_ms is not None and latency_verdict(stats, budget_ms, metric) == INCONCLUSIVE:
             m2 = measure_session(session, inputs, settings, environment=env)
             samples = np.concatenate([samples, m2.samples_ms])
             stats = LatencyStats.from_samples(samples, warmup=stats.warmup,
@@ -131,11 +132,14 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
 
     checks: list[Check] = []
     if budget_ms is not None:
-        v = latency_verdict(stats, budget_ms, metric)
-        lo, hi = stats.p90_ci
-        checks.append(Check("latency", v, stats.metric(metric), budget_ms,
-                            f"{metric} {stats.metric(metric):.4f} ms, 95% CI of p90 "
-                            f"[{lo:.4f}, {hi:.4f}] ms vs budget {budget_ms:g} ms"))
+        judged = corrected if corrected is not None else stats  # drift-corrected with a calibration
+        v = latency_verdict(judged, budget_ms, metric)
+        lo, hi = judged.p90_ci
+        checks.append(Check("latency", v, judged.metric(metric), budget_ms,
+                            f"{metric} {judged.metric(metric):.4f} ms, 95% CI of p90 "
+                            f"[{lo:.4f}, {hi:.4f}] ms vs budget {budget_ms:g} ms"
+                            + (f" (drift-corrected, speed factor {drift.factor:.3f}; raw {metric} "
+                               f"{stats.metric(metric):.4f} ms)" if drift is not None else "")))
     if min_accuracy is not None:
         checks.append(Check("accuracy", check(acc >= min_accuracy), acc, min_accuracy,
                             f"top-1 {acc:.4f} vs minimum {min_accuracy:.4f}"))

@@ -212,3 +212,31 @@ def test_gate_predict_only_scales_by_the_recalibration(monkeypatch):
     assert res.decision.value == pytest.approx(stored * 1.5)
     assert res.status == "FAIL"  # 1.5 x stored is over 1.2 x stored even at the bottom of its band
     assert any("scaled by 1.500" in w for w in res.warnings)
+
+
+FAST = ("name: fast-ort\nruntime: onnxruntime\ndevice: cpu\nprecision: fp32\nthreads: 1\nbatch: 1\n"
+        "measure: {warmup_s: 0.02, warmup_iters: 5, min_iters: 60, min_time_s: 0.05}\n")
+
+
+def test_calibrate_then_bench_and_verify_measure_carry_raw_and_corrected(tmp_path, monkeypatch):
+    from edgekd.deploy import open_model
+    from edgekd.latency.bench import bench, calibrate, measure_session_drift
+    from edgekd.latency.measure import make_inputs
+
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path / "cache"))
+    yaml = tmp_path / "fast.yaml"
+    yaml.write_text(FAST)
+    target = load_target(str(yaml))
+    assert bench("mobilenetv2:width=0.25,res=16", target).drift is None  # no calibration: as before
+    cal = calibrate(target)
+    assert cal.p50_ms > 0 and cal.path.startswith(str(tmp_path / "cache"))
+    r = bench("mobilenetv2:width=0.25,res=16", target)
+    assert r.drift is not None and r.corrected is not None and r.judged == "corrected"
+    assert r.drift.calibrated_p50_ms == pytest.approx(cal.p50_ms) and 0 < r.drift.share < 0.5
+    d = r.to_dict()
+    assert d["judged"] == "corrected" and d["corrected_latency_ms"]["p90"] > 0 and "disturbed_samples" in d
+    assert bench("mobilenetv2:width=0.25,res=16", target, reference=False).drift is None
+    opened = open_model("mobilenetv2:width=0.25,res=16", target, work_dir=tmp_path / "m")
+    m, drift, fixed = measure_session_drift(opened.session, make_inputs(opened.session, tuple(opened.input_shape)),
+                                            target, target.measure)
+    assert drift is not None and fixed.n > 0 and m.stats.n >= 60
