@@ -78,7 +78,15 @@ class ETSession(Session):
         self.input_dtypes = [np.dtype(np.float32)] * n_in
         self.runtime_name = "executorch"
         self.runtime_version = package_version("executorch")
-        self.planned_arena_bytes = planned_arena_bytes(Path(path))
+        self._planned: "int | None | bool" = False
+
+    @property
+    def planned_arena_bytes(self) -> int | None:
+        """The program's memory-planned arena, read from the file when first asked (not at load:
+        parsing the program would count in the load's memory)."""
+        if self._planned is False:
+            self._planned = planned_arena_bytes(Path(self.path))
+        return self._planned
 
     def run(self, inputs: "np.ndarray | Mapping[str, np.ndarray]") -> list[np.ndarray]:
         feed = self._as_dict(inputs)

@@ -1,0 +1,146 @@
+"""Memory beside latency: the size of a model's serialized artifact and the peak memory of one
+inference (docs/MEMORY.md).
+
+    artifact_size(artifact)                    -> (bytes, what was counted)
+    measure_peak(load, input_shape)            -> (peak bytes or None, how it was measured)
+    measure_memory(artifact, target, shape)    -> MemoryUse
+
+Size is the bytes of the artifact's files as the runtime reads them (an OpenVINO .xml and its
+.bin, an ONNX file and its external data, a .pte program); a model held in memory (the torch
+eager target) counts its parameters and buffers.
+
+Peak memory is measured, the same way for every runtime: the high-water mark of the process's
+resident memory from just before the model is loaded through its first inference, minus the
+resident memory before (Linux: VmHWM reset through /proc/self/clear_refs, read back from
+/proc/self/status). It covers what running the model costs a device: the weights as the runtime
+holds them (often packed into a second layout), the activation arena and the kernels' scratch.
+ExecuTorch also reports its planned arena (the memory plan in the .pte); it is shown beside the
+peak, not as it: tensors inside the XNNPACK delegate live in the delegate's own workspace,
+outside that plan, so the plan alone undercounts a delegated model many times over.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+RSS_SOURCE = "rss high-water growth over load + first inference"
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """Size and peak memory of one model on one target (bytes; None when not measurable here)."""
+
+    size_bytes: int | None
+    size_of: str
+    peak_bytes: int | None
+    peak_source: str
+    planned_arena_bytes: int | None = None
+
+    @property
+    def size_kb(self) -> float | None:
+        return None if self.size_bytes is None else self.size_bytes / 1024.0
+
+    @property
+    def peak_mb(self) -> float | None:
+        return None if self.peak_bytes is None else self.peak_bytes / (1024.0 * 1024.0)
+
+    def to_dict(self) -> dict:
+        return {"size_bytes": self.size_bytes, "size_kb": self.size_kb, "size_of": self.size_of,
+                "peak_bytes": self.peak_bytes, "peak_mb": self.peak_mb, "peak_source": self.peak_source,
+                "planned_arena_bytes": self.planned_arena_bytes}
+
+    def describe(self) -> str:
+        """One line for tables and messages, e.g. 'size 24.1 KB (executorch-pte), peak 1.20 MB'."""
+        size = "size ?" if self.size_kb is None else f"size {self.size_kb:.1f} KB ({self.size_of})"
+        peak = "peak ?" if self.peak_mb is None else f"peak {self.peak_mb:.2f} MB"
+        return f"{size}, {peak}"
+
+
+def artifact_size(artifact: Any) -> tuple[int | None, str]:
+    """(bytes, what was counted) of an artifact: its files, or an in-memory module's tensors."""
+    module = (getattr(artifact, "meta", None) or {}).get("module")
+    fmt = str(getattr(artifact, "format", "") or "")
+    paths = [Path(p) for p in (getattr(artifact, "paths", None) or (artifact.path,))]
+    files = [p for p in paths if p.is_file()]
+    if files:
+        return int(sum(p.stat().st_size for p in files)), fmt
+    if module is not None and hasattr(module, "state_dict"):
+        tensors = module.state_dict().values()
+        return int(sum(t.numel() * t.element_size() for t in tensors)), f"{fmt} (parameters and buffers)"
+    return None, fmt
+
+
+def _status_kb() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    return out
+
+
+def _reset_hwm() -> bool:
+    """Reset the process's resident high-water mark to its current resident size (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system first, so a model that reuses them is counted."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def measure_peak(load: Callable[[], Any], input_shape: tuple) -> tuple[int | None, str, Any]:
+    """(peak bytes, how, session): ``load()`` a session and run it once on zeros of ``input_shape``,
+    measuring the resident high-water growth over both. None where /proc cannot say (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None, "not measured (needs Linux /proc)", load()
+    _trim_heap()
+    if not _reset_hwm():
+        return None, "not measured (/proc/self/clear_refs refused)", load()
+    before = _status_kb()["VmRSS"]
+    session = load()
+    session.run(np.zeros(tuple(input_shape), dtype=np.float32))
+    peak = _status_kb()["VmHWM"]
+    return max(0, peak - before) * 1024, RSS_SOURCE, session
+
+
+def measure_memory(artifact: Any, target: Any, input_shape: tuple, *, load: Callable[[], Any] | None = None
+                   ) -> MemoryUse:
+    """Size and peak memory of ``artifact`` on ``target``: a fresh session is loaded (through the
+    target's backend unless ``load`` is given), run once and closed."""
+    size, size_of = artifact_size(artifact)
+    if load is None:
+        from ..backends import require_backend
+
+        backend = require_backend(target)
+        load = lambda: backend.load(artifact, target)  # noqa: E731
+    peak, source, session = measure_peak(load, input_shape)
+    planned = getattr(session, "planned_arena_bytes", None)
+    close = getattr(session, "close", None)
+    if close:
+        close()
+    return MemoryUse(size_bytes=size, size_of=size_of, peak_bytes=peak, peak_source=source,
+                     planned_arena_bytes=planned)
+
+
+def memory_from_dict(d: "Mapping | None") -> MemoryUse | None:
+    if not d:
+        return None
+    return MemoryUse(size_bytes=d.get("size_bytes"), size_of=str(d.get("size_of", "")),
+                     peak_bytes=d.get("peak_bytes"), peak_source=str(d.get("peak_source", "")),
+                     planned_arena_bytes=d.get("planned_arena_bytes"))
