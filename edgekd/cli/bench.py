@@ -119,6 +119,13 @@ def _print_table(r) -> None:
         ("unstable", "[red]yes[/]" if s.unstable else "no"),
         ("disturbed samples", f"{s.disturbed} of {s.n}"),
     ]
+    mem = getattr(r, "memory", None)
+    if mem is not None:  # latency.memory: beside latency, how big and how hungry
+        rows += [("size KB", "?" if mem.size_kb is None else f"{mem.size_kb:.1f} ({mem.size_of})"),
+                 ("peak memory MB", "?" if mem.peak_mb is None else f"{mem.peak_mb:.2f} ({mem.peak_source})")]
+        if mem.planned_arena_bytes is not None:
+            rows.append(("planned arena KB", f"{mem.planned_arena_bytes / 1024:.1f} (the runtime's memory plan; "
+                                             "delegate workspace not included)"))
     d, c = getattr(r, "drift", None), getattr(r, "corrected", None)
     if d is not None and c is not None:
         rows += [("speed factor", f"{d.factor:.3f} (reference p50 {d.reference_p50_ms:.4f} ms, "

@@ -16,6 +16,7 @@ from ..targets import MeasureSettings, TargetSpec, load_target
 from ..util_io import sha256_file
 from .drift import (REFERENCE_SHARE, REFERENCE_SLICE_S, REFERENCE_SPEC, Calibration, correct, load_calibration,
                     machine_key, reference_input_shape, reference_onnx, runtime_mismatch, save_calibration)
+from .memory import measure_memory
 from .measure import (SLICE_S, BenchResult, close_session, environment_fingerprint, measure_opened,
                       measure_opened_together)
 
@@ -70,12 +71,14 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
                                        confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
         else:
             m, env = measure_opened(opened, spec, settings, on_progress=on_progress)
+        memory = measure_memory(opened.artifact, spec, tuple(opened.input_shape))  # a fresh load, run once
     art = opened.artifact
     return BenchResult(target=spec.name, model=str(model_ref), model_sha256=art.sha256,
                        artifact_format=art.format, stats=m.stats, samples_ms=m.samples_ms,
                        first_inference_ms=m.first_inference_ms, build_s=float(opened.build_s or 0.0),
                        load_s=float(getattr(opened, "first_load_s", 0.0) or 0.0), input_shape=tuple(opened.input_shape),
-                       environment=env, drift=drift, corrected=corrected, warnings=tuple(warnings))
+                       environment=env, drift=drift, corrected=corrected, warnings=tuple(warnings),
+                       memory=memory)
 
 
 def open_reference_workload(spec: TargetSpec, work_dir: Path, cal: Calibration | None = None):

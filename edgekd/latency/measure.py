@@ -70,6 +70,7 @@ class BenchResult:
     drift: Any = None  # latency.drift.DriftReading | None
     corrected: LatencyStats | None = None
     warnings: tuple[str, ...] = ()
+    memory: Any = None  # latency.memory.MemoryUse | None: artifact size and peak memory
 
     @property
     def judged(self) -> str:
@@ -105,6 +106,7 @@ class BenchResult:
             "load_s": self.load_s,
             "unstable": s.unstable,
             "environment": dict(self.environment),
+            "memory": self.memory.to_dict() if self.memory is not None else None,
         }
         if include_samples:
             d["samples_ms"] = [float(v) for v in self.samples_ms]

@@ -66,3 +66,16 @@ def test_measure_memory_closes_its_session_and_round_trips(tmp_path):
     assert memory_from_dict(mem.to_dict()) == mem
     assert "size 2.0 KB (onnx)" in mem.describe()
     assert memory_from_dict(None) is None and isinstance(mem, MemoryUse)
+
+
+@linux
+def test_bench_reports_size_and_peak_beside_latency():
+    from edgekd.latency.bench import bench
+    from edgekd.targets import MeasureSettings
+
+    fast = MeasureSettings(warmup_s=0.0, warmup_iters=2, min_iters=10, min_time_s=0.0)
+    r = bench("convnet:width=8,depth=2,res=16", "ort-cpu", settings=fast, reference=False)
+    assert r.memory.size_of == "onnx" and r.memory.size_bytes > 1000
+    assert r.memory.peak_bytes is not None and r.memory.peak_source.startswith("rss")
+    d = r.to_dict()["memory"]
+    assert d["size_bytes"] == r.memory.size_bytes and d["peak_mb"] == r.memory.peak_mb
