@@ -21,13 +21,17 @@ from .common import emit_json, json_option, resolve_target, trust_code_option
               help="Maximum top-1 drop from --reference (a fraction, e.g. 0.01).")
 @click.option("--reference", type=click.Path(dir_okay=False), default=None,
               help="The torch student (student.pt) for the parity check and --max-drop.")
+@click.option("--max-size-kb", type=float, default=None,
+              help="Memory budget: the artifact's size in KB (all its files, as the runtime reads them).")
+@click.option("--max-peak-mb", type=float, default=None,
+              help="Memory budget: peak memory of one inference in MB (docs/MEMORY.md).")
 @click.option("--threads", type=int, default=None, help="Override the target's thread count.")
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the raw per-inference latency samples (ms) to this JSON file.")
 @json_option
 @trust_code_option
 def verify_cmd(artifact, target_name, data, resolution, budget_ms, metric, min_accuracy, max_drop, reference,
-               threads, samples_path, as_json):
+               max_size_kb, max_peak_mb, threads, samples_path, as_json):
     """Verify ARTIFACT on a target: top-1 accuracy through the target's runtime on the validation
     set, parity against the torch student (--reference), and latency measured per docs/LATENCY.md.
 
@@ -47,7 +51,8 @@ def verify_cmd(artifact, target_name, data, resolution, budget_ms, metric, min_a
 
     target = resolve_target(target_name, threads=threads)
     rep = verify_artifact(artifact, target, data, budget_ms=budget_ms, min_accuracy=min_accuracy,
-                          max_drop=max_drop, reference=reference, metric=metric, resolution=resolution)
+                          max_drop=max_drop, reference=reference, metric=metric, resolution=resolution,
+                          max_size_kb=max_size_kb, max_peak_mb=max_peak_mb)
     if samples_path and rep.samples_ms is not None:
         from ..util_io import atomic_write_json
 

@@ -144,3 +144,30 @@ def memory_from_dict(d: "Mapping | None") -> MemoryUse | None:
     return MemoryUse(size_bytes=d.get("size_bytes"), size_of=str(d.get("size_of", "")),
                      peak_bytes=d.get("peak_bytes"), peak_source=str(d.get("peak_source", "")),
                      planned_arena_bytes=d.get("planned_arena_bytes"))
+
+
+def check_budget_values(max_size_kb: float | None, max_peak_mb: float | None) -> None:
+    """BadInputError for a memory budget that is not a positive number."""
+    from ..errors import BadInputError
+
+    for opt, v, unit in (("--max-size-kb", max_size_kb, "kilobytes"), ("--max-peak-mb", max_peak_mb, "megabytes")):
+        if v is not None and not v > 0:
+            raise BadInputError(f"{opt} {v} must be a positive number of {unit}")
+
+
+def budget_results(mem: MemoryUse, max_size_kb: float | None, max_peak_mb: float | None
+                   ) -> list[tuple[str, "bool | None", float | None, float, str]]:
+    """(name, within the budget (None: not measurable here), value, limit, detail) for each
+    memory budget given: 'size' in KB of the artifact, 'peak_memory' in MB of one inference."""
+    out = []
+    if max_size_kb is not None:
+        kb = mem.size_kb
+        out.append(("size", None if kb is None else kb <= max_size_kb, kb, max_size_kb,
+                    (f"{kb:.1f} KB" if kb is not None else "size not known") + f" ({mem.size_of}) vs "
+                    f"max {max_size_kb:g} KB"))
+    if max_peak_mb is not None:
+        mb = mem.peak_mb
+        out.append(("peak_memory", None if mb is None else mb <= max_peak_mb, mb, max_peak_mb,
+                    (f"{mb:.2f} MB ({mem.peak_source})" if mb is not None else mem.peak_source)
+                    + f" vs max {max_peak_mb:g} MB"))
+    return out

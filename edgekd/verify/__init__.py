@@ -57,15 +57,19 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
                     min_accuracy: float | None = None, max_drop: float | None = None,
                     reference=None, metric: str = "p90", resolution: int | None = None,
                     settings=None, check_manifest: bool = True, parity_samples: int = 64,
-                    work_dir: "str | Path | None" = None) -> VerifyReport:
+                    work_dir: "str | Path | None" = None, max_size_kb: float | None = None,
+                    max_peak_mb: float | None = None) -> VerifyReport:
     """Verify ``artifact`` on ``target`` with the validation split of ``data`` (a spec or a
     DataBundle). ``reference`` (a student.pt path or a torch module) adds a parity check and is
     the baseline of ``max_drop`` (an absolute drop in top-1, e.g. 0.01). Refuses (BadInputError)
-    an artifact that no longer matches the manifest.json beside it."""
+    an artifact that no longer matches the manifest.json beside it. ``max_size_kb`` and
+    ``max_peak_mb`` are memory budgets (latency.memory: the artifact's size, the peak memory of
+    one inference)."""
     from ..deploy import check_ref_manifest, open_model
     from ..export import check_parity
     from ..latency.bench import measure_session_drift
     from ..latency.measure import environment_fingerprint, make_inputs, measure_session
+    from ..latency.memory import budget_results, check_budget_values, measure_memory
     from ..quantize.evaluate import top1_accuracy
     from ..targets import Precision, load_target
 
@@ -82,6 +86,7 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
     if resolution is not None and not resolution > 0:
         raise BadInputError(f"--resolution {resolution} must be a positive number of pixels",
                             hint="leave it out to use the artifact's input size")
+    check_budget_values(max_size_kb, max_peak_mb)
     mpath = check_ref_manifest(art) if check_manifest else None
     if check_manifest and isinstance(reference, (str, Path)) and Path(reference).is_file():
         check_ref_manifest(reference)  # the torch student beside it, as listed there
@@ -97,11 +102,22 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
     if spec.remote is not None:  # accuracy, parity and latency on the device itself, over SSH
         from .remote import remote_verify
 
+        if max_size_kb is not None or max_peak_mb is not None:
+            raise BadInputError(f"memory budgets are checked on this machine; target '{spec.name}' is remote",
+                                hint="drop --max-size-kb/--max-peak-mb, or verify on a local target")
+
         return remote_verify(art, spec, x, y, manifest=mpath, budget_ms=budget_ms, min_accuracy=min_accuracy,
                              max_drop=max_drop, reference=reference, metric=metric, settings=settings)
+    mem_tmp = None
+    if work_dir is None and (max_size_kb is not None or max_peak_mb is not None):
+        import tempfile  # the built artifact must outlive the load: memory loads it afresh
+
+        mem_tmp = tempfile.TemporaryDirectory(prefix="edgekd-verify-")
+        work_dir = mem_tmp.name
     opened = open_model(art, spec, work_dir=Path(work_dir) if work_dir else None,
                         sample_shape=tuple(bundle.input_shape))
     session = opened.session
+    mem = None
     try:
         _check_model_fits(art, opened, bundle, x)
         acc = top1_accuracy(session, x, y, batch=spec.batch)
@@ -125,10 +141,14 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
             stats = LatencyStats.from_samples(samples, warmup=stats.warmup,
                                               confidence=settings.confidence,
                                               unstable_iqr=settings.unstable_iqr, environment=env)
+        if max_size_kb is not None or max_peak_mb is not None:
+            mem = measure_memory(opened.artifact, spec, shape)
     finally:
         close = getattr(session, "close", None)
         if close:
             close()
+        if mem_tmp is not None:
+            mem_tmp.cleanup()
 
     checks: list[Check] = []
     if budget_ms is not None:
@@ -147,6 +167,8 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
         drop = ref_acc - acc
         checks.append(Check("accuracy_drop", check(drop <= max_drop + 1e-12), drop, max_drop,
                             f"drop {drop:+.4f} from the torch reference's {ref_acc:.4f}"))
+    for name, ok, value, limit, detail in (budget_results(mem, max_size_kb, max_peak_mb) if mem else []):
+        checks.append(Check(name, INCONCLUSIVE if ok is None else check(ok), value, limit, detail))
     if parity is not None:
         checks.append(Check("parity", check(parity["passed"]), parity["top1_agreement"],
                             parity["min_top1"], f"max|diff| {parity['max_abs_diff']:.3g}, cosine "
