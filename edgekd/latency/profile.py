@@ -26,6 +26,7 @@ from .pieces import (MAX_COPIES, _overhead_module, cold_copies, l2_bytes,  # noq
                      measure_block, measure_module, measure_onnx, measure_pair, measure_with_reference,
                      open_reference)
 from .measure import SLICE_S, close_session
+from .stats import LatencyStats
 from .fit import calibration_indices, load_profile, save_profile  # noqa: F401 (re-exported)
 from .profile_file import (SCHEMA, PAIR_SEP, BlockEntry, ModelEntry, PairEntry, Profile,  # noqa: F401 (re-exported)
                            _now, model_pairs, pair_key, salvage_profile)
@@ -57,6 +58,9 @@ CALIBRATION_SESSIONS = 2 * MODEL_SESSIONS
 # 1.1%) as their ratio to the reference; one round ran 7% slow for every model, and the reference
 # by as much. The models share the time of each load with it (min_time_s counts both).
 REFERENCE = "the grid's middle candidate by capacity"
+# quiet_stats: at least this many undisturbed samples, else the fastest tenth of all
+QUIET_MIN = 20
+QUIET_FRACTION = 0.1
 
 
 def current_fingerprint(target) -> dict:
@@ -212,6 +216,9 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                           f"{REFERENCE}); predict.model_latency takes out the drift its readings show",
                 "cold_copies": f"per block, copies with their own weights until they exceed 2 x L2, activations "
                                f"within L2/2 (max {MAX_COPIES}; fewer than 2: none)",
+                "quiet": f"beside each whole model and its reference: the samples not descheduled (at least "
+                         f"{QUIET_MIN}, else the fastest {QUIET_FRACTION:.0%}); cost.model_latency reads them when "
+                         f"most samples were descheduled",
                 "l2_bytes": l2_bytes(), **({} if pairs else {"pairs": "not measured (--no-pairs)"})}
 
     if out.exists() and not resume:
@@ -318,7 +325,8 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 prof.models.append(ModelEntry(family=family, spec=name, params=int(params), macs=int(macs),
                                               blocks=tuple(g["key"] for g in sigs[name]), latency=m.stats,
                                               input_shape=shape, first_inference_ms=m.first_inference_ms,
-                                              measured_at=_now(), reference=ref.stats, reference_load=ref_load))
+                                              measured_at=_now(), reference=ref.stats, reference_load=ref_load,
+                                              quiet=quiet_stats(m), reference_quiet=quiet_stats(ref)))
                 lat = m.stats.p50
             if prof.fingerprint and compare(prof.fingerprint, env):
                 raise BadInputError(f"cannot resume {out}: it was measured in another environment "
@@ -341,6 +349,22 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     elapsed = time.monotonic() - t0
     emit(ProfileEvent("done", done=len(plan), total=len(plan)))
     return ProfileRun(profile=prof, path=out, measured=measured, skipped=skipped, elapsed_s=elapsed)
+
+
+def quiet_stats(m) -> "LatencyStats | None":
+    """The samples of a Measurement during which the process kept its CPU: those not disturbed
+    when there are QUIET_MIN of them, else the fastest QUIET_FRACTION of all (a model longer
+    than the scheduler's slice on a loaded machine is descheduled in nearly every run; waiting
+    only adds time, so its fastest runs are the ones that waited least). None: not observed."""
+    import numpy as np
+
+    if m.disturbed is None or not len(m.samples_ms):
+        return None
+    x = np.asarray(m.samples_ms, dtype=np.float64)
+    calm = x[~np.asarray(m.disturbed, dtype=bool)]
+    if calm.size < QUIET_MIN:
+        calm = np.sort(x)[:max(QUIET_MIN // 4, int(QUIET_FRACTION * x.size))]
+    return LatencyStats.from_samples(calm, warmup=m.stats.warmup)
 
 
 def _note_protocol(prof: Profile, protocol: Mapping) -> None:

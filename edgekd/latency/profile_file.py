@@ -45,13 +45,19 @@ class ModelEntry:
     # before), and which load of it (one per profiling process): predict.model_latency
     reference: LatencyStats | None = None
     reference_load: str = ""
+    # the samples of each during which the process kept its CPU (cost.model_latency reads them on
+    # a loaded machine, where most samples of a long model wait for a CPU); None: not recorded
+    quiet: LatencyStats | None = None
+    reference_quiet: LatencyStats | None = None
 
     def to_dict(self) -> dict:
         return {"kind": "model", "family": self.family, "spec": self.spec, "params": int(self.params),
                 "macs": int(self.macs), "blocks": list(self.blocks), "input_shape": list(self.input_shape),
                 "latency": _stats_dict(self.latency), "first_inference_ms": self.first_inference_ms,
                 "reference": _stats_dict(self.reference) if self.reference else None,
-                "reference_load": self.reference_load, "measured_at": self.measured_at}
+                "reference_load": self.reference_load, "measured_at": self.measured_at,
+                **({"quiet": _stats_dict(self.quiet)} if self.quiet else {}),
+                **({"reference_quiet": _stats_dict(self.reference_quiet)} if self.reference_quiet else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ModelEntry":
@@ -62,7 +68,9 @@ class ModelEntry:
                    input_shape=tuple(d.get("input_shape", ())),
                    first_inference_ms=d.get("first_inference_ms"), measured_at=d.get("measured_at", ""),
                    reference=LatencyStats.from_dict(ref) if ref else None,
-                   reference_load=str(d.get("reference_load") or ""))
+                   reference_load=str(d.get("reference_load") or ""),
+                   quiet=LatencyStats.from_dict(d["quiet"]) if d.get("quiet") else None,
+                   reference_quiet=LatencyStats.from_dict(d["reference_quiet"]) if d.get("reference_quiet") else None)
 
 
 @dataclass

@@ -370,3 +370,40 @@ def test_no_pairs_measures_blocks_and_models_only(fake, tmp_path):
     assert len(prof.models) == 3 and prof.blocks
     assert "--no-pairs" in prof.protocol["pairs"]
     assert prof.calibration["p50"]["method"] == "alone"  # context needs the pairs
+
+
+def test_quiet_stats_keep_the_samples_not_descheduled():
+    x = np.concatenate([np.full(30, 1.0), np.full(70, 10.0)])
+    m = Measurement(stats=LatencyStats.from_samples(x), samples_ms=x, first_inference_ms=1.0, warmup_iters=10,
+                    warmup_s=0.0, disturbed=np.arange(100) >= 30)
+    assert P.quiet_stats(m).p50 == pytest.approx(1.0) and P.quiet_stats(m).n == 30
+    # fewer than QUIET_MIN calm samples: the fastest tenth of all
+    y = np.linspace(1.0, 2.0, 200)
+    m2 = Measurement(stats=LatencyStats.from_samples(y), samples_ms=y, first_inference_ms=1.0, warmup_iters=10,
+                     warmup_s=0.0, disturbed=np.ones(200, dtype=bool))
+    assert P.quiet_stats(m2).n == 20 and P.quiet_stats(m2).max < 1.1
+    assert P.quiet_stats(Measurement(stats=m.stats, samples_ms=x, first_inference_ms=1.0, warmup_iters=1,
+                                     warmup_s=0.0)) is None
+
+
+def test_a_loaded_profile_is_read_through_its_quiet_samples():
+    from edgekd.latency.cost import model_latency, quiet_readings
+    from edgekd.latency.profile_file import ModelEntry, Profile
+
+    def stats(v, disturbed=0):
+        s = LatencyStats.from_samples(np.full(100, v))
+        return LatencyStats(**{**s.__dict__, "disturbed": disturbed})
+
+    def entry(spec, raw, quiet, ref_raw, ref_quiet, disturbed):
+        return ModelEntry(family="convnet", spec=spec, params=1, macs=1, blocks=(), latency=stats(raw, disturbed),
+                          reference=stats(ref_raw), reference_load="a", quiet=stats(quiet), reference_quiet=stats(ref_quiet))
+
+    prof = Profile(target={"name": "t"}, family="convnet", in_channels=3, num_classes=10)
+    prof.models = [entry("a", 10.0, 1.0, 20.0, 2.0, 90), entry("b", 30.0, 3.0, 20.0, 2.0, 90)]
+    assert quiet_readings(prof)
+    assert model_latency(prof, prof.models[1], "p50") == pytest.approx(3.0)
+    prof.models = [entry("a", 10.0, 1.0, 20.0, 2.0, 10), entry("b", 30.0, 3.0, 20.0, 2.0, 10)]
+    assert not quiet_readings(prof)  # an undisturbed run keeps every sample
+    assert model_latency(prof, prof.models[1], "p50") == pytest.approx(30.0)
+    back = ModelEntry.from_dict(prof.models[0].to_dict())
+    assert back.quiet.p50 == pytest.approx(1.0) and back.reference_quiet.p50 == pytest.approx(2.0)
