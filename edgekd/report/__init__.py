@@ -59,6 +59,11 @@ def build_report(out_dir: "str | Path", state: Mapping[str, Any]) -> dict:
         accuracy["quantized_runtime"] = (r.get("int8") or {}).get("accuracy")
     t, s = accuracy["teacher"], accuracy["quantized_runtime"] if qua.get("status") == "kept" else ver.get("accuracy")
     hist = read_history(out / dis["log"]) if dis.get("log") else []
+    from .stages import environment, stage_rows, unstable_flags, versus
+
+    parts = {"select": sel, "distill": dis, "prune": pru, "export": exp, "quantize": qua,
+             "verify": {**ver, "latency": lat}, "context": dict(state.get("context") or {})}
+    rows = stage_rows(out, cfg, parts)
     return {
         "schema": SCHEMA, "created": state.get("created"), "generated": now(),
         "verdict": ver.get("verdict"), "config": cfg, "context": state.get("context", {}),
@@ -81,6 +86,8 @@ def build_report(out_dir: "str | Path", state: Mapping[str, Any]) -> dict:
         "stages": {k: {"status": v.get("status"), "wall_s": v.get("wall_s"), "started": v.get("started"),
                        "finished": v.get("finished")} for k, v in state.get("stages", {}).items()},
         "data": dis.get("data"),
+        "stage_table": rows, "versus": versus(rows), "environment": environment(lat),
+        "unstable": unstable_flags(parts),
     }
 
 

@@ -14,7 +14,7 @@ table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #dee2e6;pad
 text-align:left;font-size:.9rem}th{background:#f1f3f5}
 .pass{color:#2b8a3e;font-weight:600}.fail{color:#c92a2a;font-weight:600}.inconclusive{color:#e67700;
 font-weight:600}figure{margin:1rem 0}figure svg{max-width:100%;height:auto}figcaption{font-size:.85rem;
-color:#495057}code{background:#f1f3f5;padding:0 .2rem}
+color:#495057}code{background:#f1f3f5;padding:0 .2rem}ul.care li{color:#e67700}
 """
 
 
@@ -59,6 +59,16 @@ def render_html(doc: Mapping[str, Any]) -> str:
                     head=["check", "verdict", "detail"])
     stages = _table([[_e(k), _e(v.get("status")), _e(_f(v.get("wall_s"), ".1f"))]
                      for k, v in (doc.get("stages") or {}).items() if k != "report"], head=["stage", "status", "wall s"])
+    from .stages import table_cells, versus_text
+
+    per_stage = _table([[_e(c) if i != 1 else f"<code>{_e(c)}</code>" for i, c in enumerate(table_cells(r))]
+                        for r in doc.get("stage_table") or []],
+                       head=["stage", "model", "latency", "accuracy", "params", "size"])
+    vs = f"<p>{_e(versus_text(doc['versus']))}</p>" if doc.get("versus") else ""
+    env = _table([[_e(k), _e(v)] for k, v in (doc.get("environment") or {}).items()
+                  if not isinstance(v, (dict, list))], head=["environment", "value"])
+    flags = "".join(f"<li>{_e(f)}</li>" for f in doc.get("unstable") or [])
+    care = f'<ul class="care">{flags}</ul>' if flags else "<p>No unstable measurement or warning.</p>"
     figures = []
     for key, title, fn in PLOTS:
         svg = fn(doc)
@@ -78,6 +88,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
         f"<title>edgekd report: {_e(st.get('spec'))} on {_e(doc.get('target'))}</title>"
         f"<style>{CSS}</style></head><body>"
         f"<h1>edgekd compress report</h1><p>schema {_e(doc.get('schema'))}, generated {_e(doc.get('generated'))}</p>"
-        f"<h2>Summary</h2>{summary}<h2>Checks</h2>{checks}<h2>Plots</h2>{''.join(figures)}"
-        f"<h2>Candidates</h2>{cand}<h2>Stages</h2>{stages}"
+        f"<h2>Summary</h2>{summary}<h2>Teacher to deployed model</h2>{per_stage}{vs}"
+        f"<h2>Checks</h2>{checks}<h2>Read with care</h2>{care}<h2>Plots</h2>{''.join(figures)}"
+        f"<h2>Candidates</h2>{cand}<h2>Run</h2>{stages}<h2>Environment</h2>{env}"
         "</body></html>\n")

@@ -52,6 +52,21 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     if cost:
         lines.append(f"| params student / teacher | {cost.get('params'):,} / "
                      f"{tcost.get('params', 'n/a') if not tcost else format(tcost['params'], ',')} |")
+    rows = doc.get("stage_table") or []
+    if rows:
+        from .stages import table_cells, versus_text
+
+        lines += ["", "| stage | model | latency | accuracy | params | size |", "|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(_cell(c) for c in table_cells(r)) + " |" for r in rows]
+        if doc.get("versus"):
+            lines += ["", versus_text(doc["versus"])]
+    env = doc.get("environment") or {}
+    if env:
+        lines += ["", "Measured on: " + _cell(", ".join(f"{k} {v}" for k, v in env.items()
+                                                       if k in ("cpu", "cores", "threads", "runtime",
+                                                                "runtime_version", "host")))]
+    for flag in doc.get("unstable") or []:
+        lines += ["", f"Read with care: {_cell(flag)}."]
     if (doc.get("verify") or {}).get("fallback"):
         lines += ["", f"Shipped fp32: {_cell(doc['verify']['fallback'])}."]
     lines += ["", "| check | verdict | detail |", "|---|---|---|"]

@@ -29,40 +29,47 @@ def _svg(fig) -> str:
 
 
 def candidates_plot(doc: Mapping[str, Any]) -> Optional[str]:
+    """Each candidate at its *predicted* latency (what selection judged; the colour says whether
+    that prediction fits), its profiled reading beside it, and the chosen one's measurement."""
     sel = doc.get("selection") or {}
-    cands = sel.get("candidates") or []
+    cands = [c for c in sel.get("candidates") or [] if c.get("predicted_ms") is not None]
     if not cands:
         return None
     plt = _plt()
     metric = sel.get("metric", "p90")
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    xs = [c["params"] for c in cands]
-    ys = [c["measured_ms"] if c.get("measured_ms") is not None else c["predicted_ms"] for c in cands]
-    fits = [bool(c.get("fits")) for c in cands]
-    ax.scatter([x for x, f in zip(xs, fits) if f], [y for y, f in zip(ys, fits) if f], c="#2b8a3e",
-               label="predicted to fit", zorder=3)
-    ax.scatter([x for x, f in zip(xs, fits) if not f], [y for y, f in zip(ys, fits) if not f], c="#adb5bd",
-               label="over the limit", zorder=3)
+    for fits, color, label in ((True, "#2b8a3e", "predicted to fit"), (False, "#adb5bd", "predicted over")):
+        pts = [(c["params"], c["predicted_ms"]) for c in cands if bool(c.get("fits")) is fits]
+        if pts:
+            ax.scatter(*zip(*pts), c=color, label=label, zorder=3)
+    prof = [(c["params"], c["measured_ms"]) for c in cands if c.get("measured_ms") is not None]
+    if prof:
+        ax.scatter(*zip(*prof), marker="x", c="#495057", s=18, label="profiled reading", zorder=3)
     budget = doc.get("budget_ms") or sel.get("budget_ms")
     if budget:
         ax.axhline(budget, color="#c92a2a", ls="--", label=f"budget {budget:g} ms")
     if sel.get("limit_ms"):
-        ax.axhline(sel["limit_ms"], color="#e8590c", ls=":", label=f"limit (budget/(1+eps)) {sel['limit_ms']:.3g} ms")
+        ax.axhline(sel["limit_ms"], color="#e8590c", ls=":", label=f"limit budget/(1+eps) {sel['limit_ms']:.3g} ms")
     ch = sel.get("chosen") or {}
-    if ch:
-        y = ch.get("verified_ms") or ch.get("measured_ms") or ch.get("predicted_ms")
-        ax.scatter([ch["params"]], [y], s=160, facecolors="none", edgecolors="#1c7ed6", linewidths=2,
-                   label=f"chosen {ch['spec']}", zorder=4)
+    if ch.get("predicted_ms") is not None:
+        ax.scatter([ch["params"]], [ch["predicted_ms"]], s=160, facecolors="none", edgecolors="#1c7ed6",
+                   linewidths=2, label=f"chosen {ch['spec']}", zorder=4)
+        got = ch.get("verified_ms")
+        if got is not None:
+            ax.scatter([ch["params"]], [got], marker="*", s=140, c="#1c7ed6", zorder=5,
+                       label=f"chosen, measured {got:.3g} ms")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (capacity)")
-    ax.set_ylabel(f"{metric} latency, ms (profiled)")
-    ax.set_title("Candidates: latency vs capacity")
+    ax.set_ylabel(f"predicted {metric} latency, ms")
+    ax.set_title("Candidates: predicted latency vs capacity")
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
     return _svg(fig)
 
 
 def histogram_plot(doc: Mapping[str, Any]) -> Optional[str]:
+    """The final model's timed inferences between their 0.5th and 99.5th percentiles, so the
+    bars resolve the distribution; a budget far off that range is said, not drawn."""
     samples = doc.get("latency_samples_ms") or []
     if not samples:
         return None
@@ -70,22 +77,57 @@ def histogram_plot(doc: Mapping[str, Any]) -> Optional[str]:
 
     plt = _plt()
     x = np.asarray(samples, dtype=float)
+    lo, hi = (float(v) for v in np.percentile(x, [0.5, 99.5]))
+    pad = max(hi - lo, 1e-6) * 0.08
+    lo, hi = max(0.0, lo - pad), hi + pad
     budget = float(doc.get("budget_ms") or 0.0)
-    hi = max(float(np.percentile(x, 99)), budget * 1.1)
-    beyond = int((x > hi).sum())
+    off = ""
+    if budget and budget <= hi + (hi - lo):  # near enough: widen the range to show the line
+        hi = max(hi, budget * 1.03)
+    elif budget:
+        off = f"; budget {budget:g} ms is off the right edge ({budget / float(np.median(x)):.1f}x the median)"
+    shown = x[(x >= lo) & (x <= hi)]
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    ax.hist(x[x <= hi], bins=60, range=(0.0, hi), color="#4dabf7")
-    ax.set_xlim(0, hi)
+    ax.hist(shown, bins=min(60, max(10, len(shown) // 20)), range=(lo, hi), color="#4dabf7")
+    ax.set_xlim(lo, hi)
     lat = doc.get("latency") or {}
     for key, color in (("p50", "#1864ab"), ("p90", "#5f3dc4")):
         if lat.get(key) is not None:
             ax.axvline(lat[key], color=color, label=f"{key} {lat[key]:.4f} ms")
-    if doc.get("budget_ms"):
-        ax.axvline(doc["budget_ms"], color="#c92a2a", ls="--", label=f"budget {doc['budget_ms']:g} ms")
-    ax.set_xlabel(f"latency per inference, ms ({beyond} slower samples not shown)")
+    ci = lat.get("p90_ci") or []
+    if len(ci) == 2 and None not in ci:
+        ax.axvspan(ci[0], ci[1], color="#5f3dc4", alpha=0.15, label="p90 95% CI")
+    if budget and not off:
+        ax.axvline(budget, color="#c92a2a", ls="--", label=f"budget {budget:g} ms")
+    ax.set_xlabel(f"latency per inference, ms ({len(x) - len(shown)} outside the range not shown{off})")
     ax.set_ylabel("count")
     ax.set_title(f"Final model on {doc.get('target')}: {len(x)} timed inferences")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def pareto_plot(doc: Mapping[str, Any]) -> Optional[str]:
+    """Accuracy against latency for every model of the run where both were measured (teacher,
+    distilled, pruned, fp32 and INT8 on the runtime), with the budget."""
+    rows = [r for r in doc.get("stage_table") or [] if r.get("latency_ms") is not None and r.get("accuracy") is not None]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    colors = {"teacher": "#868e96", "distilled": "#4dabf7", "pruned": "#f08c00", "fp32 on runtime": "#1c7ed6",
+              "INT8": "#5f3dc4"}
+    for r in rows:
+        ax.scatter([r["latency_ms"]], [r["accuracy"]], s=60, c=colors.get(r["stage"], "#495057"), zorder=3,
+                   label=f"{r['stage']} ({r['latency_basis']})")
+        ax.annotate(r["stage"], (r["latency_ms"], r["accuracy"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    if doc.get("budget_ms"):
+        ax.axvline(doc["budget_ms"], color="#c92a2a", ls="--", label=f"budget {doc['budget_ms']:g} ms")
+    ax.set_xlabel(f"{doc.get('metric', 'p90')} latency, ms")
+    ax.set_ylabel("top-1 accuracy (validation)")
+    ax.set_title("Accuracy vs latency, stage by stage")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
     return _svg(fig)
 
 
@@ -129,7 +171,8 @@ def accuracy_plot(doc: Mapping[str, Any]) -> Optional[str]:
     return _svg(fig)
 
 
-PLOTS = (("candidates", "Candidates: latency vs capacity", candidates_plot),
+PLOTS = (("candidates", "Candidates: predicted latency vs capacity (colour: predicted to fit)", candidates_plot),
+         ("pareto", "Accuracy vs latency of each model the run made", pareto_plot),
          ("histogram", "Latency histogram of the final model", histogram_plot),
          ("training", "Training curves", training_plot),
          ("accuracy", "Accuracy", accuracy_plot))
