@@ -178,7 +178,9 @@ def check_parity(model, onnx_or_session, samples, *, atol: float = 1e-3, min_cos
                              check_values=check_values)
     if raise_on_fail and not report.passed:
         raise VerdictError(f"parity check failed: {report.one_line()}",
-                           hint="the exported model does not reproduce torch; try --exporter dynamo or fp32")
+                           hint="the exported model does not reproduce torch on this runtime; check it for ops "
+                                "the runtime computes differently (EDGEKD_DEBUG=1 shows the export log), "
+                                "or use an fp32 target")
     return report
 
 

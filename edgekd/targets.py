@@ -334,7 +334,15 @@ def load_target(name_or_path: "str | os.PathLike | TargetSpec") -> TargetSpec:
 
 
 def list_targets() -> list[TargetSpec]:
-    return [load_target_file(p) for _, p in sorted(_named_files().items())]
+    """Every target that loads; a file that does not (bad YAML, an unknown field) is skipped with
+    a warning naming it, so one broken file on EDGEKD_TARGETS_PATH does not hide the others."""
+    out = []
+    for _, p in sorted(_named_files().items()):
+        try:
+            out.append(load_target_file(p))
+        except BadInputError as exc:
+            log.warning("skipping target file %s: %s", p, exc.one_line())
+    return out
 
 
 def int8_target_names() -> list[str]:

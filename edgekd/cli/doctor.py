@@ -24,6 +24,8 @@ def doctor_cmd(target_name, as_json):
     \b
         edgekd doctor -t ort-cpu
     """
+    from rich.markup import escape
+
     from ..remote.doctor import doctor
 
     target = resolve_target(target_name)
@@ -32,13 +34,13 @@ def doctor_cmd(target_name, as_json):
         if as_json:
             return
         mark = {True: "[green]ok[/]  ", False: "[red]FAIL[/]", None: "[dim]skip[/]"}[c.ok]
-        _console().print(f"{mark} {c.name:<10} {c.detail}")
+        _console().print(f"{mark} {c.name:<10} {escape(str(c.detail))}")  # escape: "edgekd[tensorrt]"
         if c.ok is False and c.fix:
-            _console().print(f"     [yellow]fix:[/] {c.fix}")
+            _console().print(f"     [yellow]fix:[/] {escape(str(c.fix))}")
 
     if not as_json:
         where = " (over ssh)" if target.remote is not None else " (this machine)"
-        _console().print(f"checking target [bold]{target.name}[/]{where}: {target.summary()}")
+        _console().print(f"checking target [bold]{escape(target.name)}[/]{where}: {escape(target.summary())}")
     report = doctor(target, on_check=show)
     if as_json:
         emit_json(report.to_dict())

@@ -109,7 +109,7 @@ def _with_progress_bar(target, family, kwargs):
             elif ev.kind == "measured":
                 bar.update(task, completed=ev.done, now="")
             elif ev.kind == "salvaged":
-                console.print(f"edgekd: {ev.what}")
+                console.print(f"edgekd: {ev.what}", markup=False)
 
         return profile_family(target, family, on_event=on_event, **kwargs)
 

@@ -109,4 +109,4 @@ def _print_table(r, model: str, err: bool = False) -> None:
     if r.kept and r.artifact is not None:
         c.print(f"kept: {r.artifact.path}" + (" (forced)" if r.forced and r.notes else ""))
     for n in r.notes:
-        c.print(f"[yellow]note:[/] {n}")
+        c.print("[yellow]note:[/] " + n.replace("[", "\\["))  # a note may quote "edgekd[openvino]"

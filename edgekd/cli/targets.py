@@ -33,6 +33,7 @@ def targets_cmd(as_json: bool) -> None:
         emit_json({"targets": rows})
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="edgekd targets")
@@ -41,5 +42,5 @@ def targets_cmd(as_json: bool) -> None:
     for r in rows:
         note = r["runtime_version"] if r["available"] else r["reason"]
         table.add_row(r["name"], r["runtime"], r["device"], r["precision"],
-                      "[green]yes[/]" if r["available"] else "[red]no[/]", note or "")
+                      "[green]yes[/]" if r["available"] else "[red]no[/]", escape(note or ""))
     Console().print(table)

@@ -72,14 +72,15 @@ def verify_cmd(artifact, target_name, data, resolution, budget_ms, metric, min_a
 
 def _print(rep) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"verify {rep.artifact} on {rep.target}")
+    t = Table(title=escape(f"verify {rep.artifact} on {rep.target}"))
     for col in ("check", "verdict", "detail"):
         t.add_column(col)
     color = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
     for c in rep.checks:
-        t.add_row(c.name, f"[{color[c.verdict]}]{c.verdict}[/]", c.detail)
+        t.add_row(c.name, f"[{color[c.verdict]}]{c.verdict}[/]", escape(c.detail))
     con = Console()
     if rep.checks:
         con.print(t)

@@ -227,8 +227,10 @@ def _check_arrays(ds: ArrayDataset, split, num_classes, *, hasher, shape):
 
 def _check_label(label: int, i: int, split: str, num_classes: int | None) -> None:
     if label < 0 or (num_classes is not None and label >= num_classes):
-        rng = f"[0, {num_classes})" if num_classes is not None else "[0, num_classes)"
-        raise BadInputError(f"{split} sample {i} has label {label}, outside {rng}",
+        if num_classes is None:  # only negatives are caught here: the class count is not known yet
+            raise BadInputError(f"{split} sample {i} has label {label}; labels are class indices 0, 1, 2, ...",
+                                hint="fix the label")
+        raise BadInputError(f"{split} sample {i} has label {label}, outside [0, {num_classes})",
                             hint="fix the label or declare the full class list")
 
 

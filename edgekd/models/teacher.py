@@ -219,8 +219,9 @@ def _from_torch_file(path: Path, spec, weights, trust_pickle, device, file_sha):
                                 f"code", hint=_TRUST_HINT) from exc
         log.warning("unpickling teacher %s (--trust-pickle)", path)
         obj = _unpickle(path)
-    except LOAD_ERRORS as exc:
-        raise BadInputError(f"cannot read teacher '{path}' ({str(exc).splitlines()[0]})",
+    except LOAD_ERRORS as exc:  # torch's own words (inline_container.cc, ...) say nothing to a user
+        raise BadInputError(f"cannot read teacher '{path}': torch cannot load it (a truncated file, or an "
+                            f"archive torch.save did not write)",
                             hint="pass a checkpoint, TorchScript, .pt2 or .onnx file") from exc
     if isinstance(obj, torch.nn.Module):
         module, meta = obj, {}
@@ -346,6 +347,9 @@ def load_teacher(spec: str, *, weights: str | None = None, trust_pickle: bool = 
             head = f.read(2)
         if kind == "torch" or head.startswith(b"\x80"):  # zip or legacy torch.save
             return _from_torch_file(path, spec, weights, trust_pickle, device, file_sha)
+        if path.suffix.lower() in (".pt", ".pth", ".ts", ".pt2", ".ckpt"):
+            raise BadInputError(f"teacher '{path}' is not a torch file (no archive torch.save or "
+                                f"torch.jit.save writes)", hint="pass a checkpoint, TorchScript, .pt2 or .onnx file")
         if weights is not None:
             raise BadInputError(f"--teacher-weights does not apply to ONNX teacher '{path}'",
                                 hint="its weights are inside the file; drop --teacher-weights")
