@@ -132,8 +132,10 @@ def markdown_table(results: Sequence[GateResult]) -> str:
             continue
         lo, hi = d.ci
         reg = (f"x{d.regression.median_ratio:.3f}, p={d.regression.p_value:.2g}" if d.regression else "")
-        rows.append(f"| {_cell(r.model)} | {_cell(target)} | {_ICON.get(r.status, r.status)} | {d.metric} | "
-                    f"{d.value:.4g} | [{lo:.4g}, {hi:.4g}] | {d.budget_ms:g} | {d.n} | {reg} |")
+        metric = d.metric + (" (drift-corrected)" if d.judged == "corrected" else "")
+        n = f"{d.n} (eff. {d.n_eff:.0f})" if d.n_eff is not None and d.n_eff < d.n else f"{d.n}"
+        rows.append(f"| {_cell(r.model)} | {_cell(target)} | {_ICON.get(r.status, r.status)} | {metric} | "
+                    f"{d.value:.4g} | [{lo:.4g}, {hi:.4g}] | {d.budget_ms:g} | {n} | {reg} |")
     return "### edgekd latency gate\n\n" + "\n".join(rows) + "\n"
 
 
