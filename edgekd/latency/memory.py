@@ -119,11 +119,50 @@ def measure_peak(load: Callable[[], Any], input_shape: tuple) -> tuple[int | Non
     return max(0, peak - before) * 1024, RSS_SOURCE, session
 
 
+# What a runtime imports before any model is loaded: in the measuring process, imported first,
+# so the module's own set-up is not counted as the model's.
+_RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",
+                    "executorch": "executorch.runtime", "torch": "torch"}
+
+
+def _isolated(artifact: Any, target: Any) -> bool:
+    """Measured in a fresh process: a file artifact of a runtime other than torch. A runtime may
+    keep scratch memory across loads in one process (XNNPACK's workspace is process-wide), so a
+    model measured after a larger one would show no growth."""
+    runtime = getattr(getattr(target, "runtime", None), "value", None)
+    files = [Path(p) for p in (getattr(artifact, "paths", None) or ())]
+    return (runtime is not None and runtime != "torch" and bool(files) and all(p.is_file() for p in files)
+            and not (getattr(artifact, "meta", None) or {}).get("module"))
+
+
+def _peak_in_child(artifact: Any, target: Any, input_shape: tuple) -> tuple[int | None, str, int | None]:
+    import json
+    import subprocess
+
+    from ..errors import BadInputError
+
+    job = {"path": str(artifact.path), "extra_paths": [str(p) for p in artifact.extra_paths],
+           "format": artifact.format, "target": target.model_dump(mode="json"), "shape": list(input_shape)}
+    proc = subprocess.run([sys.executable, "-m", "edgekd.latency.memory"], input=json.dumps(job),
+                          capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+        raise BadInputError(f"measuring the peak memory of {Path(artifact.path).name} failed: {why}")
+    out = json.loads(lines[-1])
+    return out["peak_bytes"], out["source"] + " (fresh process)", out["planned_arena_bytes"]
+
+
 def measure_memory(artifact: Any, target: Any, input_shape: tuple, *, load: Callable[[], Any] | None = None
                    ) -> MemoryUse:
     """Size and peak memory of ``artifact`` on ``target``: a fresh session is loaded (through the
-    target's backend unless ``load`` is given), run once and closed."""
+    target's backend unless ``load`` is given), run once and closed; a file artifact of a runtime
+    other than torch is measured in a fresh process (``_isolated``)."""
     size, size_of = artifact_size(artifact)
+    if load is None and _isolated(artifact, target):
+        peak, source, planned = _peak_in_child(artifact, target, tuple(input_shape))
+        return MemoryUse(size_bytes=size, size_of=size_of, peak_bytes=peak, peak_source=source,
+                         planned_arena_bytes=planned)
     if load is None:
         from ..backends import require_backend
 
@@ -136,6 +175,28 @@ def measure_memory(artifact: Any, target: Any, input_shape: tuple, *, load: Call
         close()
     return MemoryUse(size_bytes=size, size_of=size_of, peak_bytes=peak, peak_source=source,
                      planned_arena_bytes=planned)
+
+
+def _child() -> None:
+    """`python -m edgekd.latency.memory` with a job on stdin: one load and run, measured."""
+    import importlib
+    import json
+
+    from ..backends import require_backend
+    from ..backends.base import Artifact
+    from ..targets import TargetSpec
+
+    job = json.loads(sys.stdin.read())
+    target = TargetSpec.model_validate(job["target"])
+    backend = require_backend(target)
+    module = _RUNTIME_MODULES.get(target.runtime.value)
+    if module:
+        importlib.import_module(module)
+    art = Artifact(path=Path(job["path"]), format=job["format"], sha256="",
+                   extra_paths=tuple(Path(p) for p in job["extra_paths"]))
+    peak, source, session = measure_peak(lambda: backend.load(art, target), tuple(job["shape"]))
+    print(json.dumps({"peak_bytes": peak, "source": source,
+                      "planned_arena_bytes": getattr(session, "planned_arena_bytes", None)}))
 
 
 def memory_from_dict(d: "Mapping | None") -> MemoryUse | None:
@@ -171,3 +232,7 @@ def budget_results(mem: MemoryUse, max_size_kb: float | None, max_peak_mb: float
                     (f"{mb:.2f} MB ({mem.peak_source})" if mb is not None else mem.peak_source)
                     + f" vs max {max_peak_mb:g} MB"))
     return out
+
+
+if __name__ == "__main__":
+    _child()
