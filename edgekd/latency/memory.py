@@ -12,8 +12,11 @@ eager target) counts its parameters and buffers.
 Peak memory is measured, the same way for every runtime: the high-water mark of the process's
 resident memory from just before the model is loaded through its first inference, minus the
 resident memory before (Linux: VmHWM reset through /proc/self/clear_refs, read back from
-/proc/self/status). It covers what running the model costs a device: the weights as the runtime
-holds them (often packed into a second layout), the activation arena and the kernels' scratch.
+/proc/self/status). A file artifact is measured in a fresh process that has imported the
+runtime and nothing else (a runtime may keep scratch memory across loads); a module held in
+memory, in this one. It covers what running the model costs a device: the weights as the
+runtime holds them (often packed into a second layout), the activation arena and the kernels'
+scratch.
 ExecuTorch also reports its planned arena (the memory plan in the .pte); it is shown beside the
 peak, not as it: tensors inside the XNNPACK delegate live in the delegate's own workspace,
 outside that plan, so the plan alone undercounts a delegated model many times over.
