@@ -47,8 +47,9 @@ class LazyGroup(click.Group):
             return None
         mod, _, attr = ref.partition(":")
         from .common import with_output_checks
+        from .complete import with_completion
 
-        return with_output_checks(getattr(importlib.import_module(f"edgekd.cli.{mod}"), attr))
+        return with_completion(with_output_checks(getattr(importlib.import_module(f"edgekd.cli.{mod}"), attr)))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -54,3 +54,15 @@ def test_command_list_descriptions_are_whole():
         cmd = cli.get_command(click.Context(cli), name)
         assert not desc.endswith("..."), f"{name}: '{desc}' is cut"
         assert desc == cmd.short_help and desc.endswith("."), (name, desc)
+
+
+@pytest.mark.parametrize("args, incomplete, expect", [
+    (["bench", "-t"], "ort", {"ort-cpu", "ort-cpu-int8"}),
+    (["compress", "--target"], "openvino-cpu-", {"openvino-cpu-int8"}),
+    (["profile", "--family"], "mobile", {"mobilenetv2"}),
+])
+def test_completion_names_targets_and_families(args, incomplete, expect):
+    from click.shell_completion import ShellComplete
+
+    got = {c.value for c in ShellComplete(cli, {}, "edgekd", "_EDGEKD_COMPLETE").get_completions(args, incomplete)}
+    assert expect <= got and all(v.startswith(incomplete) for v in got), got
