@@ -49,11 +49,12 @@ def _verdict_of(doc: dict) -> "str | None":
 
 def _latency_of(doc: dict) -> "dict | None":
     """The one latency block (`latency_ms`, statistics in ms with `p90_ci`) where a command reports
-    it under another name: verify's `latency`, calibrate's `stats`, a gate result's `decision`."""
+    it under another name: verify's `latency`, calibrate's `stats`, compress's `verify.latency`, a gate
+    result's `decision`."""
     if isinstance(doc.get("latency_ms"), dict):
         return None
-    for key in ("latency", "stats"):
-        lat = doc.get(key)
+    verify = doc.get("verify") if isinstance(doc.get("verify"), dict) else {}
+    for lat in (doc.get("latency"), doc.get("stats"), verify.get("latency")):
         if isinstance(lat, dict) and "p90_ci" in lat:
             return lat
     dec = doc.get("decision")

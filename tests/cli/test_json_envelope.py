@@ -127,3 +127,5 @@ def test_envelope_rules():
     d = envelope({"decision": {"metric": "p50", "value": 1.0, "ci": [0.9, 1.1], "n": 10}}, "gate")
     assert d["latency_ms"] == {"p50": 1.0, "p50_ci": [0.9, 1.1], "n": 10}
     assert envelope({"value": float("nan")}, "x")["value"] is None
+    run = envelope({"verdict": "fail", "verify": {"latency": {"p90": 2.0, "p90_ci": [1.9, 2.1]}}}, "compress")
+    assert run["verdict"] == "FAIL" and run["latency_ms"]["p90_ci"] == [1.9, 2.1]
