@@ -73,14 +73,14 @@ def bench_cmd(model, target_name, shape, in_channels, threads, min_iters, min_ti
     def run(wd):
         if as_json or not sys.stderr.isatty():
             return bench(model, target, work_dir=wd, settings=settings, sample_shape=sample_shape,
-                         in_channels=in_channels, reference=reference)
+                         in_channels=in_channels, reference=reference, memory=True)
         from rich.console import Console
 
         with Console(stderr=True).status(f"measuring {model} on {target.name} ...") as status:
             def progress(n, want):
                 status.update(f"measuring {model} on {target.name}: {n} samples")
             return bench(model, target, work_dir=wd, settings=settings, sample_shape=sample_shape,
-                         on_progress=progress, in_channels=in_channels, reference=reference)
+                         on_progress=progress, in_channels=in_channels, reference=reference, memory=True)
 
     if work_dir:
         result = run(Path(work_dir))

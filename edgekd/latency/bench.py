@@ -24,7 +24,7 @@ from .measure import (SLICE_S, BenchResult, close_session, environment_fingerpri
 def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str | Path | None" = None,
           settings: MeasureSettings | None = None, sample_shape: tuple | None = None,
           on_progress: Callable[[int, int], None] | None = None, in_channels: int = 1,
-          reference: bool | None = None) -> BenchResult:
+          reference: bool | None = None, memory: bool = False) -> BenchResult:
     """Open MODEL for TARGET (building its artifact if needed) and measure it per docs/LATENCY.md.
     ``in_channels`` is the input channels of a student spec (3 for RGB); a file says its own.
     A file from a compress output must still match its manifest.json (deploy.check_ref_manifest).
@@ -32,7 +32,10 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
     ``reference``: measure the reference workload in alternation and drift-correct against the
     stored calibration (True: required, BadInputError without one; None: when one exists for
     this target and machine; False: never). It takes REFERENCE_SHARE of the timed time, and
-    min_time_s is lengthened by as much so the model keeps its own."""
+    min_time_s is lengthened by as much so the model keeps its own.
+
+    ``memory``: also the artifact's size and the peak memory of one inference (latency.memory;
+    a fresh load, in a fresh process for a file), in ``BenchResult.memory``."""
     spec = load_target(target)
     check_ref_manifest(model_ref)
     if spec.remote is not None:  # measured on the device itself, over SSH (edgekd.remote)
@@ -71,14 +74,14 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
                                        confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
         else:
             m, env = measure_opened(opened, spec, settings, on_progress=on_progress)
-        memory = measure_memory(opened.artifact, spec, tuple(opened.input_shape))  # a fresh load, run once
+        mem = measure_memory(opened.artifact, spec, tuple(opened.input_shape)) if memory else None
     art = opened.artifact
     return BenchResult(target=spec.name, model=str(model_ref), model_sha256=art.sha256,
                        artifact_format=art.format, stats=m.stats, samples_ms=m.samples_ms,
                        first_inference_ms=m.first_inference_ms, build_s=float(opened.build_s or 0.0),
                        load_s=float(getattr(opened, "first_load_s", 0.0) or 0.0), input_shape=tuple(opened.input_shape),
                        environment=env, drift=drift, corrected=corrected, warnings=tuple(warnings),
-                       memory=memory)
+                       memory=mem)
 
 
 def open_reference_workload(spec: TargetSpec, work_dir: Path, cal: Calibration | None = None):

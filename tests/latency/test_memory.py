@@ -74,9 +74,10 @@ def test_bench_reports_size_and_peak_beside_latency():
     from edgekd.targets import MeasureSettings
 
     fast = MeasureSettings(warmup_s=0.0, warmup_iters=2, min_iters=10, min_time_s=0.0)
-    r = bench("convnet:width=8,depth=2,res=16", "ort-cpu", settings=fast, reference=False)
+    r = bench("convnet:width=8,depth=2,res=16", "ort-cpu", settings=fast, reference=False, memory=True)
     assert r.memory.size_of == "onnx" and r.memory.size_bytes > 1000
     assert r.memory.peak_bytes is not None and r.memory.peak_source.startswith("rss")
     assert r.memory.peak_source.endswith("(fresh process)")  # a runtime may keep scratch across loads
     d = r.to_dict()["memory"]
+    assert bench("convnet:width=8,depth=2,res=16", "ort-cpu", settings=fast, reference=False).memory is None
     assert d["size_bytes"] == r.memory.size_bytes and d["peak_mb"] == r.memory.peak_mb
