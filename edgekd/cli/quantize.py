@@ -30,9 +30,27 @@ from .common import emit_json, json_option, resolve_target
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for the INT8 artifact and its report JSON.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration subset.")
+@click.option("--qat", type=click.Choice(["auto", "off", "always"]), default=None,
+              help="Quantization-aware distillation after PTQ: auto (when PTQ drops more than "
+                   "--max-drop, default 0.01), always, or off. Default: auto with --teacher, else off.")
+@click.option("--teacher", "teacher_spec", default=None,
+              help="Teacher for QAD (file, py:MOD:FN, family:k=v with --teacher-weights, hf:DIR).")
+@click.option("--teacher-weights", default=None, help="Weights for a family-spec teacher.")
+@click.option("--qat-epochs", type=int, default=3, show_default=True, help="QAD fine-tuning epochs.")
+@click.option("--loss", default="kd", show_default=True,
+              help="QAD loss: any distillation loss (kd, dkd, ...) or ce (labels only, no teacher).")
+@click.option("--loss-opt", "loss_opts", multiple=True, help="Loss option key=value (repeatable).")
+@click.option("--labelled-fraction", type=float, default=1.0, show_default=True,
+              help="Fraction of training labels QAD may use (the KD loss needs none).")
+@click.option("--lr", type=float, default=None, help="QAD peak learning rate (default 0.005, SGD).")
+@click.option("--batch-size", type=int, default=None, help="QAD batch size (default 64).")
+@click.option("--resume", is_flag=True, help="Continue a killed QAD run in --out.")
+@click.option("--trust-code", "trust_code", is_flag=True,
+              help="Allow model files that hold code (pickles, TorchScript) for QAD.")
 @json_option
 def quantize_cmd(model, target_name, data_spec, method, preset, calib_size, val_size, max_drop,
-                 rounds, force, out_dir, seed, as_json):
+                 rounds, force, out_dir, seed, qat, teacher_spec, teacher_weights, qat_epochs, loss,
+                 loss_opts, labelled_fraction, lr, batch_size, resume, trust_code, as_json):
     """Quantize MODEL to INT8 for a target, then compare it with fp32 on the same runtime.
 
     MODEL is an .onnx file or an edgekd checkpoint (.pt). Accuracy (top-1 on the validation
@@ -59,12 +77,32 @@ def quantize_cmd(model, target_name, data_spec, method, preset, calib_size, val_
             if as_json:
                 emit_json(rep.to_dict())
             else:
-                _print_table(rep, model, err=True)
+                _print_any(rep, model, err=True)
         raise
     if as_json:
         emit_json(report.to_dict())
     else:
-        _print_table(report, model)
+        _print_any(report, model)
+
+
+def _print_any(r, model: str, err: bool = False) -> None:
+    """A PTQ report, or PTQ and QAD side by side."""
+    if not hasattr(r, "ptq"):
+        return _print_table(r, model, err=err)
+    from rich.console import Console
+
+    c = Console(stderr=err)
+    for name, side in (("PTQ", r.ptq), ("QAD", r.qad)):
+        if side is not None:
+            _print_table(side, f"{model} [{name}]", err=err)
+    c.print(f"QAD: {r.reason}; kept {r.chosen.upper()}"
+            + (f"; parity vs fake-quant torch: cosine {r.parity['cosine']:.4f}, top-1 agreement "
+               f"{r.parity['top1_agreement']:.3f}" if r.parity else ""))
+    if r.train:
+        c.print(f"QAD training: {r.train['epochs']} epoch(s), loss {r.train['loss']}, "
+                f"fake-quant val {r.train['fake_quant_val_acc']:.4f}, cache {r.train['cache']}")
+    for n in r.notes:
+        c.print(f"[yellow]note:[/] {n}")
 
 
 def _run(fn, quiet: bool, target_name: str):
