@@ -2,7 +2,9 @@
 """Every hf- student family at 224 px (RGB, batch 1) on ort-cpu and openvino-cpu: export parity
 (max |diff| against torch on 16 seeded inputs) and p50/p90, the two runtimes measured in
 alternation (measure.measure_interleaved) so that the machine's drift hits both alike; the
-ratio is openvino-cpu p50 / ort-cpu p50 of the same run.
+ratio is openvino-cpu p50 / ort-cpu p50 of the same run. On a shared machine a run longer than
+the scheduler's slice waits for a CPU in most samples: `quiet p50` is the median of the samples
+not descheduled (else of the fastest tenth; latency.profile.quiet_stats), `disturbed` their share.
 
     python tools/bench_hf.py [--models SPEC ...] [--min-time 2] [--threads 1]
 """
@@ -30,6 +32,7 @@ def main(argv=None) -> int:
     from edgekd.deploy import export_ref, open_model
     from edgekd.latency.measure import close_session, environment_fingerprint, make_inputs, measure_interleaved
     from edgekd.models import count_macs_params, input_shape
+    from edgekd.latency.profile import quiet_stats
     from edgekd.models.ref import load_module
     from edgekd.targets import load_target
 
@@ -43,7 +46,7 @@ def main(argv=None) -> int:
             print(f"# skipped {name}: {why}")
     print(f"# threads={args.threads} batch=1 RGB min_time_s={args.min_time} (both runtimes, in alternation)")
     print(f"{'model':44s} {'MMACs':>7s} {'params':>9s} {'target':13s} {'parity max|diff|':>16s} {'ok':>3s} "
-          f"{'export s':>8s} {'p50 ms':>8s} {'p90 ms':>8s} {'ov/ort p50':>10s}")
+          f"{'export s':>8s} {'p50 ms':>8s} {'p90 ms':>8s} {'ov/ort p50':>10s} {'quiet p50':>9s} {'disturbed':>9s}")
     env = None
     failed = 0
     for spec in args.models:
@@ -72,11 +75,13 @@ def main(argv=None) -> int:
         for (t, parity, export_s), m in zip(rows, ms):
             ratio = (f"{p50['openvino-cpu'] / p50['ort-cpu']:10.3f}"
                      if t.name == "openvino-cpu" and "ort-cpu" in p50 else f"{'':>10s}")
+            q = quiet_stats(m).p50 if quiet_stats(m) is not None else float("nan")
             ok = parity is None or parity.passed
             failed += not ok
             diff = f"{parity.max_abs_diff:16.2e}" if parity is not None else f"{'(onnx itself)':>16s}"
             print(f"{spec:44s} {macs / 1e6:7.0f} {params:9,d} {t.name:13s} {diff} {'yes' if ok else 'NO':>3s} "
-                  f"{export_s:8.1f} {m.stats.p50:8.3f} {m.stats.p90:8.3f} {ratio}")
+                  f"{export_s:8.1f} {m.stats.p50:8.3f} {m.stats.p90:8.3f} {ratio} {q:9.3f} "
+                  f"{m.stats.disturbed / max(m.stats.n, 1):9.0%}")
     if env:
         print(f"# cpu: {env['cpu']} ({env['logical_cores']} logical cores)")
     return 1 if failed else 0
