@@ -100,6 +100,10 @@ def _sigterm_as_interrupt():
         return None
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -118,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         how = " by SIGTERM" if isinstance(cause, Terminated) else ""
         click.echo(f"edgekd: interrupted{how}", err=True)
         return EXIT_INTERRUPTED
+    except click.UsageError as exc:  # one line, like every other error, with where to look
+        where = exc.ctx.command_path if exc.ctx is not None else "edgekd"
+        click.echo(f"edgekd: error: {_one_line(exc.format_message()).rstrip('.')}; see '{where} --help'", err=True)
+        return EXIT_BAD_INPUT
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"edgekd: error: {_one_line(exc.format_message())}", err=True)
         return EXIT_BAD_INPUT if exc.exit_code == 2 else exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

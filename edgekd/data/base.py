@@ -286,6 +286,9 @@ def finish_bundle(*, name: str, spec: str, train, val, class_names: Sequence[str
     _, val_labels = check_split(val, "val", fixed, hasher=sample_hasher, shape=shape)
     if fixed is None:
         fixed = max(train_labels + val_labels) + 1
+    if fixed < 2:
+        raise BadInputError(f"data '{name}' has {fixed} class; a classifier needs at least 2",
+                            hint="give data with two or more classes")
     if not class_names:
         class_names = [str(i) for i in range(fixed)]
     if len(class_names) != fixed:

@@ -197,7 +197,8 @@ def load_torch_file(path: "str | Path", *, trust: "bool | None" = None):
         module, _meta = load_checkpoint(p)
         return module, CHECKPOINT
     except Exception as exc:  # noqa: BLE001 - whatever torch.load says about a file of no known kind
-        why = exc.message if isinstance(exc, BadInputError) else (str(exc).splitlines() or [""])[0][:120]
+        # torch's own words (inline_container.cc, unpickler internals) say nothing to a user
+        why = exc.message if isinstance(exc, BadInputError) else "torch cannot read it: truncated, or not torch.save's"
         raise BadInputError(f"{p} is neither TorchScript nor an edgekd checkpoint ({why})",
                             hint="save TorchScript with torch.jit.save, or pass a model spec") from exc
 
