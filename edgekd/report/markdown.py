@@ -81,9 +81,6 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             r = doc.get(name) or {}
             extra = f" ({r.get('status')}: {r.get('reason')})" if r.get("reason") else f" ({r.get('status')})"
         lines.append(f"| {name} | {_cell(str(s.get('status')) + extra)} | {_f(s.get('wall_s'), '.1f')} |")
-    teacher_lat = ((doc.get("context") or {}).get("demo") or {}).get("teacher_latency") or {}
-    if teacher_lat.get("warning"):
-        lines += ["", f"Warning: {teacher_lat['warning']}; the budget rests on {teacher_lat.get('basis')}."]
     if doc.get("needs_pruning"):
         lines += ["", f"Note: no profiled candidate meets the budget ({doc.get('selection_note')}); the fastest "
                       "was distilled, then pruned (see the prune stage)."]

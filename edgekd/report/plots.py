@@ -59,6 +59,7 @@ def candidates_plot(doc: Mapping[str, Any]) -> Optional[str]:
             ax.scatter([ch["params"]], [got], marker="*", s=140, c="#1c7ed6", zorder=5,
                        label=f"chosen, measured {got:.3g} ms")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # a grid spans orders of magnitude of latency
     ax.set_xlabel("parameters (capacity)")
     ax.set_ylabel(f"predicted {metric} latency, ms")
     ax.set_title("Candidates: predicted latency vs capacity")
@@ -68,8 +69,9 @@ def candidates_plot(doc: Mapping[str, Any]) -> Optional[str]:
 
 
 def histogram_plot(doc: Mapping[str, Any]) -> Optional[str]:
-    """The final model's timed inferences between their 0.5th and 99.5th percentiles, so the
-    bars resolve the distribution; a budget far off that range is said, not drawn."""
+    """The final model's timed inferences from their 0.5th percentile to the 99.5th (at most
+    p50 + 8 x (p90 - p50)), so the bars resolve the distribution; a budget far off that range is
+    said, not drawn."""
     samples = doc.get("latency_samples_ms") or []
     if not samples:
         return None
@@ -77,7 +79,8 @@ def histogram_plot(doc: Mapping[str, Any]) -> Optional[str]:
 
     plt = _plt()
     x = np.asarray(samples, dtype=float)
-    lo, hi = (float(v) for v in np.percentile(x, [0.5, 99.5]))
+    lo, p50, p90, hi = (float(v) for v in np.percentile(x, [0.5, 50, 90, 99.5]))
+    hi = max(min(hi, p50 + 8 * (p90 - p50)), p90 * 1.05)  # a busy machine's far tail would flatten the bars
     pad = max(hi - lo, 1e-6) * 0.08
     lo, hi = max(0.0, lo - pad), hi + pad
     budget = float(doc.get("budget_ms") or 0.0)
@@ -125,8 +128,9 @@ def pareto_plot(doc: Mapping[str, Any]) -> Optional[str]:
         ax.axvline(doc["budget_ms"], color="#c92a2a", ls="--", label=f"budget {doc['budget_ms']:g} ms")
     ax.set_xlabel(f"{doc.get('metric', 'p90')} latency, ms")
     ax.set_ylabel("top-1 accuracy (validation)")
+    ax.margins(x=0.2, y=0.2)  # room for the labels
     ax.set_title("Accuracy vs latency, stage by stage")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
     return _svg(fig)
 

@@ -60,7 +60,7 @@ def stage_rows(out: Path, cfg: Mapping, parts: Mapping[str, Mapping]) -> list[di
     tcost = dis.get("teacher_cost") or {}
     tlat = (ctx.get("demo") or {}).get("teacher_latency") or {}
     rows.append(_row("teacher", str(cfg.get("teacher")), latency_ms=tlat.get("latency_ms"),
-                     basis=tlat.get("metric") and f"{tlat.get('metric')} ({tlat.get('basis', 'measured')})",
+                     basis=tlat.get("metric") and f"{tlat.get('metric')}, measured by the demo",
                      accuracy=dis.get("teacher_accuracy"), params=tcost.get("params"),
                      size_bytes=_teacher_size(cfg.get("teacher")),
                      where=(ctx.get("demo") or {}).get("target") if tlat else None))
@@ -141,7 +141,7 @@ def unstable_flags(parts: Mapping[str, Mapping]) -> list[str]:
     out += [f"selection: {w}" for w in sel.get("warnings") or []]
     tlat = ((parts.get("context") or {}).get("demo") or {}).get("teacher_latency") or {}
     if tlat.get("warning"):
-        out.append(f"teacher latency: {tlat['warning']}")
+        out.append(f"teacher latency: {tlat['warning']}; the budget rests on {tlat.get('basis')}")
     return out
 
 
