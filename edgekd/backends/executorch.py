@@ -47,6 +47,15 @@ def set_threads(n: "int | None") -> None:
             portable_lib._unsafe_reset_threadpool(int(n))
 
 
+def pte_input_shape(path: "str | Path") -> tuple:
+    """The first input's shape a .pte program's 'forward' method declares (read without loading it)."""
+    _require()
+    from executorch.runtime import Runtime
+
+    meta = Runtime.get().load_program(Path(path)).metadata("forward")
+    return tuple(int(d) for d in meta.input_tensor_meta(0).sizes())
+
+
 class ETSession(Session):
     """A loaded .pte program's 'forward' method."""
 

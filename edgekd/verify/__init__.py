@@ -205,7 +205,7 @@ def ir_input_shape(xml: Path) -> tuple:
 
 
 def _artifact_resolution(art: Path) -> int | None:
-    """The square input size the artifact declares (ONNX or OpenVINO IR), if static."""
+    """The square input size the artifact declares (ONNX, OpenVINO IR or ExecuTorch .pte), if static."""
     try:
         if art.suffix.lower() == ".onnx":
             from ..backends.calib import onnx_input_info
@@ -213,6 +213,10 @@ def _artifact_resolution(art: Path) -> int | None:
             _, shape = onnx_input_info(art)
         elif art.suffix.lower() == ".xml":
             shape = ir_input_shape(art)
+        elif art.suffix.lower() == ".pte":
+            from ..backends.executorch import pte_input_shape
+
+            shape = pte_input_shape(art)
         else:
             return None
     except Exception:  # noqa: BLE001 - a file that does not parse (protobuf DecodeError, ...) is

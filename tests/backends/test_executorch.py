@@ -137,3 +137,20 @@ def _onnx(tmp_path):
     from edgekd.export import export_onnx
 
     return export_onnx(nn.Linear(4, 2).eval(), torch.zeros(1, 4), tmp_path / "model.onnx")
+
+
+@needs_et
+def test_verify_reads_a_pte_input_size_and_holds_it_to_a_size_budget(exported, tmp_path):
+    from edgekd.targets import MeasureSettings
+    from edgekd.verify import verify_artifact
+
+    rng = np.random.default_rng(0)
+    y = np.arange(20) % 10
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=rng.random((20, 1, 16, 16), dtype=np.float32), y_train=y,
+             x_val=rng.random((20, 1, 16, 16), dtype=np.float32), y_val=y)
+    pte = exported.out / "model.pte"
+    fast = MeasureSettings(warmup_s=0.0, warmup_iters=2, min_iters=10, min_time_s=0.0)
+    rep = verify_artifact(pte, "executorch-xnnpack", f"npz:{data}", max_size_kb=0.5, settings=fast)
+    c = next(c for c in rep.checks if c.name == "size")
+    assert rep.n_val == 20 and c.verdict == "fail" and "(executorch-pte) vs max 0.5 KB" in c.detail
