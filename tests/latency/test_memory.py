@@ -19,7 +19,8 @@ class Hungry:
         self.mb, self.kept = mb, None
 
     def run(self, x):
-        self.kept = np.ones(self.mb << 20, dtype=np.uint8)  # written: resident, not just reserved
+        if self.kept is None:  # written: resident, not just reserved
+            self.kept = np.ones(self.mb << 20, dtype=np.uint8)
         return [x]
 
 
