@@ -6,6 +6,10 @@ The two are run alternately (ours, theirs, ours, theirs, ...) and the ratio of e
 reported, with the median ratio at the end. benchmark_app reports the runtime's own latency of
 each request; ours is wall time around one session.run (the Python call included).
 
+Because the two tools run seconds apart, a busy machine moves the pair ratios; the same calls
+are therefore also read in this process, wall time around session.run against the request's
+own latency (what benchmark_app reports), which no drift can move.
+
 It also measures what reading the disturbance signal (involuntary context switches, read once
 per sample, outside the timed span) costs: the same session measured with and without it, in
 alternation, and the ratio of the medians.
@@ -45,6 +49,23 @@ def benchmark_app_median(xml: Path, threads: int, seconds: float, shape: str, cf
     return value / 1000.0 if m.group(2) == "us" else value
 
 
+def same_calls(session, x, n: int = 3000) -> "tuple[float, float] | None":
+    """(median wall ms of session.run, median of the request's own latency for the same calls):
+    the call overhead benchmark_app leaves out, free of the machine's drift (both read per call)."""
+    req = getattr(session, "_req", None)
+    if req is None or not hasattr(req, "latency"):
+        return None
+    import time
+
+    wall, own = [], []
+    for _ in range(n):
+        t = time.perf_counter_ns()
+        session.run(x)
+        wall.append((time.perf_counter_ns() - t) / 1e6)
+        own.append(req.latency)
+    return statistics.median(wall), statistics.median(own)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenetv2:width=1.0,res=32")
@@ -76,6 +97,10 @@ def main(argv=None) -> int:
         med = statistics.median(ratios)
         ok = 0.97 <= med <= 1.03
         print(f"median ratio edgekd/benchmark_app = {med:.3f} ({'within' if ok else 'OUTSIDE'} 0.97-1.03)")
+        same = same_calls(opened.session, x)
+        if same:
+            print(f"same calls, in this process: edgekd wall p50 {same[0]:.4f} ms / runtime's own request latency "
+                  f"p50 {same[1]:.4f} ms (what benchmark_app reports) = {same[0] / same[1]:.3f}")
         signal = []
         short = settings.model_copy(update={"min_time_s": 1.0, "warmup_s": 0.2})
         for _ in range(args.pairs):
