@@ -70,6 +70,10 @@ def _finish(result, as_json: bool) -> None:
               help="KD fine-tuning epochs after pruning [default: max(2, epochs // 2)].")
 @click.option("--quantize", type=click.Choice(["int8", "fp16", "off"]), cls=_ConfigDefault,
               help="int8: through the target's -int8 twin, kept only when faster.")
+@click.option("--qat", type=click.Choice(["auto", "off", "always"]), cls=_ConfigDefault,
+              help="With --quantize int8: quantization-aware distillation when INT8 drops more than "
+                   "--max-drop (auto), always, or off (docs/QAD.md).")
+@click.option("--qat-epochs", type=int, cls=_ConfigDefault, help="Quantization-aware distillation epochs.")
 @click.option("--epochs", type=int, cls=_ConfigDefault, help="Distillation epochs.")
 @click.option("--min-accuracy", type=float, default=None, help="Require this top-1 accuracy on the target.")
 @click.option("--max-drop", type=float, default=None,
@@ -90,8 +94,8 @@ def _finish(result, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, target, budget_ms, metric, student,
-                 family, grid, loss, loss_opt, prune, prune_epochs, quantize, epochs, min_accuracy, max_drop, seed, out,
-                 resume, force, dry_run, demo, config_file, print_config, as_json):
+                 family, grid, loss, loss_opt, prune, prune_epochs, quantize, qat, qat_epochs, epochs, min_accuracy,
+                 max_drop, seed, out, resume, force, dry_run, demo, config_file, print_config, as_json):
     """Select a student from the target's latency profile, distill it from the teacher, prune it
     if it still misses the budget, quantize if asked, export it for the target and verify accuracy and latency there.
 
@@ -136,7 +140,8 @@ def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, 
     flags = dict(teacher=teacher, teacher_weights=teacher_weights, trust_pickle=trust_pickle, data=data,
                  resolution=resolution, target=target, budget_ms=budget_ms, metric=metric, student=student,
                  family=family, grid=grid, loss=loss, loss_options=loss_opt, prune=prune,
-                 prune_epochs=prune_epochs, quantize=quantize, epochs=epochs, min_accuracy=min_accuracy,
+                 prune_epochs=prune_epochs, quantize=quantize, qat=qat, qat_epochs=qat_epochs, epochs=epochs,
+                 min_accuracy=min_accuracy,
                  max_drop=max_drop, seed=seed, out=out)
     settings = resolve_settings(ctx, flags, config_file)
     out = settings.pop("out", None)

@@ -48,6 +48,10 @@ class CompressConfig(BaseModel):
                                           "the budget; off: never")
     quantize: Literal["int8", "fp16", "off"] = Field("off", description="int8: through the target's -int8 twin, "
                                                      "kept only when faster")
+    qat: Literal["auto", "off", "always"] = Field("off", description="with quantize int8: quantization-aware "
+                                                  "distillation when the INT8 top-1 drop exceeds max_drop (0.01 "
+                                                  "when unset): auto; always; or off (docs/QAD.md)")
+    qat_epochs: int = Field(3, ge=0, description="quantization-aware distillation epochs")
     epochs: int = Field(10, ge=1, description="distillation epochs")
     batch_size: int = Field(64, ge=2, description="training batch size")
     lr: Optional[float] = Field(None, gt=0, description="peak learning rate (None: the optimizer's default)")

@@ -114,6 +114,8 @@ def quantize_stage(ctx: Context, exp: ExportResult) -> QuantizeResult:
     if cfg.quantize == "fp16":
         return QuantizeResult(status="done", reason=f"fp16 is built by the {ctx.plan.target.name} backend at export")
     t8 = ctx.plan.int8_target
+    if cfg.qat != "off" and cfg.qat_epochs > 0:
+        return _qad_stage(ctx, exp, t8)
     calib = calibration_from_dataset(ctx.bundle.train, 300, seed=cfg.seed)
     x, y = ctx.val_arrays()
     try:
@@ -126,6 +128,38 @@ def quantize_stage(ctx: Context, exp: ExportResult) -> QuantizeResult:
     art = rep.artifact
     return QuantizeResult(status="kept", artifact=ctx.rel(art.path), target=t8.name,
                           extra=tuple(ctx.rel(p) for p in art.extra_paths), report=rep.to_dict())
+
+
+def _qad_stage(ctx: Context, exp: ExportResult, t8) -> QuantizeResult:
+    """PTQ, then quantization-aware distillation of the exported student when PTQ misses
+    --max-drop (--qat auto) or always; a killed run continues in OUT/<int8 target>/qad/. The
+    report is the kept side's comparison plus both sides ("ptq", "qad")."""
+    from ..models.checkpoint import load_checkpoint
+    from ..quantize.qad import qad_model
+
+    cfg = ctx.cfg
+    student, _ = load_checkpoint(ctx.out / exp.checkpoint)
+    try:
+        rep = qad_model(student, ctx.teacher, ctx.bundle, t8, ctx.out / t8.name, qat=cfg.qat,
+                        epochs=cfg.qat_epochs, loss=cfg.loss, loss_options=dict(cfg.loss_options),
+                        max_drop=cfg.max_drop, rounds=2, seed=cfg.seed, resume=True,
+                        train_kw={"batch_size": cfg.batch_size}, progress=ctx.show,
+                        **({"preset": "performance"} if t8.runtime.value == "openvino" else {}))
+    except VerdictError as exc:
+        r = getattr(exc, "report", None)
+        _drop_if_empty(ctx.out / t8.name)
+        both = {**r.final.to_dict(), **_both(r)} if r is not None else None
+        return QuantizeResult(status="not kept", reason=exc.one_line(), report=both)
+    art = rep.artifact
+    return QuantizeResult(status="kept", artifact=ctx.rel(art.path), target=t8.name,
+                          extra=tuple(ctx.rel(p) for p in art.extra_paths),
+                          report={**rep.final.to_dict(), **_both(rep)})
+
+
+def _both(rep) -> dict:
+    d = rep.to_dict()
+    return {"chosen": d["chosen"], "qat_reason": d["reason"], "ptq": d["ptq"], "qad": d["qad"],
+            "qad_train": d["train"], "qad_parity": d["parity"]}
 
 
 def final_artifact(ctx: Context, exp: ExportResult, q: QuantizeResult) -> tuple[Path, Any]:
