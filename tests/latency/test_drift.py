@@ -240,3 +240,21 @@ def test_calibrate_then_bench_and_verify_measure_carry_raw_and_corrected(tmp_pat
     m, drift, fixed = measure_session_drift(opened.session, make_inputs(opened.session, tuple(opened.input_shape)),
                                             target, target.measure)
     assert drift is not None and fixed.n > 0 and m.stats.n >= 60
+
+
+def test_cli_calibrate_json_and_bench_says_the_judged_figure(run_cli, tmp_path):
+    yaml = tmp_path / "fast.yaml"
+    yaml.write_text(FAST)
+    env = {"EDGEKD_CACHE_DIR": str(tmp_path / "cache")}
+    r = run_cli("calibrate", "--target", str(yaml), "--min-time", "0.05", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["schema"] == "edgekd.calibration/v1" and d["stats"]["p50"] > 0
+    assert d["path"].startswith(str(tmp_path / "cache")) and d["target"] == "fast-ort"
+    b = run_cli("bench", "mobilenetv2:width=0.25,res=16", "--target", str(yaml), "--json", env=env)
+    assert b.returncode == 0, b.stderr
+    out = json.loads(b.stdout)
+    out = out.get("result", out)  # the --json envelope, where there is one
+    assert out["judged"] == "corrected" and out["drift"]["calibrated_p50_ms"] == pytest.approx(d["stats"]["p50"])
+    bad = run_cli("calibrate", "--target", "no-such-target", env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
