@@ -158,7 +158,9 @@ def make_plan(cfg: CompressConfig) -> Plan:
         else:
             steps.append(("select", f"largest {family} student predicted under the budget in {prof}, "
                                     f"measured on {target.name}"))
-    steps.append(("distill", f"{cfg.loss} from {cfg.teacher} on {cfg.data}, {cfg.epochs} epochs"))
+    opts = ", ".join(f"{k}={v}" for k, v in cfg.loss_options.items())
+    steps.append(("distill", f"{cfg.loss}{f' ({opts})' if opts else ''} from {cfg.teacher} on {cfg.data}, "
+                             f"{cfg.epochs} epochs"))
     steps.append(("prune", "off" if cfg.prune == "off" else
                   f"if the distilled student misses the budget: prune with torch-pruning to the budget, "
                   f"then fine-tune {cfg.finetune_epochs} epochs by KD from the teacher"))

@@ -40,6 +40,7 @@ def test_print_config_round_trips_to_the_same_plan(tiny_assets, tmp_path, capsys
     assert code == 0, err
     a, b = json.loads(direct), json.loads(again)
     assert a["plan"] == b["plan"] and a["config"] == b["config"]
+    assert "dkd (beta=2) from" in {s["stage"]: s["what"] for s in b["plan"]["steps"]}["distill"]
     assert not (tmp_path / "o").exists()
 
 
@@ -89,3 +90,11 @@ def test_published_schema_is_current():
     schema = json.loads(schema_text())
     assert {"teacher", "lr", "batch_size", "loss_options", "out"} <= set(schema["properties"])
     assert set(schema["required"]) == {"teacher", "data", "target", "budget_ms"}
+
+
+def test_every_setting_is_documented():
+    from edgekd.pipeline.config import FILE_ONLY, CompressConfig
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    missing = [k for k in (*CompressConfig.model_fields, *FILE_ONLY) if f"| `{k}` |" not in text]
+    assert not missing, f"docs/CONFIG.md's table lacks {missing}"
