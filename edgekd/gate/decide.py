@@ -112,39 +112,17 @@ def _batch_var_ratio(y: np.ndarray, batches: int = BATCHES) -> float:
     return max(1.0, bm / iid)
 
 
-def _round_var_ratio(y: np.ndarray, rounds: Sequence[int]) -> float:
-    """The variance of the mean of ``y`` from the spread of its rounds' means (each round an
-    independent measurement of its own length), over its i.i.d. variance; 1 below 2 rounds."""
-    sizes = [int(k) for k in rounds if int(k) > 0]
-    if len(sizes) < 2 or sum(sizes) != y.size:
-        return 1.0
-    iid = float(y.var(ddof=1)) / y.size
-    if iid <= 0:
-        return 1.0
-    w = np.asarray(sizes, dtype=np.float64) / y.size
-    means = np.array([part.mean() for part in np.split(y, np.cumsum(sizes)[:-1])])
-    mu = float(np.dot(w, means))
-    between = float(np.dot(w ** 2, (means - mu) ** 2)) * len(sizes) / (len(sizes) - 1)
-    return max(1.0, between / iid)
-
-
-def effective_n(samples_ms: Sequence[float], metric: str = "p90", value: float | None = None,
-                rounds: Sequence[int] | None = None) -> float:
-    """n over the variance inflation of the statistic behind ``metric`` (samples in measured
-    order): of the count below the quantile's estimate for a percentile, of the samples for the
-    mean. The inflation is the larger of the batch-means one (bursts within a round) and, with
-    ``rounds`` (the sizes of the consecutive rounds pooled in the samples), the one the rounds'
-    own means show (the machine's speed changing between rounds)."""
+def effective_n(samples_ms: Sequence[float], metric: str = "p90", value: float | None = None) -> float:
+    """n over the batch-means variance inflation of the statistic behind ``metric`` (samples in
+    measured order): the count below the quantile's estimate for a percentile, the samples for the mean."""
     x = np.asarray(samples_ms, dtype=np.float64)
     if x.size < 2:
         return float(x.size)
     q = Metric(metric).quantile
     if q is None:
-        y = x
-    else:
-        v = float(np.percentile(x, q * 100)) if value is None else value
-        y = (x <= v).astype(np.float64)
-    return x.size / max(_batch_var_ratio(y), _round_var_ratio(y, rounds or ()))
+        return x.size / _batch_var_ratio(x)
+    v = float(np.percentile(x, q * 100)) if value is None else value
+    return x.size / _batch_var_ratio((x <= v).astype(np.float64))
 
 
 def metric_bounds(samples_ms: np.ndarray, metric: str, confidence: float,
@@ -191,13 +169,12 @@ def regression_test(samples_ms, baseline_ms, *, max_regression: float = 1.05,
 def decide(samples_ms: Sequence[float], budget_ms: float, *, metric: str = "p90", confidence: float = 0.95,
            baseline_samples: Sequence[float] | None = None, max_regression: float = 1.05,
            alpha: float = 0.002, unstable_iqr: float = 0.10, autocorrelated: bool = True,
-           baseline_source: str = "stored", judged: str = "raw", rounds: Sequence[int] | None = None) -> Decision:
+           baseline_source: str = "stored", judged: str = "raw") -> Decision:
     """PASS when the upper bound of ``metric`` <= budget and no significant regression; FAIL when
     the lower bound > budget, or the baseline test gives p < alpha with median ratio >
     max_regression; otherwise INCONCLUSIVE (the budget inside the interval). ``samples_ms`` in
-    measured order: with ``autocorrelated`` the bounds use the effective sample size
-    (effective_n; ``rounds``: the sizes of the rounds pooled). ``unstable`` (IQR/median >
-    unstable_iqr) is reported and decides nothing."""
+    measured order: with ``autocorrelated`` the bounds use the batch-means effective sample
+    size. ``unstable`` (IQR/median > unstable_iqr) is reported and decides nothing."""
     metric = Metric.parse(metric).value  # BadInputError naming METRICS
     x = np.asarray(samples_ms, dtype=np.float64)
     if x.size == 0 or not np.all(np.isfinite(x)):
@@ -206,7 +183,7 @@ def decide(samples_ms: Sequence[float], budget_ms: float, *, metric: str = "p90"
         raise BadInputError(f"budget {budget_ms} ms must be a positive number of milliseconds")
     if not 0.5 < confidence < 1.0:
         raise BadInputError(f"confidence {confidence} must lie between 0.5 and 1")
-    n_eff = effective_n(x, metric, rounds=rounds) if autocorrelated else float(x.size)
+    n_eff = effective_n(x, metric) if autocorrelated else float(x.size)
     value, lo, hi = metric_bounds(x, metric, confidence, n_eff=n_eff)
     p25, p50, p75 = np.percentile(x, [25, 50, 75])
     iqr_med = float((p75 - p25) / p50) if p50 > 0 else math.inf

@@ -171,9 +171,8 @@ def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None 
     factors: list[float] = []
     labels: set[str] = set()
 
-    def run_decide(parts, base):
-        x = np.concatenate(parts)
-        return decide(x, budget.budget_ms, rounds=[p.size for p in parts], metric=budget.metric, confidence=budget.confidence,
+    def run_decide(x, base):
+        return decide(x, budget.budget_ms, metric=budget.metric, confidence=budget.confidence,
                       baseline_samples=base, max_regression=budget.max_regression, alpha=alpha,
                       unstable_iqr=iqr, baseline_source="alternated" if alt_blocks else "stored",
                       judged="corrected" if labels == {"corrected"} else "raw", autocorrelated=autocorrelated)
@@ -206,7 +205,7 @@ def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None 
                     log.warning(warn)
         blocks.append(block)
         base = np.concatenate(alt_blocks) if alt_blocks else stored
-        d = run_decide(blocks, base)
+        d = run_decide(np.concatenate(blocks), base)
         res.rounds = r
         res.round_verdicts.append(d.verdict.value)
         if d.verdict == Verdict.INCONCLUSIVE:
@@ -219,7 +218,7 @@ def gate_one(model: str, target, budget: Budget, *, measure_fn: Callable | None 
             candidate, confirm_from = d.verdict, r  # blocks[r:] (the rounds after this one) must agree
             continue
         alt_conf = np.concatenate(alt_blocks[confirm_from:]) if alt_blocks else stored
-        if run_decide(blocks[confirm_from:], alt_conf).verdict == candidate:
+        if run_decide(np.concatenate(blocks[confirm_from:]), alt_conf).verdict == candidate:
             confirmed = True
             break
     res.baseline_used = res.baseline_used or bool(alt_blocks)
