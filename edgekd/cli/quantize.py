@@ -26,7 +26,9 @@ from .common import emit_json, json_option, resolve_target
               help="Largest allowed top-1 drop (0.01 = one point); OpenVINO uses NNCF accuracy control.")
 @click.option("--rounds", type=int, default=3, show_default=True,
               help="Interleaved fp32/int8 latency rounds.")
-@click.option("--force", is_flag=True, help="Keep the INT8 model even when it is not faster.")
+@click.option("--keep-slower", "--force", "force", is_flag=True,
+              help="Keep the INT8 model even when it is not faster or drops more than --max-drop "
+                   "(--force: the older name).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for the INT8 artifact and its report JSON.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration subset.")
@@ -55,7 +57,7 @@ def quantize_cmd(model, target_name, data_spec, method, preset, calib_size, val_
 
     MODEL is an .onnx file or an edgekd checkpoint (.pt). Accuracy (top-1 on the validation
     split) and p50/p90 latency are measured through the target's runtime for both models; an
-    INT8 model that is not faster is not kept (exit 1) unless --force.
+    INT8 model that is not faster is not kept (exit 1) unless --keep-slower.
 
     Example:
 

@@ -104,7 +104,7 @@ def quantize_model(onnx_path: "str | Path", target: "str | TargetSpec", out_dir:
                                     f"{side.stats.iqr_over_median:.2f}); rerun on a quieter machine")
         if problems and not force:
             err = VerdictError(f"{'; '.join(problems)}; the INT8 model was not kept",
-                               hint="pass --force (force=True) to keep it anyway")
+                               hint="pass --keep-slower (alias --force; force=True) to keep it anyway")
             err.report = report
             raise err
         report.notes.extend(problems)

@@ -229,7 +229,7 @@ def qad_model(student, teacher, bundle, target: "str | TargetSpec", out_dir: "st
         problems = _problems(final, max_drop)
         if problems and not force:
             err = VerdictError(f"{'; '.join(problems)}; the INT8 model was not kept",
-                               hint="pass --force (force=True) to keep it anyway")
+                               hint="pass --keep-slower (alias --force; force=True) to keep it anyway")
             err.report = rep
             raise err
         rep.notes.extend(problems)
