@@ -167,6 +167,7 @@ OUTPUT_OPTIONS: dict[str, tuple[str, str]] = {
     "out": ("--out", "dir"), "out_dir": ("--out", "dir"), "work_dir": ("--work-dir", "dir"),
     "samples_path": ("--samples", "file"), "junit_path": ("--junit", "file"),
     "save_baseline": ("--save-baseline", "file"), "json_out": ("--json-out", "file"),
+    "history_db": ("--history-db", "file"),
 }
 
 

@@ -163,6 +163,7 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...], "str | None"]] = [
     ("gate-junit-in-proc", GATE + ["--junit", "/proc/edgekd-j.xml"], 2, ("--junit", "/proc"), None),
     ("gate-junit-under-file", GATE + ["--junit", "FILE/j.xml"], 2, ("--junit",), "FILE"),
     ("gate-save-baseline-is-dir", GATE + ["--save-baseline", "FOREIGN"], 2, ("--save-baseline",), "FOREIGN"),
+    ("gate-history-db-in-proc", GATE + ["--history-db", "/proc/edgekd-h.sqlite"], 2, ("--history-db",), None),
     ("gate-missing-budgets", ["gate", "--budgets", "missing.yaml"], 2, ("missing.yaml",), None),
     ("gate-bad-on-inconclusive", GATE + ["--on-inconclusive", "shrug"], 2, ("shrug",), None),
     ("gate-rounds-zero", GATE + ["--max-rounds", "0"], 2, ("--max-rounds",), None),
