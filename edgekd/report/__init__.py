@@ -50,14 +50,15 @@ def build_report(out_dir: "str | Path", state: Mapping[str, Any]) -> dict:
     cfg = dict(state.get("config", {}))
     samples = ver.pop("samples_ms", None)
     lat = ver.get("latency") or {}
+    shipped_int8 = qua.get("status") == "kept" and not ver.get("fallback")  # verify may have shipped fp32
     accuracy = {"teacher": dis.get("teacher_accuracy"), "student_torch": dis.get("student_accuracy"),
-                "student_runtime": ver.get("accuracy") if qua.get("status") != "kept" else None,
-                "quantized_runtime": ver.get("accuracy") if qua.get("status") == "kept" else None}
+                "student_runtime": ver.get("accuracy") if not shipped_int8 else None,
+                "quantized_runtime": ver.get("accuracy") if shipped_int8 else None}
     if qua.get("status") in ("kept", "not kept") and qua.get("report"):
         r = qua["report"]
         accuracy["student_runtime"] = (r.get("fp32") or {}).get("accuracy", accuracy["student_runtime"])
         accuracy["quantized_runtime"] = (r.get("int8") or {}).get("accuracy")
-    t, s = accuracy["teacher"], accuracy["quantized_runtime"] if qua.get("status") == "kept" else ver.get("accuracy")
+    t, s = accuracy["teacher"], accuracy["quantized_runtime"] if shipped_int8 else ver.get("accuracy")
     hist = read_history(out / dis["log"]) if dis.get("log") else []
     from .stages import environment, stage_rows, unstable_flags, versus
 

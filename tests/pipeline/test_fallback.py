@@ -82,7 +82,12 @@ def test_report_counts_the_pruned_model(tmp_path):
         "prune": {"result": {"status": "pruned", "checkpoint": "pruned.pt",
                              "after": {"macs": 400, "params": 321}}},
         "verify": {"result": {"verdict": "pass", "fallback": "the int8 artifact failed verify"}}}}
+    state["stages"]["quantize"] = {"result": {"status": "kept", "report": {"fp32": {"accuracy": 0.9},
+                                                                        "int8": {"accuracy": 0.5}}}}
+    state["stages"]["verify"]["result"]["accuracy"] = 0.9
+    state["stages"]["distill"]["result"]["teacher_accuracy"] = 1.0
     doc = build_report(tmp_path, state)
+    assert doc["accuracy_ratio"] == 0.9  # the fp32 artifact shipped, not the rejected int8 one
     assert doc["student"]["cost"] == {"macs": 400, "params": 321}
     assert doc["student"]["cost_distilled"]["params"] == 900
     md = render_markdown(doc)
