@@ -13,10 +13,10 @@ LINE = re.compile(r"^epoch (\d+)/(\d+)  loss [\d.]+  acc [\d.]+  val [\d.]+  [\d
 
 def test_distill_logs_a_line_per_epoch_when_stderr_is_a_file(tiny_assets, tmp_path, run_cli):
     r = run_cli("distill", "--teacher", tiny_assets / "teacher.pt", "--student", "convnet:width=4,depth=1,res=16",
-                "--data", "digits", "--epochs", "3", "--no-export", "--out", tmp_path / "d")
+                "--data", "digits", "--epochs", "2", "--no-export", "--out", tmp_path / "d")
     assert r.returncode == 0, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("epoch ")]
-    assert [LINE.match(ln).groups() for ln in lines] == [("1", "3"), ("2", "3"), ("3", "3")], r.stderr
+    assert [LINE.match(ln).groups() for ln in lines] == [("1", "2"), ("2", "2")], r.stderr
     assert lines[-1].endswith("ETA 0s")
     # the teacher is untrained, so the student cannot beat chance by much: said once, on stderr
     assert r.stderr.count("near chance") == 1 and "for 10 classes" in r.stderr
