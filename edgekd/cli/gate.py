@@ -22,6 +22,8 @@ def _print_table(results) -> None:
             click.echo(f"{'':<12} {d.reason}; rounds {r.rounds}{judged}")
             if (r.environment or {}).get("remote"):
                 click.echo(f"{'':<12} measured on {measured_on(r)}")
+        if d and r.error:  # over a memory budget (--max-size-kb / --max-peak-mb)
+            click.echo(f"{'':<12} {r.error}")
         for w in r.warnings:
             click.echo(f"{'':<12} warning: {w}")
 
@@ -79,13 +81,18 @@ def _history(paths, history_db, target_name, as_json) -> int:
 @click.option("--no-history", is_flag=True, help="Don't record this run in the gate history.")
 @click.option("--min-iters", type=click.IntRange(min=10), default=None,
               help="Timed inferences per round (default: at least 1000, or the target's min_iters if larger).")
+@click.option("--max-size-kb", type=float, default=None,
+              help="Memory budget: each model's artifact size in KB on its target (docs/MEMORY.md).")
+@click.option("--max-peak-mb", type=float, default=None,
+              help="Memory budget: peak memory of one inference in MB, measured once per model and target.")
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Where to keep built artifacts (default: a temporary directory).")
 @json_option
 @trust_code_option
 def gate_cmd(paths, budgets_path, target_name, budget_ms, metric, confidence, max_regression, baseline_path,
              save_baseline, junit_path, github, predict_only, profile_path, on_inconclusive, max_rounds,
-             max_time_s, baseline_model, show_history, history_db, no_history, min_iters, work_dir, as_json):
+             max_time_s, baseline_model, show_history, history_db, no_history, min_iters, max_size_kb, max_peak_mb,
+             work_dir, as_json):
     """Check measured latency against budgets, for CI.
 
     PASS when the upper confidence bound of the metric (p90 by default) is within the budget,
@@ -120,7 +127,8 @@ def gate_cmd(paths, budgets_path, target_name, budget_ms, metric, confidence, ma
                            profile_path=profile_path, max_rounds=max_rounds, max_time_s=max_time_s,
                            min_iters=min_iters, work_dir=work_dir, baseline_model=baseline_model,
                            history_db=history_db, record_history=not no_history,
-                           on_note=lambda n: click.echo(f"edgekd: warning: {n}", err=True), on_start=on_start)
+                           on_note=lambda n: click.echo(f"edgekd: warning: {n}", err=True), on_start=on_start,
+                           max_size_kb=max_size_kb, max_peak_mb=max_peak_mb)
     if junit_path:
         atomic_write_text(junit_path, outputs.junit_xml(results, on_inconclusive))
     if github:

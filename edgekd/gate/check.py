@@ -23,7 +23,8 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
                  work_dir: "str | None" = None, baseline_model: "str | None" = None,
                  history_db: "str | None" = None, record_history: bool = True,
                  on_note: "Callable[[str], None] | None" = None,
-                 on_start: "Callable[[str, str, Budget], None] | None" = None) -> list[GateResult]:
+                 on_start: "Callable[[str, str, Budget], None] | None" = None,
+                 max_size_kb: "float | None" = None, max_peak_mb: "float | None" = None) -> list[GateResult]:
     """Gate every model of the plan (gate.plan.plan_gate) and return one GateResult each.
 
     Everything that can be bad input (options, budgets, targets, the baseline and the profile)
@@ -34,6 +35,8 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
     other build's model, measured in alternation with each model (gate.ab). Every decided result
     is appended to the gate history (``history_db``, default under the cache root) unless
     ``record_history`` is False; a history that can't be written is a warning, never a verdict.
+    ``max_size_kb`` / ``max_peak_mb``: memory budgets (latency.memory), measured once per pair;
+    over one is FAIL with the numbers, whatever the latency.
     """
     from ..targets import load_target
 
@@ -47,8 +50,19 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
                             metric=metric, confidence=confidence, max_regression=max_regression)
     if not plan:
         raise BadInputError("nothing to gate: no model matches a budget on these targets")
+    memory = max_size_kb is not None or max_peak_mb is not None
+    if memory:
+        from ..latency.memory import check_budget_values
+
+        check_budget_values(max_size_kb, max_peak_mb)
+        if predict_only:
+            raise BadInputError("memory budgets are measured; --predict-only measures nothing",
+                                hint="drop --max-size-kb/--max-peak-mb or --predict-only")
     for t in dict.fromkeys(t for _, t, _ in plan):
-        load_target(t)  # unknown target names are bad input (exit 2) before anything is measured
+        spec = load_target(t)  # unknown target names are bad input (exit 2) before anything is measured
+        if memory and spec.remote is not None:
+            raise BadInputError(f"memory budgets are checked on this machine; target '{t}' is remote",
+                                hint="drop --max-size-kb/--max-peak-mb, or gate on a local target")
     from ..deploy import check_ref_manifest
 
     for m in dict.fromkeys(m for m, _, _ in plan):
@@ -81,6 +95,8 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
         try:
             results.append(gate_one(model, target, budget, measure_fn=measure, baselines=baselines,
                                     max_rounds=max_rounds, max_time_s=max_time_s))
+            if memory:
+                _check_memory(results[-1], model, target, max_size_kb, max_peak_mb)
         except RuntimeMissingError as exc:
             results.append(GateResult(model=model, target=target, budget=budget, status=ERROR,
                                       error=exc.one_line()))
@@ -93,6 +109,34 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
     if record_history:
         _record(results, history_db, on_note)
     return results
+
+
+def _check_memory(res: GateResult, model: str, target: str, max_size_kb, max_peak_mb) -> None:
+    """Size and peak memory of ``model`` on ``target`` against the budgets: FAIL with the numbers
+    when over one; a PASS whose memory cannot be measured here becomes INCONCLUSIVE."""
+    import tempfile
+
+    from ..deploy import open_model
+    from ..latency.memory import budget_results, measure_memory
+    from ..targets import load_target
+    from ..verdict import Verdict
+
+    spec = load_target(target)
+    with tempfile.TemporaryDirectory(prefix="edgekd-gate-memory-") as tmp:
+        opened = open_model(model, spec, work_dir=Path(tmp))
+        close = getattr(opened.session, "close", None)
+        if close:
+            close()
+        mem = measure_memory(opened.artifact, spec, tuple(opened.input_shape))
+    res.memory = mem.to_dict()
+    found = budget_results(mem, max_size_kb, max_peak_mb)
+    over = [detail for _, ok, _, _, detail in found if ok is False]
+    if over:
+        res.status = Verdict.FAIL.value
+        res.error = f"over the memory budget: {'; '.join(over)}"
+    elif any(ok is None for _, ok, _, _, _ in found) and res.status == Verdict.PASS.value:
+        res.status = Verdict.INCONCLUSIVE.value
+        res.warnings.append(f"memory not measured here ({mem.peak_source})")
 
 
 def _record(results, history_db, on_note) -> None:

@@ -49,6 +49,7 @@ class GateResult:
     samples_ms: np.ndarray | None = None
     judged: str = "raw"  # "raw" samples, or "corrected" for the machine's drift (judged_samples)
     drift_factor: float | None = None  # the machine's speed factor over the run, when measured
+    memory: dict | None = None  # latency.memory.MemoryUse.to_dict(), when memory budgets were given
 
     @property
     def name(self) -> str:
@@ -67,7 +68,7 @@ class GateResult:
                 "rounds": self.rounds, "round_verdicts": list(self.round_verdicts), "source": self.source,
                 "baseline_used": self.baseline_used, "warnings": list(self.warnings), "error": self.error,
                 "model_sha256": self.model_sha256, "elapsed_s": round(self.elapsed_s, 3),
-                "judged": self.judged, "drift_factor": self.drift_factor,
+                "judged": self.judged, "drift_factor": self.drift_factor, "memory": self.memory,
                 "environment": dict(self.environment)}
 
 
