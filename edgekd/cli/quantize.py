@@ -59,6 +59,10 @@ def quantize_cmd(model, target_name, data_spec, method, preset, calib_size, val_
     split) and p50/p90 latency are measured through the target's runtime for both models; an
     INT8 model that is not faster is not kept (exit 1) unless --keep-slower.
 
+    With --teacher (or --qat always) a PTQ drop above --max-drop is trained back by
+    quantization-aware distillation of the student (an edgekd checkpoint), exported into the
+    same INT8 graph (docs/QAD.md).
+
     Example:
 
     \b
@@ -68,11 +72,25 @@ def quantize_cmd(model, target_name, data_spec, method, preset, calib_size, val_
     from ..quantize import quantize_ref
 
     target = resolve_target(target_name)
+    mode = qat or ("auto" if teacher_spec else "off")
+    if mode != "off":  # quantization-aware distillation after PTQ (docs/QAD.md)
+        from ..distill.options import parse_pairs
+        from ..quantize.qad import qad_ref
+
+        train_kw = {k: v for k, v in (("lr", lr), ("batch_size", batch_size)) if v is not None}
+        call = lambda: qad_ref(model, target, data_spec, out_dir, teacher_spec=teacher_spec,  # noqa: E731
+                               teacher_weights=teacher_weights, trust_code=trust_code,
+                               labelled_fraction=labelled_fraction, seed=seed, qat=mode,
+                               epochs=qat_epochs, loss=loss, loss_options=parse_pairs(loss_opts),
+                               train_kw=train_kw, calib_size=calib_size, val_size=val_size,
+                               max_drop=max_drop, force=force, rounds=rounds, method=method,
+                               preset=preset, resume=resume, progress=not as_json)
+    else:
+        call = lambda: quantize_ref(model, target, data_spec, out_dir, calib_size=calib_size,  # noqa: E731
+                                    val_size=val_size, seed=seed, method=method, preset=preset,
+                                    max_drop=max_drop, force=force, rounds=rounds)
     try:
-        report = _run(lambda: quantize_ref(model, target, data_spec, out_dir, calib_size=calib_size,
-                                           val_size=val_size, seed=seed, method=method, preset=preset,
-                                           max_drop=max_drop, force=force, rounds=rounds),
-                      as_json, target.name)
+        report = _run(call, as_json, target.name)
     except VerdictError as err:
         rep = getattr(err, "report", None)
         if rep is not None:

@@ -227,3 +227,24 @@ def test_resume_after_an_interruption_mid_epoch(tmp_path, monkeypatch):
                     calib_size=32, force=True, resume=True)
     log = [json.loads(r) for r in (tmp_path / "o" / "qad" / "train.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and log[0] == first and rep.train["epochs"] == 2
+
+
+def test_cli_refuses_bad_qad_inputs_in_one_line(tmp_path, run_cli):
+    from edgekd.models import build_model
+    from edgekd.models.checkpoint import save_checkpoint
+
+    spec = f"convnet:width=4,depth=1,res={RES}"
+    save_checkpoint(tmp_path / "s.pt", build_model(spec, num_classes=10, in_channels=1).eval(),
+                    spec=spec, num_classes=10, in_channels=1, input_shape=(1, RES, RES))
+    base = ["quantize", tmp_path / "s.pt", "-t", "ort-cpu-int8", "--data", "digits", "--out",
+            tmp_path / "o"]
+    r = run_cli(*base, "--qat", "always", "--qat-epochs", "0", "--teacher", tmp_path / "s.pt")
+    assert r.returncode == 2 and "--qat-epochs 0" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(*base, "--qat", "always")
+    assert r.returncode == 2 and "needs a teacher" in r.stderr
+    (tmp_path / "m.onnx").write_bytes(b"")
+    r = run_cli("quantize", tmp_path / "m.onnx", "-t", "ort-cpu-int8", "--data", "digits",
+                "--out", tmp_path / "o", "--qat", "always", "--teacher", tmp_path / "s.pt")
+    assert r.returncode == 2 and "not an edgekd checkpoint" in r.stderr
+    r = run_cli(*base[:3], "ort-cpu", *base[4:], "--teacher", tmp_path / "s.pt")
+    assert r.returncode == 2 and "not int8" in r.stderr
