@@ -186,10 +186,16 @@ def quantize_ref(model_ref: "str | Path", target: TargetSpec, data_spec: str, ou
     from ..deploy import check_ref_manifest, onnx_for_ref
 
     check_ref_manifest(model_ref)  # a file from a compress output must still match its manifest
+    made = not Path(out_dir).exists()
     with tempfile.TemporaryDirectory(prefix="edgekd-quantize-") as tmp:
         onnx_path = onnx_for_ref(model_ref, Path(tmp))
         calib, x_val, y_val = quantization_data(data_spec, onnx_path, calib_size, val_size, seed)
         # a runtime that builds from torch (ExecuTorch) quantizes the checkpoint itself
         source = Path(model_ref) if get_backend(spec.runtime).builds_from == "torch" else onnx_path
-        return quantize_model(source, spec, out_dir, calib, (x_val, y_val), method=method,
-                              max_drop=max_drop, force=force, rounds=rounds, preset=preset)
+        try:
+            return quantize_model(source, spec, out_dir, calib, (x_val, y_val), method=method,
+                                  max_drop=max_drop, force=force, rounds=rounds, preset=preset)
+        except BaseException:
+            if made and Path(out_dir).is_dir() and not any(Path(out_dir).iterdir()):
+                Path(out_dir).rmdir()  # a refused INT8 model leaves no empty --out behind
+            raise

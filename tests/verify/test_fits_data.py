@@ -91,3 +91,18 @@ def test_quantize_refuses_a_ten_class_model_on_two_class_data(tmp_path):
     with pytest.raises(BadInputError, match="predicts 10 classes"):
         quantize_ref(_onnx(tmp_path), load_target("ort-cpu-int8"), _npz(tmp_path, 2), tmp_path / "q")
     assert not (tmp_path / "q").exists()
+
+
+def test_quantize_that_is_refused_leaves_no_empty_out(tmp_path, monkeypatch):
+    import edgekd.quantize as q
+    from edgekd.errors import VerdictError
+    from edgekd.targets import load_target
+
+    def refuse(onnx_path, spec, out_dir, *a, **kw):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        raise VerdictError("INT8 is not faster; the INT8 model was not kept")
+
+    monkeypatch.setattr(q, "quantize_model", refuse)
+    with pytest.raises(VerdictError):
+        q.quantize_ref(_onnx(tmp_path), load_target("ort-cpu-int8"), _npz(tmp_path, 10), tmp_path / "q")
+    assert not (tmp_path / "q").exists()
