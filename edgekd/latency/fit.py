@@ -33,7 +33,7 @@ import numpy as np
 
 from ..verdict import PREDICTED, PREDICTED_METRICS  # noqa: F401 - PREDICTED re-exported
 from .cost import (CACHE_MODELS, FEATURE, METHODS, Cache, feature_ms, has_feature, model_latency,
-                   reading_label)
+                   readable, reading_label)
 from .profile_file import Profile, read_profile_file, write_profile_file
 
 # The metrics the predictor is fitted for (and a budget on a prediction can name).
@@ -154,7 +154,8 @@ def loo_error(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def _calibration_set(profile: Profile) -> list:
-    usable = [m for m in profile.models_by_capacity() if all(k in profile.blocks for k in m.blocks)]
+    usable = [m for m in profile.models_by_capacity()
+              if all(k in profile.blocks for k in m.blocks) and readable(profile, m)]
     return [usable[i] for i in calibration_indices(len(usable))]
 
 
@@ -207,7 +208,7 @@ def validate(profile: Profile, calibration: Calibration) -> dict:
     """Prediction error on the held-out whole-model entries (those not in the calibration set)."""
     rows = []
     for m in profile.models_by_capacity():
-        if m.spec in calibration.specs or not calibration.has_feature(profile, m.blocks):
+        if m.spec in calibration.specs or not calibration.has_feature(profile, m.blocks) or not readable(profile, m):
             continue
         measured = model_latency(profile, m, calibration.metric)
         raw = m.latency.metric(calibration.metric)

@@ -27,6 +27,7 @@ from .pieces import (MAX_COPIES, _overhead_module, cold_copies, l2_bytes,  # noq
                      open_reference)
 from .measure import SLICE_S, close_session
 from .stats import LatencyStats
+from .cost import QUIET_MIN
 from .fit import calibration_indices, load_profile, save_profile  # noqa: F401 (re-exported)
 from .profile_file import (SCHEMA, PAIR_SEP, BlockEntry, ModelEntry, PairEntry, Profile,  # noqa: F401 (re-exported)
                            _now, model_pairs, pair_key, salvage_profile)
@@ -58,8 +59,7 @@ CALIBRATION_SESSIONS = 2 * MODEL_SESSIONS
 # 1.1%) as their ratio to the reference; one round ran 7% slow for every model, and the reference
 # by as much. The models share the time of each load with it (min_time_s counts both).
 REFERENCE = "the grid's middle candidate by capacity"
-# quiet_stats: at least this many undisturbed samples, else the fastest tenth of all
-QUIET_MIN = 20
+# quiet_stats: at least QUIET_MIN (cost) undisturbed samples, else the fastest tenth of all
 QUIET_FRACTION = 0.1
 
 

@@ -407,3 +407,21 @@ def test_a_loaded_profile_is_read_through_its_quiet_samples():
     assert model_latency(prof, prof.models[1], "p50") == pytest.approx(30.0)
     back = ModelEntry.from_dict(prof.models[0].to_dict())
     assert back.quiet.p50 == pytest.approx(1.0) and back.reference_quiet.p50 == pytest.approx(2.0)
+
+
+def test_a_model_that_never_ran_undisturbed_is_neither_calibrated_on_nor_judged():
+    from edgekd.latency.cost import readable
+    from edgekd.latency.profile_file import ModelEntry, Profile
+
+    def stats(v, disturbed):
+        s = LatencyStats.from_samples(np.full(100, v))
+        return LatencyStats(**{**s.__dict__, "disturbed": disturbed})
+
+    prof = Profile(target={"name": "t"}, family="convnet", in_channels=3, num_classes=10)
+    prof.models = [ModelEntry(family="convnet", spec=s, params=1, macs=1, blocks=(), latency=stats(1.0, d),
+                              reference=stats(1.0, 0), reference_load="a", quiet=stats(1.0, 0),
+                              reference_quiet=stats(1.0, 0)) for s, d in (("a", 60), ("b", 100))]
+    assert readable(prof, prof.models[0]) and not readable(prof, prof.models[1])
+    for m in prof.models:  # an unloaded run: the profile is read as timed, every model judged
+        m.latency = stats(1.0, 10)
+    assert readable(prof, prof.models[1])
