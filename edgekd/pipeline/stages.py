@@ -105,6 +105,7 @@ def export_stage(ctx: Context, pru: PruneStageResult) -> ExportResult:
 
 def quantize_stage(ctx: Context, exp: ExportResult) -> QuantizeResult:
     """int8 from the exported ONNX file through the target's -int8 twin, kept only when faster."""
+    from ..backends import get_backend
     from ..data.arrays import calibration_from_dataset
     from ..quantize import quantize_model
 
@@ -119,7 +120,9 @@ def quantize_stage(ctx: Context, exp: ExportResult) -> QuantizeResult:
     calib = calibration_from_dataset(ctx.bundle.train, 300, seed=cfg.seed)
     x, y = ctx.val_arrays()
     try:
-        rep = quantize_model(ctx.out / exp.onnx, t8, ctx.out / t8.name, calib, (x, y), rounds=2,
+        # a runtime that builds from torch (ExecuTorch) quantizes the student checkpoint, not the ONNX file
+        source = ctx.out / (exp.checkpoint if get_backend(t8.runtime).builds_from == "torch" else exp.onnx)
+        rep = quantize_model(source, t8, ctx.out / t8.name, calib, (x, y), rounds=2,
                              **({"preset": "performance"} if t8.runtime.value == "openvino" else {}))
     except VerdictError as exc:
         r = getattr(exc, "report", None)
