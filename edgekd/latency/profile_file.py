@@ -194,9 +194,10 @@ class Profile:
     @property
     def complete(self) -> bool:
         have = {m.spec for m in self.models}
+        latest = (self.protocol.get("resumed_with") or [self.protocol])[-1]  # profile --no-pairs: none wanted
         return bool(self.grid) and all(s in have for s in self.grid) and all(
-            k in self.blocks for m in self.models for k in m.blocks) and all(
-            k in self.pairs for m in self.models for k in model_pairs(m.blocks))
+            k in self.blocks for m in self.models for k in m.blocks) and ("pairs" in latest or all(
+                k in self.pairs for m in self.models for k in model_pairs(m.blocks)))
 
     def to_dict(self) -> dict:
         entries = ([m.to_dict() for m in self.models] + [b.to_dict() for b in self.blocks.values()]

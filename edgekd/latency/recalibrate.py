@@ -48,8 +48,12 @@ class Recalibration:
 
 
 def stored_reference_p50(profile: Profile) -> float | None:
-    """The median of the reference model's stored readings (p50), None when the profile has none."""
-    vals = [m.reference.p50 for m in profile.models if m.reference is not None and m.reference.p50 > 0]
+    """The median of the reference model's stored readings (p50), None when the profile has none
+    (its quiet readings where the profile is read through them: cost.quiet_readings)."""
+    from .cost import quiet_readings
+
+    refs = [m.reference_quiet if quiet_readings(profile) else m.reference for m in profile.models]
+    vals = [r.p50 for r in refs if r is not None and r.p50 > 0]
     return float(np.median(vals)) if vals else None
 
 

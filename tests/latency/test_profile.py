@@ -370,6 +370,7 @@ def test_no_pairs_measures_blocks_and_models_only(fake, tmp_path):
     assert len(prof.models) == 3 and prof.blocks
     assert "--no-pairs" in prof.protocol["pairs"]
     assert prof.calibration["p50"]["method"] == "alone"  # context needs the pairs
+    assert prof.complete
 
 
 def test_quiet_stats_keep_the_samples_not_descheduled():
