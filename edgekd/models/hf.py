@@ -178,8 +178,9 @@ def _common(cfg: KnobConfig, in_channels: int, num_classes: int) -> dict[str, An
 
 def mobilenetv2_config(cfg: HFMobileNetV2Knobs, in_channels: int, num_classes: int):
     tf = _transformers("the hf-mobilenetv2 family")
+    # classifier dropout 0.2 (torchvision's), not HF's 0.8, which starves a small student's head
     return tf.MobileNetV2Config(depth_multiplier=cfg.width, expand_ratio=cfg.expansion,
-                                finegrained_output=cfg.finegrained,
+                                finegrained_output=cfg.finegrained, classifier_dropout_prob=0.2,
                                 **_common(cfg, in_channels, num_classes))
 
 
@@ -212,8 +213,20 @@ def _builder(make_config):
         model = wrap(_from_config(make_config(cfg, in_channels, num_classes)))
         _init_student(model)
         _global_pooling(model)
+        _torch_bn_momentum(model)
         return model.train()
     return build
+
+
+def _torch_bn_momentum(model) -> None:
+    """BatchNorm momentum 0.1 (PyTorch's default). transformers copies TensorFlow's decay
+    (MobileNetV2 0.997, EfficientNet 0.99) into nn.BatchNorm2d's momentum, the weight of the
+    *new* batch: the running statistics became the last training batch's alone."""
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.momentum or 0) > 0.5:
+            m.momentum = 0.1
 
 
 def _init_student(model) -> None:
