@@ -25,12 +25,19 @@ from edgekd.targets import list_targets, load_target, targets_dirs
 
 shipped = json.loads(sys.argv[1])
 located, found, plans = {}, {}, {}
+
+
+def split(name):  # <target>-<family>, where both may hold '-' (ort-cpu-hf-mobilenetv2)
+    target = max((t.name for t in list_targets() if name.startswith(t.name + "-")), key=len)
+    return target, name[len(target) + 1:]
+
+
 for name in shipped["profiles"]:
-    target, family = name.rsplit("-", 1)
+    target, family = split(name)
     p = locate_profile(target, family)
     located[name] = str(p) if p else None
 for name in shipped["ort_profiles"]:
-    target, family = name.rsplit("-", 1)
+    target, family = split(name)
     p, note = find_profile(load_target(target), family)
     found[name] = [str(p) if p else None, note]
     cfg = CompressConfig.make(teacher="resnet:width=8,blocks=1,res=32", data="digits", target=target,
