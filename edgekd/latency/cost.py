@@ -82,6 +82,7 @@ LOADED = 0.5
 # A whole model of such a profile with fewer undisturbed samples than this never ran alone on
 # its CPU long enough to be read (readable).
 QUIET_MIN = 20
+MIN_READABLE = 5
 
 
 def quiet_readings(profile: Profile) -> bool:
@@ -101,10 +102,14 @@ def readable(profile: Profile, model) -> bool:
     """Whether a whole model's reading says what it costs: always, unless the profile is read
     through quiet samples and this model had fewer than QUIET_MIN undisturbed ones (its fastest
     runs still waited: an hf-mobilenetv2 at 224 px whose fastest run took 3.9 ms read 12.6 ms
-    over its fastest tenth). The fit neither calibrates on nor judges by such a model."""
+    over its fastest tenth). The fit neither calibrates on nor judges by such a model, unless
+    fewer than MIN_READABLE models of the profile ran undisturbed at all (OpenVINO's worker
+    threads are switched out in every sample on a loaded machine): then every model is read
+    through its fastest tenth."""
     if not quiet_readings(profile):
         return True
-    return model.latency.n - model.latency.disturbed >= QUIET_MIN
+    calm = [m.latency.n - m.latency.disturbed >= QUIET_MIN for m in profile.models]
+    return sum(calm) < MIN_READABLE or model.latency.n - model.latency.disturbed >= QUIET_MIN
 
 
 def _typical_reference(profile: Profile, load: str, quiet: bool = False) -> float:

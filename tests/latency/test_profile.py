@@ -422,6 +422,11 @@ def test_a_model_that_never_ran_undisturbed_is_neither_calibrated_on_nor_judged(
     prof.models = [ModelEntry(family="convnet", spec=s, params=1, macs=1, blocks=(), latency=stats(1.0, d),
                               reference=stats(1.0, 0), reference_load="a", quiet=stats(1.0, 0),
                               reference_quiet=stats(1.0, 0)) for s, d in (("a", 60), ("b", 100))]
+    # too few models ran undisturbed to judge by: every one is read through its fastest tenth
+    assert readable(prof, prof.models[0]) and readable(prof, prof.models[1])
+    prof.models += [ModelEntry(family="convnet", spec=f"c{i}", params=1, macs=1, blocks=(), latency=stats(1.0, 60),
+                               reference=stats(1.0, 0), reference_load="a", quiet=stats(1.0, 0),
+                               reference_quiet=stats(1.0, 0)) for i in range(4)]
     assert readable(prof, prof.models[0]) and not readable(prof, prof.models[1])
     for m in prof.models:  # an unloaded run: the profile is read as timed, every model judged
         m.latency = stats(1.0, 10)
