@@ -248,3 +248,46 @@ def test_cli_refuses_bad_qad_inputs_in_one_line(tmp_path, run_cli):
     assert r.returncode == 2 and "not an edgekd checkpoint" in r.stderr
     r = run_cli(*base[:3], "ort-cpu", *base[4:], "--teacher", tmp_path / "s.pt")
     assert r.returncode == 2 and "not int8" in r.stderr
+
+
+def test_cli_resumes_after_sigkill_mid_run(tmp_path):
+    """`edgekd quantize --qat always` killed with SIGKILL once its first QAD epoch is saved,
+    then run again with --resume: the saved epoch is kept, the rest is trained, the INT8 kept."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from edgekd.models import build_model
+    from edgekd.models.checkpoint import save_checkpoint
+
+    spec = f"convnet:width=4,depth=1,res={RES}"
+    save_checkpoint(tmp_path / "s.pt", build_model(spec, num_classes=10, in_channels=1).eval(),
+                    spec=spec, num_classes=10, in_channels=1, input_shape=(1, RES, RES))
+    out = tmp_path / "o"
+    args = [sys.executable, "-m", "edgekd", "quantize", str(tmp_path / "s.pt"), "-t", "ort-cpu-int8",
+            "--data", "digits", "--out", str(out), "--qat", "always", "--qat-epochs", "4",
+            "--teacher", str(tmp_path / "s.pt"), "--keep-slower", "--rounds", "1", "--batch-size", "8"]
+    env = {k: v for k, v in os.environ.items() if k != "EDGEKD_DEBUG"}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    log = out / "qad" / "train.jsonl"
+    killed = False
+    for _ in range(30000):
+        if proc.poll() is not None:
+            break
+        if log.is_file() and log.read_text().strip():
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert killed, "the run finished before its first epoch was seen"
+    first = [json.loads(r) for r in log.read_text().splitlines()]
+    assert 1 <= len(first) < 4
+    r = subprocess.run(args + ["--resume", "--json"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    hist = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [1, 2, 3, 4] and hist[:len(first)] == first
+    assert len(list(out.glob("*.int8.onnx"))) == 1
