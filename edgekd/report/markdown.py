@@ -81,6 +81,12 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
             r = doc.get(name) or {}
             extra = f" ({r.get('status')}: {r.get('reason')})" if r.get("reason") else f" ({r.get('status')})"
         lines.append(f"| {name} | {_cell(str(s.get('status')) + extra)} | {_f(s.get('wall_s'), '.1f')} |")
+    cmp_ = (doc.get("quantize") or {}).get("comparison") or {}
+    if cmp_.get("qad"):  # quantization-aware distillation ran: PTQ and QAD side by side
+        side = lambda k: (f"{k.upper()} top-1 {_pct(cmp_[k]['int8']['accuracy'])}, p50 "  # noqa: E731
+                          f"{_f(cmp_[k]['int8']['p50_ms'], '.4f')} ms")
+        lines += ["", f"INT8: {side('ptq')}; {side('qad')}; kept {str(cmp_.get('chosen')).upper()} "
+                      f"({_cell(str(cmp_.get('qat_reason')))})."]
     if doc.get("needs_pruning"):
         lines += ["", f"Note: no profiled candidate meets the budget ({doc.get('selection_note')}); the fastest "
                       "was distilled, then pruned (see the prune stage)."]

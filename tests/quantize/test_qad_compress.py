@@ -36,3 +36,15 @@ def test_quantize_stage_runs_qad_and_records_both_sides(tiny_assets, tmp_path):
     again = stages.quantize_stage(ctx, exp)
     assert again.report["qad_train"]["epochs"] == 1
     assert again.report["qad_train"]["epoch_cpu_s"] == rep["qad_train"]["epoch_cpu_s"]
+
+
+def test_report_markdown_shows_ptq_and_qad():
+    from edgekd.report.markdown import render_markdown
+
+    side = lambda acc, p50: {"int8": {"accuracy": acc, "p50_ms": p50}}  # noqa: E731
+    doc = {"verdict": "pass", "quantize": {"status": "kept", "comparison": {
+        "ptq": side(0.78, 0.0123), "qad": side(0.80, 0.0121), "chosen": "qad",
+        "qat_reason": "PTQ dropped 1.39 points, more than 1.00"}}}
+    md = render_markdown(doc)
+    assert "PTQ top-1 78.00%, p50 0.0123 ms; QAD top-1 80.00%, p50 0.0121 ms; kept QAD" in md
+    assert "kept QAD" not in render_markdown({"verdict": "pass", "quantize": {"status": "kept"}})
