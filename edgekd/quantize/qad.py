@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -128,8 +128,6 @@ def _artifact(spec: TargetSpec, qdq: Path, out: Path):
         return Artifact.from_file(qdq, ArtifactFormat.ONNX, target=spec.name, precision="int8",
                                   meta={"quantizer": "edgekd.qad", "format": "QDQ"})
     art = require_backend(spec).build(qdq, spec, out)
-    from dataclasses import replace
-
     return replace(art, meta={**dict(art.meta), "quantizer": "edgekd.qad", "source": str(qdq)})
 
 

@@ -291,3 +291,18 @@ def test_cli_resumes_after_sigkill_mid_run(tmp_path):
     hist = [json.loads(x) for x in log.read_text().splitlines()]
     assert [h["epoch"] for h in hist] == [1, 2, 3, 4] and hist[:len(first)] == first
     assert len(list(out.glob("*.int8.onnx"))) == 1
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("openvino") is None
+                    or __import__("importlib").util.find_spec("nncf") is None,
+                    reason="openvino/nncf not installed")
+def test_qad_for_openvino_builds_an_int8_ir_from_the_qdq_graph(tmp_path):
+    from edgekd.backends.openvino_quant import count_fake_quantize
+    from edgekd.quantize.qad import qad_model
+
+    rep = qad_model(make_student(), toy_teacher(), make_bundle(), "openvino-cpu-int8", tmp_path / "o",
+                    qat="always", epochs=1, rounds=1, calib_size=32, force=True)
+    assert rep.ptq.method.startswith("nncf") and rep.qad.method == "qad:kd"
+    art = rep.qad.artifact
+    assert str(art.path).endswith(".xml") and count_fake_quantize(art.path) > 0
+    assert rep.parity["passed"] and rep.qad.int8.accuracy is not None
