@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """p50 and p90 of built-in models at batch 1 on every local runtime, and each one's ratio
-against torch eager, measured in one run.
+against torch eager, measured in one run; with ExecuTorch installed, also its INT8 program's
+p50 against its fp32 one (XNNPACK's PT2E quantizer, calibrated on 32 seeded random samples:
+enough for latency, which does not depend on the calibration values).
 
 The runtimes are measured in interleaved rounds (A B C, B C A, ...) so that drift in machine
 load hits all of them alike; each ratio is the median of the per-round ratios.
 
-    python tools/bench_runtimes.py [--rounds 3] [--models SPEC ...] [--threads 1]
+    python tools/bench_runtimes.py [--rounds 3] [--models SPEC ...] [--threads 1] [--in-channels 3]
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-DEFAULT_MODELS = ["mobilenetv2:width=1.0,res=32", "resnet:width=16,blocks=2,res=32"]
-TARGETS = ["torch-cpu", "ort-cpu", "openvino-cpu"]
+DEFAULT_MODELS = ["mobilenetv2:width=1.0,res=32", "resnet:width=16,blocks=2,res=32",
+                  "mobilenetv2:width=1.0,res=224", "resnet:width=16,blocks=2,res=224"]
+TARGETS = ["torch-cpu", "ort-cpu", "openvino-cpu", "executorch-xnnpack", "executorch-xnnpack-int8"]
 
 
 def main(argv=None) -> int:
@@ -25,11 +28,14 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--min-time", type=float, default=1.0)
+    ap.add_argument("--in-channels", type=int, default=3)
     args = ap.parse_args(argv)
 
     from edgekd.backends import get_backend
     from edgekd.deploy import open_model
     from edgekd.latency.measure import environment_fingerprint, make_inputs, measure_session
+    import numpy as np
+
     from edgekd.targets import load_target
 
     targets = []
@@ -41,13 +47,22 @@ def main(argv=None) -> int:
         else:
             print(f"# skipped {name}: {why}")
     env = None
-    print(f"# rounds={args.rounds} threads={args.threads} batch=1 min_time_s={args.min_time}")
-    print(f"{'model':38s} {'target':14s} {'p50 ms':>9s} {'p90 ms':>9s} {'p50/torch':>10s} {'p90/torch':>10s}")
+    print(f"# rounds={args.rounds} threads={args.threads} batch=1 min_time_s={args.min_time} "
+          f"in_channels={args.in_channels}")
+    print(f"{'model':38s} {'target':24s} {'p50 ms':>9s} {'p90 ms':>9s} {'p50/torch':>10s} {'p90/torch':>10s}")
+    int8_ratios = []
     for spec in args.models:
         with tempfile.TemporaryDirectory() as tmp:
             sessions = {}
             for t in targets:
-                opened = open_model(spec, t, work_dir=Path(tmp) / t.name)
+                calib = None
+                if t.is_int8:
+                    from edgekd.models import input_shape
+
+                    shape = tuple(input_shape(spec, args.in_channels))
+                    calib = [np.random.default_rng(0).standard_normal((32, *shape)).astype(np.float32)]
+                opened = open_model(spec, t, work_dir=Path(tmp) / t.name, in_channels=args.in_channels,
+                                    calib=calib)
                 sessions[t.name] = (opened, make_inputs(opened.session, tuple(opened.input_shape)))
                 env = env or environment_fingerprint(t, opened.session, opened.input_shape)
             per_round = {t.name: [] for t in targets}
@@ -69,7 +84,12 @@ def main(argv=None) -> int:
                     rs = f"{r50:10.3f} {r90:10.3f}"
                 else:
                     rs = f"{'n/a':>10s} {'n/a':>10s}"
-                print(f"{spec:38s} {t.name:14s} {p50:9.4f} {p90:9.4f} {rs}")
+                print(f"{spec:38s} {t.name:24s} {p50:9.4f} {p90:9.4f} {rs}")
+            fp, q = per_round.get("executorch-xnnpack"), per_round.get("executorch-xnnpack-int8")
+            if fp and q:
+                int8_ratios.append((spec, statistics.median(a / b for (a, _), (b, _) in zip(q, fp))))
+    for spec, r in int8_ratios:
+        print(f"# executorch-xnnpack-int8 / executorch-xnnpack p50 on {spec}: {r:.3f}")
     if env:
         print(f"# cpu: {env['cpu']} ({env['logical_cores']} logical cores)")
     return 0
