@@ -25,7 +25,7 @@ from ..targets import Device, Precision, TargetSpec
 from ..util_io import atomic_path, check_file
 from ._common import check_input_shape
 from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
-from .executorch_export import capture, first_line, lower, planned_arena_bytes
+from .executorch_export import capture, first_line, lower, planned_arena_bytes, quiet_import_noise
 
 PIP = "pip install 'edgekd[executorch]'"
 
@@ -33,6 +33,7 @@ PIP = "pip install 'edgekd[executorch]'"
 def _require() -> None:
     if importlib.util.find_spec("executorch") is None:
         raise missing_package("executorch", extra="executorch", what="the executorch targets")
+    quiet_import_noise()
 
 
 def set_threads(n: "int | None") -> None:

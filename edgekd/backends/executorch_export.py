@@ -2,11 +2,29 @@
 memory plan back. Failures are one line of bad input naming what torch.export or ExecuTorch said."""
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
 from ..errors import BadInputError
 from ..models.ref import set_mode
+
+
+class _DropImportNoise(logging.Filter):
+    """torchao says at import that it could not load its CUDA kernels or find Triton, and torch
+    warns about one of torchao's enums: none concerns a CPU target, and they bury edgekd's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Failed to load") or "register_constant" in msg or "no triton" in msg)
+
+
+def quiet_import_noise() -> None:
+    """Install the filter once on the two loggers (before executorch or torchao is imported)."""
+    for name in ("torchao", "torchao.kernel.intmm", "torch.utils._pytree"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _DropImportNoise) for f in lg.filters):
+            lg.addFilter(_DropImportNoise())
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
