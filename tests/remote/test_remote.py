@@ -540,7 +540,8 @@ def test_gate_measures_on_the_device(lab, digits_onnx, run_cli, tmp_path):
                 "--junit", junit, "--github", env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(r.stdout)["results"][0]
-    assert res["status"] == "PASS" and res["rounds"] == 1 and res["decision"]["n"] >= 60
+    # a clear PASS is confirmed on a second, independent round measured on the device
+    assert res["status"] == "PASS" and res["rounds"] == 2 and res["decision"]["n"] >= 120
     assert res["environment"]["host"] == "gate-dev" and res["environment"]["remote"]["port"] == lab.port_b
     text = junit.read_text()
     assert "host gate-dev" in text and f"via ssh {lab.user}@127.0.0.1:{lab.port_b}" in text
