@@ -92,27 +92,47 @@ def quantize_model(onnx_path: "str | Path", target: "str | TargetSpec", out_dir:
             opts.setdefault("val_data", (x_val, y_val))
         art = quantize_for_target(onnx_path, spec, stage / "int8", calib, method=method,
                                   max_drop=max_drop, **opts)
-        fp32, int8 = compare(onnx_path, art, spec, x_val, y_val, stage / "fp32", settings=settings,
-                             rounds=rounds)
-        report = QuantReport(target=spec.name, method=_method_label(spec, method, opts),
-                             calib_samples=int(sum(len(b) for b in calib)), fp32=fp32, int8=int8,
-                             forced=force, val_samples=len(x_val))
-        problems = _problems(report, max_drop)
-        for side in (fp32, int8):
-            if side.stats is not None and side.stats.unstable:
-                report.notes.append(f"{side.target} latency was unstable (IQR/median "
-                                    f"{side.stats.iqr_over_median:.2f}); rerun on a quieter machine")
-        if problems and not force:
-            err = VerdictError(f"{'; '.join(problems)}; the INT8 model was not kept",
-                               hint="pass --keep-slower (alias --force; force=True) to keep it anyway")
-            err.report = report
-            raise err
-        report.notes.extend(problems)
-        report.artifact = _move_into(art, out_dir)
-        report.kept = True
-    atomic_write_json(out_dir / f"{report.artifact.path.name.split('.int8')[0]}.int8.quant.json",
-                      report.to_dict())
+        report = compared(onnx_path, art, spec, x_val, y_val, stage / "fp32",
+                          method=_method_label(spec, method, opts),
+                          calib_samples=int(sum(len(b) for b in calib)), force=force,
+                          settings=settings, rounds=rounds)
+        keep_or_refuse(report, report, art, out_dir, max_drop=max_drop, force=force)
     return report
+
+
+def compared(fp32_source: "str | Path", art: Artifact, spec: TargetSpec, x_val: np.ndarray,
+             y_val: np.ndarray, fp32_dir: Path, *, method: str, calib_samples: int, force: bool,
+             settings=None, rounds: int = 3) -> QuantReport:
+    """The INT8 artifact against fp32, both through the runtime (evaluate.compare), as a
+    QuantReport noting a side whose latency was unstable; PTQ and QAD both judge through it."""
+    fp32, int8 = compare(fp32_source, art, spec, x_val, y_val, fp32_dir, settings=settings,
+                         rounds=rounds)
+    report = QuantReport(target=spec.name, method=method, calib_samples=calib_samples, fp32=fp32,
+                         int8=int8, forced=force, val_samples=len(x_val))
+    for side in (fp32, int8):
+        if side.stats is not None and side.stats.unstable:
+            report.notes.append(f"{side.target} latency was unstable (IQR/median "
+                                f"{side.stats.iqr_over_median:.2f}); rerun on a quieter machine")
+    return report
+
+
+def keep_or_refuse(report, final: QuantReport, staged: Artifact, out_dir: Path, *,
+                   max_drop: float | None, force: bool) -> None:
+    """The one keep rule for PTQ and QAD: ``final`` (the side chosen) not faster than fp32 or
+    over ``max_drop`` raises VerdictError with ``report`` attached, unless ``force``; else its
+    ``staged`` artifact moves into ``out_dir`` and ``report`` lands beside it as
+    ``<stem>.int8.quant.json``. ``report`` is ``final`` itself, or a report holding it (QAD)."""
+    problems = _problems(final, max_drop)
+    if problems and not force:
+        err = VerdictError(f"{'; '.join(problems)}; the INT8 model was not kept",
+                           hint="pass --keep-slower (alias --force; force=True) to keep it anyway")
+        err.report = report
+        raise err
+    report.notes.extend(problems)
+    final.artifact = report.artifact = _move_into(staged, out_dir)
+    final.kept = report.kept = True
+    atomic_write_json(out_dir / f"{final.artifact.path.name.split('.int8')[0]}.int8.quant.json",
+                      report.to_dict())
 
 
 def _method_label(spec: TargetSpec, method: str, opts: dict) -> str:

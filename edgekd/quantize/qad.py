@@ -30,7 +30,6 @@ import numpy as np
 
 from ..errors import BadInputError, VerdictError
 from ..targets import TargetSpec
-from ..util_io import atomic_write_json
 
 QAT_MODES = ("auto", "off", "always")
 DEFAULT_MAX_DROP = 0.01  # qat="auto" without max_drop: one point
@@ -146,8 +145,7 @@ def qad_model(student, teacher, bundle, target: "str | TargetSpec", out_dir: "st
     from ..data import calibration_from_dataset, dataset_arrays
     from ..distill.run import distill
     from ..export import check_parity, export_onnx
-    from . import _problems, check_runtime, quantize_model, require_int8_target
-    from .evaluate import QuantReport, compare
+    from . import check_runtime, compared, keep_or_refuse, quantize_model, require_int8_target
     from .qad_graph import quantized_ops, write_weights
     from .qad_torch import fold_batchnorm
 
@@ -214,34 +212,17 @@ def qad_model(student, teacher, bundle, target: "str | TargetSpec", out_dir: "st
                 raise VerdictError(f"the QAD INT8 graph does not reproduce the fake-quantized "
                                    f"student: {parity.one_line()}", hint="use --qat off")
             art = _artifact(spec, qad_onnx, stage / "qad-art")
-            f32, i8 = compare(fp32, art, spec, x_val, y_val, stage / "fp32-qad", rounds=rounds)
-            rep.qad = QuantReport(target=spec.name, method=f"qad:{loss}", calib_samples=ptq.calib_samples,
-                                  fp32=f32, int8=i8, forced=force, val_samples=len(x_val))
+            rep.qad = compared(fp32, art, spec, x_val, y_val, stage / "fp32-qad", method=f"qad:{loss}",
+                               calib_samples=ptq.calib_samples, force=force, rounds=rounds)
             rep.qad.artifact = art
+            i8 = rep.qad.int8
             if (i8.accuracy or 0.0) >= (ptq.int8.accuracy or 0.0):
                 rep.chosen = "qad"
             else:
                 rep.notes.append(f"QAD reached {i8.accuracy:.4f} top-1 through the runtime, below "
                                  f"PTQ's {ptq.int8.accuracy:.4f}: PTQ kept")
-        final = rep.final
-        problems = _problems(final, max_drop)
-        if problems and not force:
-            err = VerdictError(f"{'; '.join(problems)}; the INT8 model was not kept",
-                               hint="pass --keep-slower (alias --force; force=True) to keep it anyway")
-            err.report = rep
-            raise err
-        rep.notes.extend(problems)
-        rep.artifact = _keep(final.artifact, out_dir)
-        final.artifact, final.kept, rep.kept = rep.artifact, True, True
-    atomic_write_json(out_dir / f"{rep.artifact.path.name.split('.int8')[0]}.int8.quant.json",
-                      rep.to_dict())
+        keep_or_refuse(rep, rep.final, rep.final.artifact, out_dir, max_drop=max_drop, force=force)
     return rep
-
-
-def _keep(artifact, dest: Path):
-    from . import _move_into
-
-    return _move_into(artifact, dest)
 
 
 def _check_classes(student, teacher, bundle) -> None:
