@@ -112,8 +112,8 @@ def judged_samples(m: Any) -> tuple[np.ndarray, str, float | None]:
     (latency.bench, `edgekd calibrate`) carries ``drift`` (its ``factor``: reference p50 now /
     at calibration, > 1 when the machine ran slower) and ``corrected`` figures; the gate then
     judges corrected samples: per-sample corrected ones when the measurement carries them
-    (``corrected_samples_ms``), else the samples divided by the run's speed factor. Without a
-    calibration the raw samples are judged. Read defensively: anything missing means raw."""
+    (``corrected_samples_ms``, as latency.bench's BenchResult does), else the samples divided
+    by the run's speed factor. Without a calibration the raw samples are judged. Read defensively: anything missing means raw."""
     raw = np.asarray(m.samples_ms, dtype=np.float64)
     drift = getattr(m, "drift", None)
     if drift is None:
@@ -124,12 +124,11 @@ def judged_samples(m: Any) -> tuple[np.ndarray, str, float | None]:
                       or _number(get("calibrated_p50_ms")))
     if not calibrated:
         return raw, "raw", factor
-    for name in ("corrected_samples_ms", "samples_corrected_ms"):
-        c = getattr(m, name, None)
-        if c is not None:
-            c = np.asarray(c, dtype=np.float64)
-            if c.size and np.all(np.isfinite(c)):
-                return c, "corrected", factor
+    c = getattr(m, "corrected_samples_ms", None)
+    if c is not None:
+        c = np.asarray(c, dtype=np.float64)
+        if c.size and np.all(np.isfinite(c)):
+            return c, "corrected", factor
     if factor is not None:
         return raw / factor, "corrected", factor
     return raw, "raw", None

@@ -57,7 +57,7 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
                                     f"machine", hint=f"run `edgekd calibrate --target {spec.name}` first")
         opened = open_model(model_ref, spec, work_dir=Path(work_dir), sample_shape=sample_shape,
                             in_channels=in_channels)
-        drift = corrected = None
+        drift = corrected = corrected_samples = None
         ref = open_reference_workload(spec, Path(work_dir), cal) if cal is not None else None
         if isinstance(ref, str):  # the calibration does not apply to this runtime
             warnings.append(ref + "; measured without the reference (run `edgekd calibrate` again)")
@@ -67,11 +67,9 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
             ref = None
         if ref is not None:
             stack.callback(close_session, ref.session)
-            longer = settings.model_copy(update={"min_time_s": settings.min_time_s / (1 - REFERENCE_SHARE)})
-            (m, rm), env = measure_opened_together([opened], spec, longer, held=[ref], on_progress=on_progress,
-                                                   slices=[SLICE_S, REFERENCE_SLICE_S])
-            drift, corrected = correct(m, rm, cal.p50_ms, source=f"calibration {cal.path} ({cal.measured_at})",
-                                       confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
+            (m, rm), env = measure_opened_together([opened], spec, _with_reference_time(settings), held=[ref],
+                                                   on_progress=on_progress, slices=[SLICE_S, REFERENCE_SLICE_S])
+            drift, corrected, corrected_samples = _correct(m, rm, cal, settings)
         else:
             m, env = measure_opened(opened, spec, settings, on_progress=on_progress)
         mem = measure_memory(opened.artifact, spec, tuple(opened.input_shape)) if memory else None
@@ -80,8 +78,20 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
                        artifact_format=art.format, stats=m.stats, samples_ms=m.samples_ms,
                        first_inference_ms=m.first_inference_ms, build_s=float(opened.build_s or 0.0),
                        load_s=float(getattr(opened, "first_load_s", 0.0) or 0.0), input_shape=tuple(opened.input_shape),
-                       environment=env, drift=drift, corrected=corrected, warnings=tuple(warnings),
-                       memory=mem)
+                       environment=env, drift=drift, corrected=corrected, corrected_samples_ms=corrected_samples,
+                       warnings=tuple(warnings), memory=mem)
+
+
+def _with_reference_time(settings: MeasureSettings) -> MeasureSettings:
+    """``settings`` with min_time_s lengthened by the reference's share, so the model measured
+    in alternation with it keeps the timed time it would have alone."""
+    return settings.model_copy(update={"min_time_s": settings.min_time_s / (1 - REFERENCE_SHARE)})
+
+
+def _correct(m, rm, cal: Calibration, settings: MeasureSettings):
+    """latency.drift.correct of model Measurement ``m`` by reference Measurement ``rm`` against ``cal``."""
+    return correct(m, rm, cal.p50_ms, source=f"calibration {cal.path} ({cal.measured_at})",
+                   confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
 
 
 def open_reference_workload(spec: TargetSpec, work_dir: Path, cal: Calibration | None = None):
@@ -132,13 +142,12 @@ def measure_session_drift(session, inputs, spec: TargetSpec, settings: MeasureSe
             ref = open_reference_workload(spec, Path(tmp), cal)
             if not isinstance(ref, str):
                 try:
-                    longer = settings.model_copy(update={"min_time_s": settings.min_time_s / (1 - REFERENCE_SHARE)})
                     m, rm = measure_interleaved([session, ref.session],
-                                                [inputs, make_inputs(ref.session, tuple(ref.input_shape))], longer,
-                                                environments=[environment, None], slices=[SLICE_S, REFERENCE_SLICE_S])
+                                                [inputs, make_inputs(ref.session, tuple(ref.input_shape))],
+                                                _with_reference_time(settings), environments=[environment, None],
+                                                slices=[SLICE_S, REFERENCE_SLICE_S])
                 finally:
                     close_session(ref.session)
-                drift, corrected = correct(m, rm, cal.p50_ms, source=f"calibration {cal.path} ({cal.measured_at})",
-                                           confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
+                drift, corrected, _ = _correct(m, rm, cal, settings)
                 return m, drift, corrected
     return measure_session(session, inputs, settings, environment=environment), None, None

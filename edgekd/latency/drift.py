@@ -89,9 +89,11 @@ def _window_medians(ref_ms: np.ndarray, ref_rounds: np.ndarray, rounds: np.ndarr
 
 
 def correct(model, reference, calibrated_p50_ms: float, *, source: str, reference_name: str = REFERENCE_SPEC,
-            confidence: float = 0.95, unstable_iqr: float = 0.10) -> tuple[DriftReading, LatencyStats]:
+            confidence: float = 0.95, unstable_iqr: float = 0.10
+            ) -> tuple[DriftReading, LatencyStats, np.ndarray]:
     """Drift-correct a model's Measurement by a reference Measurement taken in alternation with
-    it (same rounds): (DriftReading, corrected LatencyStats). See the module docstring."""
+    it (same rounds): (DriftReading, corrected LatencyStats, the corrected samples in the order
+    they were taken, disturbed ones left out). See the module docstring."""
     if not calibrated_p50_ms > 0:
         raise BadInputError(f"calibrated reference median {calibrated_p50_ms} ms must be positive",
                             hint="re-run `edgekd calibrate`")
@@ -118,7 +120,7 @@ def correct(model, reference, calibrated_p50_ms: float, *, source: str, referenc
                            source=source, reference=reference_name,
                            share=ref_timed / all_timed if all_timed > 0 else 0.0,
                            kept=int(keep.sum()), n=int(x.size))
-    return reading, stats
+    return reading, stats, fixed
 
 
 # ------------------------------------------------------------------ the reference workload file

@@ -53,7 +53,8 @@ class BenchResult:
     (factor, reference_p50_ms, calibrated_p50_ms, source, ...) when the model was measured in
     alternation with the target's reference workload against a stored calibration, else None;
     then ``corrected`` holds the drift-corrected figures (each sample scaled by the speed the
-    reference showed in the same rounds, disturbed samples left out) and ``judged`` says which
+    reference showed in the same rounds, disturbed samples left out), ``corrected_samples_ms``
+    those samples in the order they were taken (what the gate judges), and ``judged`` says which
     figures a budget is judged on: "corrected" when ``corrected`` is there, else "raw".
     """
     target: str
@@ -69,6 +70,7 @@ class BenchResult:
     environment: Mapping[str, Any] = field(default_factory=dict)
     drift: Any = None  # latency.drift.DriftReading | None
     corrected: LatencyStats | None = None
+    corrected_samples_ms: np.ndarray | None = None
     warnings: tuple[str, ...] = ()
     memory: Any = None  # latency.memory.MemoryUse | None: artifact size and peak memory
 

@@ -157,7 +157,7 @@ def make_corrected_measure(profile: Profile, metric: str, rc: Recalibration, *, 
         shape = tuple(input_shape(spec, profile.in_channels))
         with tempfile.TemporaryDirectory(dir=root.name) as tmp:
             m, ref, _ = measure_with_reference(model, shape, target, settings, Path(tmp), held[0])
-        _, fixed = correct(m, ref, rc.here_p50_ms, source=f"re-calibration of {rc.profile}",
+        _, fixed, _ = correct(m, ref, rc.here_p50_ms, source=f"re-calibration of {rc.profile}",
                            reference_name=rc.reference, confidence=settings.confidence,
                            unstable_iqr=settings.unstable_iqr)
         value = fixed.metric(metric)

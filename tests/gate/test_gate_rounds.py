@@ -221,3 +221,27 @@ def test_cli_records_history_and_prints_it(tmp_path, monkeypatch, capsys):
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*) FROM gate_results").fetchone()[0] == 2
     assert main(["gate", "--history", "--history-db", str(tmp_path / "nothing.sqlite")]) == 2
+
+
+def test_a_bench_result_s_per_sample_corrected_samples_are_judged_not_raw_over_the_run_factor():
+    # the machine ran 2x slow for the second half of the run; the reference saw it round by round,
+    # so each corrected sample reads 1.0, while raw / the run's factor (1.5) would read 0.67 and 1.33
+    from edgekd.latency.drift import DriftReading
+    from edgekd.latency.measure import BenchResult
+    from edgekd.latency.stats import LatencyStats
+
+    raw = np.concatenate([lat(200, 1.0, seed=7), lat(200, 2.0, seed=8)])
+    fixed = np.concatenate([raw[:200], raw[200:] / 2.0])
+    reading = DriftReading(factor=1.5, reference_p50_ms=0.15, calibrated_p50_ms=0.1, source="calibration x")
+
+    def result(corrected_samples):
+        return BenchResult(target="ort-cpu", model="m.onnx", model_sha256="", artifact_format="onnx",
+                           stats=LatencyStats.from_samples(raw), samples_ms=raw, first_inference_ms=0.0,
+                           build_s=0.0, load_s=0.0, input_shape=(1, 1, 16, 16), drift=reading,
+                           corrected=LatencyStats.from_samples(fixed), corrected_samples_ms=corrected_samples)
+
+    r = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=1.2), measure_fn=lambda m, t: result(fixed))
+    assert r.judged == "corrected" and r.status == "PASS"
+    assert r.decision.value == pytest.approx(np.percentile(np.concatenate([fixed, fixed]), 90), rel=0.02)
+    whole_run = gate_one("m.onnx", "ort-cpu", Budget(budget_ms=1.2), measure_fn=lambda m, t: result(None))
+    assert whole_run.status == "FAIL"  # without them: raw / 1.5, whose upper half reads 1.33

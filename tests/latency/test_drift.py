@@ -54,7 +54,7 @@ def test_a_machine_that_slows_mid_run_is_corrected_by_the_reference():
     mm, rm = measure_interleaved([model, ref], [None, None], SETTINGS, slices=[0.005, 0.001], clock=m.clock,
                                  switches=lambda: m.switches)
     assert mm.stats.min == pytest.approx(0.1) and mm.stats.p50 == pytest.approx(0.2)  # raw: mostly slow
-    reading, fixed = correct(mm, rm, 0.05, source="test")
+    reading, fixed, _ = correct(mm, rm, 0.05, source="test")
     assert reading.factor == pytest.approx(2.0)  # the reference saw the slowdown
     assert fixed.p50 == pytest.approx(0.1, rel=0.01)
     assert fixed.p90 == pytest.approx(0.1, rel=0.01)
@@ -65,11 +65,11 @@ def test_a_steady_machine_gives_factor_one_and_unchanged_figures():
     m = Machine()
     mm, rm = measure_interleaved([FakeSession(m, 100.0), FakeSession(m, 50.0)], [None, None], SETTINGS,
                                  slices=[0.005, 0.001], clock=m.clock, switches=lambda: m.switches)
-    reading, fixed = correct(mm, rm, 0.05, source="test")
+    reading, fixed, _ = correct(mm, rm, 0.05, source="test")
     assert reading.factor == pytest.approx(1.0)
     assert fixed.p50 == pytest.approx(mm.stats.p50)
     # against a calibration made on a machine twice as fast, everything reads half
-    reading, fixed = correct(mm, rm, 0.025, source="test")
+    reading, fixed, _ = correct(mm, rm, 0.025, source="test")
     assert reading.factor == pytest.approx(2.0) and fixed.p50 == pytest.approx(0.05)
 
 
@@ -83,7 +83,7 @@ def test_disturbed_samples_are_counted_and_left_out_of_corrected_figures():
     assert got.stats.p90 > 5  # the preempted samples are in the raw figures
     steady = Measurement(stats=const(0.05), samples_ms=np.full(n, 0.05), first_inference_ms=0.0, warmup_iters=0,
                          warmup_s=0.0, disturbed=np.zeros(n, bool), rounds=None)
-    reading, fixed = correct(got, steady, 0.05, source="test")
+    reading, fixed, _ = correct(got, steady, 0.05, source="test")
     assert fixed.p90 == pytest.approx(0.1) and reading.kept == n - got.stats.disturbed
 
 
@@ -233,6 +233,9 @@ def test_calibrate_then_bench_and_verify_measure_carry_raw_and_corrected(tmp_pat
     r = bench("mobilenetv2:width=0.25,res=16", target)
     assert r.drift is not None and r.corrected is not None and r.judged == "corrected"
     assert r.drift.calibrated_p50_ms == pytest.approx(cal.p50_ms) and 0 < r.drift.share < 0.5
+    # the corrected samples themselves, in order, are what the corrected figures were made of
+    assert r.corrected_samples_ms is not None and r.corrected_samples_ms.size == r.corrected.n
+    assert LatencyStats.from_samples(r.corrected_samples_ms).p90 == pytest.approx(r.corrected.p90)
     d = r.to_dict()
     assert d["judged"] == "corrected" and d["corrected_latency_ms"]["p90"] > 0 and "disturbed_samples" in d
     assert bench("mobilenetv2:width=0.25,res=16", target, reference=False).drift is None
