@@ -1,4 +1,4 @@
-"""Small pieces shared by the ONNX-consuming backends."""
+"""Small pieces shared by the backends."""
 from __future__ import annotations
 
 import os
@@ -44,6 +44,15 @@ def check_input_shape(name: str, expected, got, model_path: str = "") -> None:
         where = f" of {model_path}" if model_path else ""
         raise BadInputError(f"input '{name}'{where} expects shape {describe_shape(exp)}, got "
                             f"{describe_shape(got)}", hint="pass --shape C,H,W matching the model")
+
+
+def int8_input_error(target, problem: str, *, calib_builds: bool = False) -> BadInputError:
+    """The one refusal of an INT8 target handed a model it cannot run as INT8 and no calibration
+    data: ``problem`` follows "target 'NAME' "; ``calib_builds``: calibration data at build time
+    would do (the hint says --data first), else the model must be quantized first."""
+    cmd = f"edgekd quantize MODEL --target {target.name} --data SPEC --out DIR"
+    return BadInputError(f"target '{target.name}' {problem}",
+                         hint=f"pass --data SPEC (or: {cmd})" if calib_builds else f"quantize it first: {cmd}")
 
 
 def onnx_is_quantized(path: "str | Path") -> bool:

@@ -23,7 +23,7 @@ from ..errors import BadInputError, missing_package
 from ..models.ref import PTE_SUFFIXES, TORCH_SUFFIXES, load_torch_file, set_mode, stored_input_shape
 from ..targets import Device, Precision, TargetSpec
 from ..util_io import atomic_path, check_file
-from ._common import check_input_shape
+from ._common import check_input_shape, int8_input_error
 from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
 from .executorch_export import capture, first_line, lower, planned_arena_bytes, quiet_import_noise
 
@@ -129,14 +129,10 @@ class ExecuTorchBackend(Backend):
         """From a torch file (edgekd checkpoint or .pt2) that records its input shape; ONNX is
         refused: ExecuTorch programs come from torch.export, not from the hub ONNX file."""
         src = Path(onnx_path)
-        if src.suffix.lower() not in TORCH_SUFFIXES:
-            raise BadInputError(f"target '{target.name}' builds from a torch model (torch.export), "
-                                f"not {src.name}", hint="give the model spec, an edgekd checkpoint or a .pt2 file")
-        module, shape = self._module_of(src)
-        import torch
-
-        return self.build_module(module, torch.zeros((target.batch, *shape)), target, out_dir,
-                                 calib=calib, name=src.stem)
+        module, sample = self._module_of(src, target, f"target '{target.name}' builds from a torch model "
+                                         f"(torch.export), not {src.name}",
+                                         hint="give the model spec, an edgekd checkpoint or a .pt2 file")
+        return self.build_module(module, sample, target, out_dir, calib=calib, name=src.stem)
 
     def build_module(self, module, sample, target: TargetSpec, out_dir: Path, *, calib: Any | None = None,
                      name: str = "module") -> Artifact:
@@ -145,9 +141,7 @@ class ExecuTorchBackend(Backend):
         out_dir = Path(out_dir)
         if target.precision == Precision.int8:
             if calib is None:
-                raise BadInputError(f"target '{target.name}' is INT8 and needs calibration data",
-                                    hint=f"pass --data SPEC (or: edgekd quantize MODEL --target {target.name} "
-                                         "--data SPEC --out DIR)")
+                raise int8_input_error(target, "is INT8 and needs calibration data", calib_builds=True)
             return self._quantize_module(module, sample, target, out_dir, list(calib), stem="model")
         if target.precision != Precision.fp32:
             raise BadInputError(f"target '{target.name}' asks for {target.precision.value}; ExecuTorch "
@@ -178,23 +172,25 @@ class ExecuTorchBackend(Backend):
     def _quantize(self, src: Path, target: TargetSpec, out_dir: Path, calib: Sequence[np.ndarray], *,
                   stem: str, per_channel: bool = True, **_: Any) -> Artifact:
         """`edgekd quantize` and the pipeline hand a file: a torch one (checkpoint or .pt2)."""
-        if src.suffix.lower() not in TORCH_SUFFIXES:
-            raise BadInputError(f"ExecuTorch quantizes a torch model (torch.export), not {src.name}",
-                                hint="give an edgekd checkpoint (.pt) or a .pt2 file")
-        import torch
-
-        module, shape = self._module_of(src)
-        return self._quantize_module(module, torch.zeros((target.batch, *shape)), target, out_dir,
-                                     calib, stem=stem, per_channel=per_channel)
+        module, sample = self._module_of(src, target, f"ExecuTorch quantizes a torch model (torch.export), "
+                                         f"not {src.name}", hint="give an edgekd checkpoint (.pt) or a .pt2 file")
+        return self._quantize_module(module, sample, target, out_dir, calib, stem=stem,
+                                     per_channel=per_channel)
 
     @staticmethod
-    def _module_of(src: Path):
+    def _module_of(src: Path, target: TargetSpec, refusal: str, *, hint: str):
+        """(the module in eval mode, a zero batch of the target's batch size) from a torch file
+        (checkpoint or .pt2) that records its input shape; another file is refused with ``refusal``."""
+        if src.suffix.lower() not in TORCH_SUFFIXES:
+            raise BadInputError(refusal, hint=hint)
+        import torch
+
         module, _ = load_torch_file(src)
         shape = stored_input_shape(src)
         if not shape:
             raise BadInputError(f"{src.name} does not record its input shape",
                                 hint="give a student spec or an edgekd checkpoint, or pass --shape C,H,W")
-        return set_mode(module, False), tuple(shape)
+        return set_mode(module, False), torch.zeros((target.batch, *shape))
 
     def load(self, artifact: Artifact, target: TargetSpec) -> Session:
         _require()

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import BadInputError, missing_package
 from ..targets import Device, Precision, TargetSpec
-from ._common import onnx_is_quantized, check_input_shape, copy_atomic, validate_onnx
+from ._common import check_input_shape, copy_atomic, int8_input_error, onnx_is_quantized, validate_onnx
 from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -89,9 +89,7 @@ class OnnxRuntimeBackend(Backend):
         t0 = time.perf_counter()
         if target.precision == Precision.int8 and not onnx_is_quantized(src):
             if calib is None:
-                raise BadInputError(f"target '{target.name}' is INT8 and {src.name} is not quantized",
-                                    hint="quantize it first: edgekd quantize MODEL --target "
-                                         f"{target.name} --data SPEC --out DIR")
+                raise int8_input_error(target, f"is INT8 and {src.name} is not quantized")
             return self.quantize(src, target, out_dir, calib)
         dest = copy_atomic(src, out_dir / ("model.onnx" if src.parent.resolve() != out_dir.resolve() else src.name))
         return Artifact.from_file(dest, ArtifactFormat.ONNX, target=target.name,

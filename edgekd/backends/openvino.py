@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import BadInputError, missing_package
 from ..targets import Device, Precision, TargetSpec
-from ._common import check_file, check_input_shape, onnx_is_quantized, save_ir, validate_onnx
+from ._common import check_file, check_input_shape, int8_input_error, onnx_is_quantized, save_ir, validate_onnx
 from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
 
 _DEVICES = {Device.cpu: "CPU", Device.gpu: "GPU", Device.npu: "NPU"}
@@ -170,9 +170,7 @@ class OpenVINOBackend(Backend):
             validate_onnx(src)
             if target.precision == Precision.int8:
                 if calib is None and not onnx_is_quantized(src):
-                    raise BadInputError(f"target '{target.name}' is INT8 and {src.name} is not quantized",
-                                        hint="quantize it first: edgekd quantize MODEL --target "
-                                             f"{target.name} --data SPEC --out DIR")
+                    raise int8_input_error(target, f"is INT8 and {src.name} is not quantized")
                 if calib is not None:
                     return self.quantize(src, target, out_dir, calib)
             try:

@@ -16,7 +16,7 @@ from ..errors import BadInputError, RuntimeMissingError, missing_package
 from ..models.ref import ENGINE_SUFFIXES
 from ..targets import Device, Precision, TargetSpec
 from ..util_io import atomic_write_bytes
-from ._common import check_file, validate_onnx
+from ._common import check_file, int8_input_error, validate_onnx
 from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
 
 WORKSPACE_BYTES = 1 << 30
@@ -142,8 +142,7 @@ class TensorRTBackend(Backend):
             if calib is not None and not onnx_is_quantized(src):
                 src = Path(self.quantize(src, target, out_dir, calib).path)  # QDQ, symmetric int8
             if not onnx_is_quantized(src):
-                raise BadInputError(f"target '{target.name}' builds INT8 engines from QDQ ONNX, and {src.name} has no QDQ nodes",
-                                    hint=f"quantize it first: edgekd quantize MODEL --target {target.name} --data SPEC --out DIR")
+                raise int8_input_error(target, f"builds INT8 engines from QDQ ONNX, and {src.name} has no QDQ nodes")
             config.set_flag(trt.BuilderFlag.INT8)
         # Dynamic dimensions get one optimization profile at the target's batch and shape.
         profile, dynamic = builder.create_optimization_profile(), False
