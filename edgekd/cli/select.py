@@ -28,13 +28,18 @@ from .common import emit_json, json_option
 @click.option("--derived/--grid-only", "derive", default=True, show_default=True,
               help="Also consider variants of the profiled candidates (e.g. other depths) whose "
                    "blocks are all in the profile.")
+@click.option("--max-size-kb", type=float, default=None,
+              help="Size budget (KB): exclude candidates whose artifact, estimated from params and the "
+                   "target's precision, is over it. Peak memory is checked by verify/gate (--max-peak-mb).")
 @json_option
-def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_specs, derive, as_json):
+def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_specs, derive, max_size_kb, as_json):
     """Pick the student with the most capacity (params) whose predicted latency is at or under
     BUDGET / (1 + eps), eps being the profile's p95 relative prediction error.
 
     A budget below every candidate is an error (exit 2) that names the smallest reachable
-    latency. With --verify, a pick that misses when measured is replaced by the next faster
+    latency. --max-size-kb excludes candidates by estimated artifact size (params x bytes per
+    parameter of the target's precision + the format's overhead); below every candidate it is
+    an error (exit 2) naming the smallest reachable size. With --verify, a pick that misses when measured is replaced by the next faster
     one (exit 1 when none meets the budget); a pick that meets it with room to spare is followed
     by up to three larger candidates, predicted with the pick's measured/predicted ratio, and
     the largest one measured under the budget is kept.
@@ -62,7 +67,7 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_spe
     sel = select_from_file(profile_path, budget_ms, strict=strict,
                            on_warning=lambda msg: click.echo(f"edgekd: warning: {msg}", err=True),
                            metric=metric, extra_specs=extra_specs, derive=derive, verify=verify,
-                           on_attempt=on_attempt, recalibrate_here=recal)
+                           on_attempt=on_attempt, recalibrate_here=recal, max_size_kb=max_size_kb)
     if as_json:
         emit_json(sel.to_dict())
         return
@@ -81,6 +86,8 @@ def _print_table(sel) -> None:
         t.add_column(col, justify=just, no_wrap=True)
     for c in sel.neighbours(3):
         mark = "[bold green]selected[/]" if c.spec == sel.chosen.spec else ("fits" if c.fits else "over")
+        if c.over_memory:
+            mark += f" (size ~{c.size_kb:.0f} KB)"
         if c.derived:
             mark += " (derived)"
         t.add_row(c.spec, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.predicted_ms:.4f}",
@@ -92,6 +99,8 @@ def _print_table(sel) -> None:
     con.print(t)
     if sel.recalibration is not None:
         con.print(sel.recalibration.describe())
+    if sel.memory_note:
+        con.print(sel.memory_note)
     con.print(f"selected: [bold]{sel.chosen.spec}[/] ({sel.chosen.params:,} params)"
               + (f", measured {sel.chosen.verified_ms:.4f} ms ({sel.judged} figure judged)"
                  if sel.chosen.verified_ms is not None else ""))

@@ -35,12 +35,14 @@ class Candidate:
     verified_ms: float | None = None  # measured on the target by verify
     derived: bool = False  # not in the grid: predicted from blocks the profile holds
     verified_raw_ms: float | None = None  # the raw reading when verified_ms is drift-corrected
+    size_kb: float | None = None  # estimated artifact size (size_estimate), set with a size budget
+    over_memory: bool = False  # over the size budget: never picked, not even when stepping up
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "params": self.params, "macs": self.macs,
                 "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "fits": self.fits,
                 "verified_ms": self.verified_ms, "verified_raw_ms": self.verified_raw_ms,
-                "derived": self.derived}
+                "derived": self.derived, "size_kb": self.size_kb, "over_memory": self.over_memory}
 
 
 @dataclass(frozen=True)
@@ -60,9 +62,11 @@ class Selection:
     recalibration: Recalibration | None = None
     # which figure verified_ms is: "raw", or "corrected" (to the speed at re-calibration)
     judged: str = "raw"
+    max_size_kb: float | None = None
+    memory_note: str = ""  # how many candidates the size budget excluded, and why
 
     def to_dict(self) -> dict:
-        return {"budget_ms": self.budget_ms, "metric": self.metric, "epsilon": self.epsilon,
+        return {"max_size_kb": self.max_size_kb, "memory_note": self.memory_note, "budget_ms": self.budget_ms, "metric": self.metric, "epsilon": self.epsilon,
                 "limit_ms": self.limit_ms, "chosen": self.chosen.to_dict(), "verified": self.verified,
                 "attempts": [a.to_dict() for a in self.attempts], "profile": self.profile,
                 "candidates": [c.to_dict() for c in self.candidates], "warnings": list(self.warnings),
@@ -178,7 +182,8 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
                    extra_specs: Sequence[str] = (), derive: bool = True, verify: bool = False, target=None,
                    measure: Callable[[str], float] | None = None,
                    on_attempt: Callable[[Candidate], None] | None = None,
-                   headroom: float = 0.05, max_up: int = 3, speed_factor: float = 1.0) -> Selection:
+                   headroom: float = 0.05, max_up: int = 3, speed_factor: float = 1.0,
+                   max_size_kb: float | None = None) -> Selection:
     """The max-capacity candidate predicted at or under ``budget_ms / (1 + eps)``.
 
     Candidates: the profile's whole-model entries, ``extra_specs``, and with ``derive`` the
@@ -188,8 +193,9 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
     the profile's target; it may return (judged, raw)) and, while it misses the budget, the next
     faster pick is tried; once one meets it, larger candidates are tried as the module docstring
     says (``max_up=0``: never). ``speed_factor`` (a re-calibration's) multiplies every
-    prediction and stored reading first.
-    BadInputError when the budget is below every candidate; VerdictError when verification
+    prediction and stored reading first. ``max_size_kb``: candidates whose estimated artifact
+    size on the target (size_estimate) is over it are never picked.
+    BadInputError when the budget (or the size budget) is below every candidate; VerdictError when verification
     finds no candidate that meets it.
     """
     if not budget_ms > 0:
@@ -200,8 +206,15 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
     cands = [replace(c, predicted_ms=c.predicted_ms * f, fits=c.predicted_ms * f <= limit,
                      measured_ms=None if c.measured_ms is None else c.measured_ms * f)
              for c in candidates(profile, metric, extra_specs, derive)]
+    note = ""
+    if max_size_kb is not None:
+        cands, note = _size_budget(profile, cands, max_size_kb, target)
     chosen = _pick(cands)
     if chosen is None:
+        if note and any(c.predicted_ms <= limit for c in cands):
+            raise BadInputError(f"no candidate of {profile.label} meets both {budget_ms:g} ms ({metric}) and "
+                                f"--max-size-kb {max_size_kb:g}: {note}",
+                                hint="raise one of the budgets, or use INT8 (an *-int8 target)")
         raise BadInputError(too_small_message(profile, budget_ms, metric, eps, cands))
     attempts: list[Candidate] = []
     if verify:
@@ -229,7 +242,34 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
     return Selection(budget_ms=float(budget_ms), metric=metric, epsilon=eps, limit_ms=limit, chosen=chosen,
                      candidates=tuple(cands), attempts=tuple(attempts), verified=bool(verify),
                      profile=profile.label, speed_factor=f,
-                     judged="corrected" if any(a.verified_raw_ms is not None for a in attempts) else "raw")
+                     judged="corrected" if any(a.verified_raw_ms is not None for a in attempts) else "raw",
+                     max_size_kb=max_size_kb, memory_note=note)
+
+
+def _size_budget(profile: Profile, cands: list, max_size_kb: float, target) -> tuple[list, str]:
+    """The candidates with their estimated size, those over ``max_size_kb`` marked; a note of
+    how many; BadInputError naming the smallest reachable size when every one is over."""
+    from ..targets import load_target
+    from .memory import check_budget_values
+    from .profile import profile_target
+    from .size_estimate import estimate_size_bytes
+
+    check_budget_values(max_size_kb, None)
+    spec = profile_target(profile) if target is None else load_target(target)
+    out = []
+    for c in cands:
+        kb = estimate_size_bytes(c.params, spec) / 1024.0
+        out.append(replace(c, size_kb=kb, over_memory=kb > max_size_kb, fits=c.fits and kb <= max_size_kb))
+    over = [c for c in out if c.over_memory]
+    if len(over) == len(out):
+        small = min(out, key=lambda c: c.size_kb)
+        raise BadInputError(f"--max-size-kb {max_size_kb:g} is below every candidate of {profile.family} in "
+                            f"{profile.label} on {spec.name}: the smallest reachable is {small.size_kb:.1f} KB "
+                            f"estimated ({small.spec}, {small.params:,} params)",
+                            hint="raise --max-size-kb, use INT8 (an *-int8 target), or a smaller family")
+    note = (f"{len(over)} of {len(out)} candidates excluded: estimated size over {max_size_kb:g} KB on {spec.name} "
+            f"(params x bytes per parameter + the format's overhead; verify measures the artifact)")
+    return out, note
 
 
 def _measured(c: Candidate, measure) -> Candidate:
@@ -283,7 +323,8 @@ def _step_up(chosen: Candidate, cands: list[Candidate], budget_ms: float, measur
         if not ref.predicted_ms > 0:
             break
         ratio = ref.verified_ms / ref.predicted_ms
-        bigger = [c for c in cands if c.spec not in tried and (c.params, c.macs) > (chosen.params, chosen.macs)
+        bigger = [c for c in cands if c.spec not in tried and not c.over_memory
+                  and (c.params, c.macs) > (chosen.params, chosen.macs)
                   and c.predicted_ms * ratio <= (1.0 - headroom) * budget_ms]
         nxt = _pick([replace(c, fits=True) for c in bigger])
         if nxt is None:

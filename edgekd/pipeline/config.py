@@ -62,6 +62,10 @@ class CompressConfig(BaseModel):
     profile_min_time_s: float = Field(0.3, ge=0, description="timing per candidate when profiling")
     prune_epochs: Optional[int] = Field(None, ge=0, description="KD fine-tuning epochs after pruning "
                                         "(None: max(2, epochs // 2))")
+    max_size_kb: Optional[float] = Field(None, gt=0, description="size budget (KB) of the shipped artifact: "
+                                         "select excludes candidates estimated over it, verify measures it")
+    max_peak_mb: Optional[float] = Field(None, gt=0, description="peak memory budget (MB) of one inference, "
+                                         "measured by verify")
 
     @property
     def finetune_epochs(self) -> int:
@@ -92,6 +96,9 @@ class CompressConfig(BaseModel):
         doc = self.model_dump(mode="json")
         if not doc["loss_options"]:  # runs written before loss_options existed keep their digest
             del doc["loss_options"]
+        for key in ("max_size_kb", "max_peak_mb"):  # nor before the memory budgets existed
+            if doc[key] is None:
+                del doc[key]
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -191,11 +191,12 @@ def verify_stage(ctx: Context, pru: PruneStageResult, exp: ExportResult, q: Quan
     def judge(art, target):
         return verify_artifact(art, target, ctx.bundle, budget_ms=cfg.budget_ms, min_accuracy=cfg.min_accuracy,
                                max_drop=cfg.max_drop, reference=deployed_checkpoint(ctx.out, pru),
-                               metric=cfg.metric, check_manifest=False)
+                               metric=cfg.metric, check_manifest=False, max_size_kb=cfg.max_size_kb,
+                               max_peak_mb=cfg.max_peak_mb)
 
     art, target = final_artifact(ctx, exp, q)
     rep, fallback = judge(art, target), None
-    bad = [c for c in rep.failures() if c.name != "latency" and c.verdict == "fail"]
+    bad = [c for c in rep.failures() if c.name not in ("latency", "size", "peak_memory") and c.verdict == "fail"]
     if q.kept and bad:
         fallback = (f"the int8 artifact for {target.name} failed verify ("
                     + "; ".join(f"{c.name}: {c.detail}" for c in bad)
