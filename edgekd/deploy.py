@@ -108,14 +108,8 @@ def _open_file(path: Path, target, backend, work_dir, sample_shape, calib) -> Op
                                     hint="pass --shape C,H,W")
             import torch
 
-            from .export import export_onnx
-
-            sample = torch.zeros((target.batch, *shape))
-            if backend.builds_from == "torch":
-                artifact = backend.build_module(module, sample, target, work_dir, calib=calib, name=path.name)
-            else:
-                onnx_path = export_onnx(module, sample, work_dir / "model.onnx")
-                artifact = backend.build(onnx_path, target, work_dir, calib=calib)
+            artifact = _build_module(backend, module, torch.zeros((target.batch, *shape)), target, work_dir,
+                                     calib, name=path.name)
     elif suffix in ONNX_SUFFIXES and target.runtime == Runtime.onnxruntime and calib is None:
         validate_onnx(path)
         art = backend.build(path, target, work_dir) if target.is_int8 else None
@@ -141,16 +135,20 @@ def _open_spec(spec: str, target, backend, work_dir, sample_shape, num_classes, 
 
     model, shape = spec_module(spec, sample_shape, num_classes=num_classes, in_channels=in_channels)
     t0 = time.perf_counter()
-    if backend.builds_from == "torch":
-        artifact = backend.build_module(model, torch.zeros((target.batch, *shape)), target, work_dir,
-                                        calib=calib, name=spec)
-    else:
-        from .export import export_onnx
-
-        onnx_path = export_onnx(model, torch.zeros((target.batch, *shape)), work_dir / "model.onnx",
-                                metadata={"edgekd.spec": getattr(model, "edgekd_spec", spec)})
-        artifact = backend.build(onnx_path, target, work_dir, calib=calib)
+    artifact = _build_module(backend, model, torch.zeros((target.batch, *shape)), target, work_dir, calib,
+                             name=spec, metadata={"edgekd.spec": getattr(model, "edgekd_spec", spec)})
     return _load(artifact, target, backend, time.perf_counter() - t0, shape, model, source=spec)
+
+
+def _build_module(backend, module, sample, target, work_dir, calib, *, name: str, metadata=None):
+    """A torch module as the target's artifact: built from the module itself by a runtime that
+    builds from torch (``builds_from``), else from the hub ONNX file exported into ``work_dir``."""
+    if backend.builds_from == "torch":
+        return backend.build_module(module, sample, target, work_dir, calib=calib, name=name)
+    from .export import export_onnx
+
+    onnx_path = export_onnx(module, sample, work_dir / "model.onnx", metadata=metadata)
+    return backend.build(onnx_path, target, work_dir, calib=calib)
 
 
 def _load(artifact, target, backend, build_s, sample_shape, module, source: str = "") -> Opened:
