@@ -200,7 +200,8 @@ def measure_interleaved(sessions: Sequence, inputs: Sequence, settings: MeasureS
     r = 0
     while (min(counts) < floor or timed_ns < min_ns) and max(counts) < cap:
         for i in range(k):
-            run, x, buf, n = runs[i], inputs[i], samples[i], counts[i]
+            run, x, buf, hits, n = runs[i], inputs[i], samples[i], hit[i], counts[i]
+            start = n
             if k > 1:
                 run(x)
                 warm[i] += 1
@@ -209,16 +210,16 @@ def measure_interleaved(sessions: Sequence, inputs: Sequence, settings: MeasureS
             while n < cap:
                 if n == buf.size:
                     buf = samples[i] = np.resize(buf, buf.size * 2)
-                    hit[i], rnd[i] = np.resize(hit[i], buf.size), np.resize(rnd[i], buf.size)
+                    hits = hit[i] = np.resize(hits, buf.size)
+                    rnd[i] = np.resize(rnd[i], buf.size)
                 t = clock()
                 run(x)
                 end = clock()
                 if switches is not None:
                     now = switches()
-                    hit[i][n] = now != before
+                    hits[n] = now != before
                     before = now
                 buf[n] = end - t
-                rnd[i][n] = r
                 timed_ns += end - t
                 n += 1
                 if on_progress is not None and (n & 63) == 0:
@@ -226,6 +227,7 @@ def measure_interleaved(sessions: Sequence, inputs: Sequence, settings: MeasureS
                 if end >= slice_end or (k == 1 and n >= floor and timed_ns >= min_ns):
                     break
             counts[i] = n
+            rnd[i][start:n] = r  # the slice's samples, numbered once it ends (not per sample)
         r += 1
     out = []
     for i in range(k):
