@@ -32,7 +32,7 @@ def pair_measure(baseline_model: "str | Path", *, min_iters: int | None = None,
     (latency.measure.measure_opened_together, the target's protocol, at least GATE_MIN_SAMPLES
     samples each unless ``min_iters`` says otherwise). Returns (model, TargetSpec) -> PairMeasurement."""
     from ..deploy import check_ref_manifest
-    from .run import GATE_MIN_SAMPLES
+    from .run import gate_settings
 
     if not Path(baseline_model).is_file():
         raise BadInputError(f"--baseline-model {baseline_model} does not exist",
@@ -47,9 +47,7 @@ def pair_measure(baseline_model: "str | Path", *, min_iters: int | None = None,
         if target.remote is not None:
             raise BadInputError(f"--baseline-model measures both models on this machine; target {target.name} "
                                 "runs on a remote device", hint="gate remote targets against --baseline FILE")
-        settings = target.measure
-        want = min_iters if min_iters is not None else max(settings.min_iters, GATE_MIN_SAMPLES)
-        settings = type(settings).model_validate({**settings.model_dump(), "min_iters": want, **update})
+        settings = gate_settings(target, min_iters, update)
         with contextlib.ExitStack() as stack:
             wd = work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekd-gate-ab-"))
             dirs = [Path(wd) / "current", Path(wd) / "baseline"]

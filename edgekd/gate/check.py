@@ -117,6 +117,7 @@ def _check_memory(res: GateResult, model: str, target: str, max_size_kb, max_pea
     import tempfile
 
     from ..deploy import open_model
+    from ..latency.measure import close_session
     from ..latency.memory import budget_results, measure_memory
     from ..targets import load_target
     from ..verdict import Verdict
@@ -124,9 +125,7 @@ def _check_memory(res: GateResult, model: str, target: str, max_size_kb, max_pea
     spec = load_target(target)
     with tempfile.TemporaryDirectory(prefix="edgekd-gate-memory-") as tmp:
         opened = open_model(model, spec, work_dir=Path(tmp))
-        close = getattr(opened.session, "close", None)
-        if close:
-            close()
+        close_session(opened.session)
         mem = measure_memory(opened.artifact, spec, tuple(opened.input_shape))
     res.memory = mem.to_dict()
     found = budget_results(mem, max_size_kb, max_peak_mb)

@@ -84,11 +84,16 @@ def bench_measure(*, min_iters: int | None = None, work_dir: "str | Path | None"
     def measure(model: str, target):
         from ..latency.bench import bench
 
-        settings = target.measure
-        want = min_iters if min_iters is not None else max(settings.min_iters, GATE_MIN_SAMPLES)
-        settings = type(settings).model_validate({**settings.model_dump(), "min_iters": want, **update})
-        return bench(model, target, work_dir=work_dir, settings=settings)
+        return bench(model, target, work_dir=work_dir, settings=gate_settings(target, min_iters, update))
     return measure
+
+
+def gate_settings(target, min_iters: int | None, update: "Mapping[str, Any]") -> Any:
+    """The target's MeasureSettings for one gate round: at least GATE_MIN_SAMPLES samples unless
+    ``min_iters`` says otherwise, and the fields in ``update`` overridden."""
+    settings = target.measure
+    want = min_iters if min_iters is not None else max(settings.min_iters, GATE_MIN_SAMPLES)
+    return type(settings).model_validate({**settings.model_dump(), "min_iters": want, **update})
 
 
 # Adaptive re-measurement: rounds while undecided, up to this many seconds per model x target
