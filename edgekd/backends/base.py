@@ -106,6 +106,9 @@ class Backend(ABC):
     name: str = ""
     artifact_format: str = ArtifactFormat.ONNX
     builds_from: str = "onnx"  # what build() takes: "onnx" (the hub file) or "torch" (a module)
+    # The module that sets the runtime up, imported before a model loads where its peak memory
+    # is measured (latency.memory), so the runtime's own set-up is not counted as the model's.
+    runtime_module: str = ""
     native_suffixes: tuple[str, ...] = ()  # files that already are this runtime's artifact, loaded as is
     # What quantize() needs: (package, pip extra or None) pairs. Empty: no INT8 quantizer.
     quantizer_packages: tuple[tuple[str, str | None], ...] = ()

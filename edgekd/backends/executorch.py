@@ -113,6 +113,7 @@ class ETSession(Session):
 
 class ExecuTorchBackend(Backend):
     name = "executorch"
+    runtime_module = "executorch.runtime"
     artifact_format = ArtifactFormat.EXECUTORCH_PROGRAM
     builds_from = "torch"
     native_suffixes = PTE_SUFFIXES

@@ -69,6 +69,7 @@ class OrtSession(Session):
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    runtime_module = "onnxruntime"
     artifact_format = ArtifactFormat.ONNX
     quantizer_packages = (("onnxruntime", None),)
 

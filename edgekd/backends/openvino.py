@@ -143,6 +143,7 @@ class OVSession(Session):
 
 class OpenVINOBackend(Backend):
     name = "openvino"
+    runtime_module = "openvino"
     artifact_format = ArtifactFormat.OPENVINO_IR
     native_suffixes = (".xml",)
     quantizer_packages = (("openvino", "openvino"), ("nncf", "openvino"))

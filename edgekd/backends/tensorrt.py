@@ -95,6 +95,7 @@ class TrtSession(Session):
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    runtime_module = "tensorrt"
     artifact_format = ArtifactFormat.TENSORRT_ENGINE
     native_suffixes = ENGINE_SUFFIXES
     # Quantizing writes a QDQ ONNX file (no GPU needed); building the engine needs tensorrt.

@@ -82,6 +82,7 @@ def save_torchscript(module, sample, path: Path, target: TargetSpec) -> Artifact
 
 class TorchBackend(Backend):
     name = "torch"
+    runtime_module = "torch"
     artifact_format = ArtifactFormat.TORCHSCRIPT
     builds_from = "torch"
 

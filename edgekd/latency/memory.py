@@ -127,12 +127,6 @@ def measure_peak(load: Callable[[], Any], input_shape: tuple) -> tuple[int | Non
     return max(0, peak - before) * 1024, RSS_SOURCE, session
 
 
-# What a runtime imports before any model is loaded: in the measuring process, imported first,
-# so the module's own set-up is not counted as the model's.
-_RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",
-                    "executorch": "executorch.runtime", "torch": "torch"}
-
-
 def _isolated(artifact: Any, target: Any) -> bool:
     """Measured in a fresh process: a file artifact of a runtime other than torch. A runtime may
     keep scratch memory across loads in one process (XNNPACK's workspace is process-wide), so a
@@ -197,9 +191,8 @@ def _child() -> None:
     job = json.loads(sys.stdin.read())
     target = TargetSpec.model_validate(job["target"])
     backend = require_backend(target)
-    module = _RUNTIME_MODULES.get(target.runtime.value)
-    if module:
-        importlib.import_module(module)
+    if backend.runtime_module:  # imported first: the runtime's set-up is not the model's memory
+        importlib.import_module(backend.runtime_module)
     art = Artifact(path=Path(job["path"]), format=job["format"], sha256="",
                    extra_paths=tuple(Path(p) for p in job["extra_paths"]))
     peak, source, session = measure_peak(lambda: backend.load(art, target), tuple(job["shape"]))
