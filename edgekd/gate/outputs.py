@@ -27,6 +27,12 @@ def exit_code(results: Sequence[GateResult], on_inconclusive: str = "exit3") -> 
     return EXIT_OK
 
 
+def _fails_the_job(status: str, on_inconclusive: str) -> bool:
+    """Whether a verdict fails the CI job (exit 1 or 3): FAIL, or INCONCLUSIVE unless
+    on_inconclusive=warn. JUnit and GitHub annotations report it the same way."""
+    return status == Verdict.FAIL.value or (status == Verdict.INCONCLUSIVE.value and on_inconclusive != "warn")
+
+
 def to_json(results: Sequence[GateResult], on_inconclusive: str = "exit3") -> dict:
     counts = {s: sum(r.status == s for r in results) for s in ("PASS", "FAIL", "INCONCLUSIVE", ERROR)}
     return {"schema": "edgekd.gate/v1", "exit_code": exit_code(results, on_inconclusive),
@@ -43,7 +49,7 @@ def junit_xml(results: Sequence[GateResult], on_inconclusive: str = "exit3") -> 
     for r in results:
         tc = ET.SubElement(suite, "testcase", classname="edgekd.gate", name=r.name, time=f"{r.elapsed_s:.3f}")
         msg = r.message
-        if r.status == Verdict.FAIL.value or (r.status == Verdict.INCONCLUSIVE.value and on_inconclusive != "warn"):
+        if _fails_the_job(r.status, on_inconclusive):
             n_fail += 1
             el = ET.SubElement(tc, "failure", message=msg, type=f"latency.{r.status.lower()}")
             el.text = _details(r)
@@ -102,8 +108,7 @@ def github_lines(results: Sequence[GateResult], on_inconclusive: str = "exit3") 
     out = []
     for r in results:
         props = f"file={_escape_prop(r.model)},title={_escape_prop('edgekd gate: ' + r.name + ' ' + r.status)}"
-        if r.status in (Verdict.FAIL.value, ERROR) or (
-                r.status == Verdict.INCONCLUSIVE.value and on_inconclusive != "warn"):
+        if r.status == ERROR or _fails_the_job(r.status, on_inconclusive):
             out.append(f"::error {props}::{_escape_data(r.message)}")
         elif r.status == Verdict.INCONCLUSIVE.value:
             out.append(f"::warning {props}::{_escape_data(r.message)}")
