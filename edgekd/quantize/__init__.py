@@ -88,7 +88,7 @@ def quantize_model(onnx_path: "str | Path", target: "str | TargetSpec", out_dir:
     calib = list(calib) if not isinstance(calib, (list, tuple)) else calib
     with tempfile.TemporaryDirectory(prefix=".edgekd-quant-", dir=out_dir) as staging:
         stage = Path(staging)
-        if spec.runtime.value == "openvino" and max_drop is not None:
+        if max_drop is not None:  # a quantizer with accuracy control (NNCF) holds to it; others ignore it
             opts.setdefault("val_data", (x_val, y_val))
         art = quantize_for_target(onnx_path, spec, stage / "int8", calib, method=method,
                                   max_drop=max_drop, **opts)
