@@ -152,15 +152,17 @@ class Backend(ABC):
 
     def quantize(self, source: Path, target: TargetSpec, out_dir: Path, calib: Any, *,
                  name: str | None = None, **opts: Any) -> Artifact:
-        """INT8 post-training quantization of ``source`` (the hub ONNX file) for ``target``,
-        calibrated on ``calib`` (numpy batches); the Artifact lands under ``out_dir``.
+        """INT8 post-training quantization of ``source`` (the hub ONNX file; a torch file for a
+        runtime that builds from torch) for ``target``, calibrated on ``calib`` (numpy batches);
+        the Artifact lands under ``out_dir``.
 
         Options a runtime does not use are ignored, so one call serves every runtime.
         """
         self.check_quantizer(target)
         src = Path(source)
         if not src.is_file():
-            raise BadInputError(f"ONNX model {src} does not exist", hint="check the path")
+            what = "ONNX model" if self.builds_from == "onnx" else "model"
+            raise BadInputError(f"{what} {src} does not exist", hint="check the path")
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         calib = list(calib) if not isinstance(calib, (list, tuple)) else calib
