@@ -7,16 +7,16 @@ size = params x (bytes per parameter of the target's precision + the format's by
 parameter of graph description) + the format's fixed overhead (header, names, metadata). The
 graph's share grows with the layer count, which tracks the parameter count across a family;
 the figures bound what was measured on convnet and mobilenetv2 students of 94 to 162k
-parameters (tests/latency/test_select_memory.py measures them again): fixed 1.0 / 5.2 / 3.8 KB
-and up to 0.07 / 0.35 / 0.05 B per parameter for ONNX / OpenVINO IR (an .xml describing every
-layer in text) / ExecuTorch .pte. It is an estimate, said as such: verify and gate measure the
+parameters (tests/latency/test_select_memory.py measures them again): overheads of 1.0-2.6 /
+5.2-14.8 / 3.8-8.3 KB for ONNX / OpenVINO IR (an .xml describing every layer in text, plus the
+metadata compress writes) / ExecuTorch .pte. It is an estimate, said as such: verify and gate measure the
 artifact itself.
 """
 from __future__ import annotations
 
 BYTES_PER_PARAM = {"fp32": 4.0, "fp16": 2.0, "bf16": 2.0, "int8": 1.1}  # int8: + scales, zero points
 # runtime: (fixed bytes, graph bytes per parameter)
-OVERHEAD = {"onnxruntime": (2048, 0.08), "openvino": (6144, 0.4), "executorch": (5120, 0.06),
+OVERHEAD = {"onnxruntime": (4096, 0.08), "openvino": (16384, 0.35), "executorch": (8192, 0.06),
             "tensorrt": (256 * 1024, 0.5), "torch": (0, 0.0)}
 
 
