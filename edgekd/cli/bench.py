@@ -6,7 +6,7 @@ import sys
 import click
 
 from ..targets import measure_settings
-from .common import emit_json, json_option, parse_shape, resolve_target, trust_code_option
+from .common import emit_json, json_option, resolve_target, sample_shape as _sample_shape, trust_code_option
 
 
 @click.command("bench", short_help="Measure a model's latency on a target.")
@@ -15,6 +15,8 @@ from .common import emit_json, json_option, parse_shape, resolve_target, trust_c
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
 @click.option("--shape", default=None, metavar="C,H,W",
               help="Per-sample input shape, needed when the model's input is dynamic.")
+@click.option("--resolution", type=int, default=None, metavar="N",
+              help="Square input of N×N with --in-channels channels (the same as --shape C,N,N).")
 @click.option("--in-channels", type=click.IntRange(min=1), default=1, show_default=True,
               help="Input channels when MODEL is a student spec (3 for RGB models).")
 @click.option("--threads", type=int, default=None,
@@ -39,7 +41,7 @@ from .common import emit_json, json_option, parse_shape, resolve_target, trust_c
                    "the timed time; the timing is lengthened by as much.")
 @json_option
 @trust_code_option
-def bench_cmd(model, target_name, shape, in_channels, threads, min_iters, min_time_s, warmup_s, sessions, work_dir,
+def bench_cmd(model, target_name, shape, resolution, in_channels, threads, min_iters, min_time_s, warmup_s, sessions, work_dir,
               samples_path, reference, as_json):
     """Measure MODEL's latency on a target.
 
@@ -68,7 +70,7 @@ def bench_cmd(model, target_name, shape, in_channels, threads, min_iters, min_ti
     overrides = {k: v for k, v in (("min_iters", min_iters), ("min_time_s", min_time_s),
                                    ("warmup_s", warmup_s), ("sessions", sessions)) if v is not None}
     settings = measure_settings(target.measure, overrides) if overrides else target.measure
-    sample_shape = parse_shape(shape) if shape else None
+    sample_shape = _sample_shape(shape, resolution, in_channels)
 
     def run(wd):
         if as_json or not sys.stderr.isatty():

@@ -147,6 +147,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def sample_shape(shape: "str | None", resolution: "int | None", in_channels: int) -> "tuple[int, ...] | None":
+    """The per-sample input shape from --shape C,H,W or --resolution N (in_channels,N,N); None when
+    neither is given; BadInputError when both are."""
+    from ..errors import BadInputError
+
+    if shape and resolution:
+        raise BadInputError("--shape and --resolution both set the input size",
+                            hint="give one: --resolution N for N×N images, or --shape C,H,W")
+    if resolution is not None:
+        if resolution < 1:
+            raise BadInputError(f"--resolution {resolution} must be at least 1")
+        return (in_channels, resolution, resolution)
+    return parse_shape(shape) if shape else None
+
+
 def resolve_target(name: str, *, threads: int | None = None):
     """Load a target by name or path, optionally overriding its thread count."""
     from ..errors import BadInputError

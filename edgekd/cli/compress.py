@@ -46,7 +46,7 @@ def _finish(result, as_json: bool) -> None:
 @click.option("--teacher-weights", default=None, type=click.Path(dir_okay=False),
               help="State dict for a teacher given as a model spec.")
 @trust_code_option(pass_as="trust_pickle")
-@click.option("--data", default=None, help="Data spec: digits, shapes[:knobs] (RGB at any --resolution), folder:DIR, npz:FILE, py:module:function.")
+@click.option("--data", "-d", "data", default=None, help="Data spec: digits, shapes[:knobs] (RGB at any --resolution), folder:DIR, npz:FILE, py:module:function.")
 @click.option("--resolution", type=int, default=None,
               help="Resize images to N×N [default: the teacher's input size, else the data's].")
 @click.option("--target", "-t", "target", default=None, help="Target name (see `edgekd targets`) or YAML path.")
@@ -55,7 +55,7 @@ def _finish(result, as_json: bool) -> None:
               help="Latency statistic the budget applies to.")
 @click.option("--student", cls=_ConfigDefault,
               help="'auto' (select from the target's profile) or a student spec.")
-@click.option("--family", cls=_ConfigDefault,
+@click.option("--family", "-f", "family", cls=_ConfigDefault,
               help="Student family for --student auto ('auto': one with a profile here, else convnet).")
 @click.option("--grid", cls=_ConfigDefault,
               help="Grid to profile when no profile applies: small, default or a file of specs.")
@@ -78,13 +78,8 @@ def _finish(result, as_json: bool) -> None:
 @click.option("--min-accuracy", type=float, default=None, help="Require this top-1 accuracy on the target.")
 @click.option("--max-drop", type=float, default=None,
               help="Require at most this top-1 drop from the torch student (e.g. 0.01).")
-@click.option("--max-size-kb", type=float, default=None,
-              help="Size budget (KB) of the shipped artifact: select excludes candidates estimated over it; "
-                   "verify measures it (docs/MEMORY.md).")
-@click.option("--max-peak-mb", type=float, default=None,
-              help="Peak memory budget (MB) of one inference, measured by verify.")
 @click.option("--seed", type=int, cls=_ConfigDefault, help="Random seed.")
-@click.option("--out", type=click.Path(file_okay=False), default=None,
+@click.option("--out", "-o", "out", type=click.Path(file_okay=False), default=None,
               help="Output directory [--demo default: ./edgekd-out/demo].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last finished stage.")
 @click.option("--force", is_flag=True, help="Replace a run already in --out.")
@@ -100,7 +95,7 @@ def _finish(result, as_json: bool) -> None:
 @click.pass_context
 def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, target, budget_ms, metric, student,
                  family, grid, loss, loss_opt, prune, prune_epochs, quantize, qat, qat_epochs, epochs, min_accuracy,
-                 max_drop, max_size_kb, max_peak_mb, seed, out, resume, force, dry_run, demo, config_file, print_config, as_json):
+                 max_drop, seed, out, resume, force, dry_run, demo, config_file, print_config, as_json):
     """Select a student from the target's latency profile, distill it from the teacher, prune it
     if it still misses the budget, quantize if asked, export it for the target and verify accuracy and latency there.
 
@@ -147,7 +142,7 @@ def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, 
                  family=family, grid=grid, loss=loss, loss_options=loss_opt, prune=prune,
                  prune_epochs=prune_epochs, quantize=quantize, qat=qat, qat_epochs=qat_epochs, epochs=epochs,
                  min_accuracy=min_accuracy,
-                 max_drop=max_drop, max_size_kb=max_size_kb, max_peak_mb=max_peak_mb, seed=seed, out=out)
+                 max_drop=max_drop, seed=seed, out=out)
     settings = resolve_settings(ctx, flags, config_file)
     out = settings.pop("out", None)
     missing = [f"--{k.replace('_', '-')}" for k in ("teacher", "data", "target", "budget_ms") if settings.get(k) is None]

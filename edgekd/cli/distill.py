@@ -40,7 +40,7 @@ def _run(*, kind: str, teacher_spec: Optional[str], teacher_weights: Optional[st
 
 def _train_options(f):
     opts = [
-        click.option("--data", required=True, help="Data spec: digits, shapes[:knobs], folder:DIR, npz:FILE, "
+        click.option("--data", "-d", "data", required=True, help="Data spec: digits, shapes[:knobs], folder:DIR, npz:FILE, "
                      "py:module:function."),
         click.option("--resolution", type=int, default=None, help="Resize images to N×N."),
         click.option("--epochs", type=int, default=None, help="Training epochs [default: 10]."),
@@ -68,7 +68,7 @@ def _train_options(f):
                      help="Run the teacher live even when its logits could be cached."),
         click.option("--labelled-fraction", type=float, default=1.0, show_default=True,
                      help="Keep labels on this fraction of the train set (the rest is -1)."),
-        click.option("--out", required=True, type=click.Path(file_okay=False),
+        click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False),
                      help="Output directory."),
         click.option("--resume", is_flag=True, help="Continue the run saved in --out."),
         click.option("--force", is_flag=True, help="Overwrite a run already in --out."),

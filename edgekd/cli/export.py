@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import click
 
-from .common import emit_json, json_option, parse_shape, resolve_target, trust_code_option
+from .common import emit_json, json_option, resolve_target, sample_shape, trust_code_option
 
 
 @click.command("export", short_help="Export a model to a target's runtime, parity-checked.")
 @click.argument("model")
 @click.option("--target", "-t", "target_name", required=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory: model.onnx plus the target's artifact (IR, engine).")
 @click.option("--shape", default=None, metavar="C,H,W", help="Per-sample input shape (for checkpoints/TorchScript or dynamic inputs).")
+@click.option("--resolution", type=int, default=None, metavar="N",
+              help="Square input of N×N with --in-channels channels (the same as --shape C,N,N).")
 @click.option("--opset", type=int, default=17, show_default=True,
               help="ONNX opset to export with (17 or newer; the dynamo fallback uses at least 18).")
 @click.option("--dynamic-batch", is_flag=True, help="Export with a dynamic batch dimension (the target's batch is used for the parity run).")
@@ -20,7 +22,7 @@ from .common import emit_json, json_option, parse_shape, resolve_target, trust_c
 @click.option("--in-channels", type=int, default=1, show_default=True, help="Input channels, when MODEL is a student spec.")
 @json_option
 @trust_code_option
-def export_cmd(model, target_name, out_dir, shape, opset, dynamic_batch, num_classes, in_channels, as_json):
+def export_cmd(model, target_name, out_dir, shape, resolution, opset, dynamic_batch, num_classes, in_channels, as_json):
     """Export MODEL for a target: ONNX (always kept as DIR/model.onnx), then the target's own
     artifact (OpenVINO IR .xml/.bin, TensorRT engine, TorchScript model.ts for torch targets),
     loaded back and checked for parity against torch on 16 seeded random inputs (max abs diff,
@@ -39,7 +41,7 @@ def export_cmd(model, target_name, out_dir, shape, opset, dynamic_batch, num_cla
     from ..deploy import export_ref
 
     result = export_ref(model, resolve_target(target_name), out_dir,
-                        sample_shape=parse_shape(shape) if shape else None, opset=opset,
+                        sample_shape=sample_shape(shape, resolution, in_channels), opset=opset,
                         dynamic_batch=dynamic_batch, num_classes=num_classes, in_channels=in_channels)
     doc = result.to_dict()
     if as_json:

@@ -1,4 +1,4 @@
-"""`edgekd profile --target T --family F --out FILE`: measure a family's latency profile."""
+"""`edgekd profile --target T --family F --out DIR`: measure a family's latency profile."""
 from __future__ import annotations
 
 import sys
@@ -11,13 +11,14 @@ from .common import emit_json, json_option, resolve_target
 @click.command("profile", short_help="Measure a family's grid on a target for prediction.")
 @click.option("--target", "-t", "target_name", required=True, multiple=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file. Repeat it "
-                   "to profile several devices in parallel, one profile file each ('{target}' in --out, "
-                   "else p.json becomes p.<target>.json).")
+                   "to profile several devices in parallel, one profile file each (DIR/<target>-<family>.json).")
 @click.option("--family", "-f", required=True, help="Student family, e.g. mobilenetv2 or resnet.")
 @click.option("--grid", default="default", show_default=True, metavar="small|default|FILE",
               help="Candidates: a named grid of the family, or a file with one spec per line ('#' comments).")
-@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False),
-              help="Profile JSON to write (rewritten atomically after every measured entry).")
+@click.option("--out", "-o", "out_path", required=True, type=click.Path(), metavar="DIR",
+              help="Folder to write the profile in, as DIR/<target>-<family>.json (rewritten atomically "
+                   "after every measured entry). A path ending in .json names the file itself "
+                   "(deprecated; with several targets, '{target}' in it or p.<target>.json).")
 @click.option("--resume", is_flag=True,
               help="Keep the entries already in --out and measure only the missing ones.")
 @click.option("--in-channels", type=int, default=1, show_default=True, help="Input channels of the students.")
@@ -32,7 +33,7 @@ from .common import emit_json, json_option, resolve_target
 @click.option("--work-dir", type=click.Path(file_okay=False), default=None,
               help="Where to keep exported files while measuring (default: a temporary directory).")
 @json_option
-def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes, min_time_s,
+def profile_cmd(target_name, family, grid, out_path, resume, in_channels, num_classes, min_time_s,
                 block_min_time_s, pairs, work_dir, as_json):
     """Measure every candidate of a family's grid on a target, plus each unique block the
     runtime executes, and fit the latency predictor (sum of blocks + overhead, calibrated on a
@@ -42,11 +43,14 @@ def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes
     Example:
 
     \b
-        edgekd profile -t ort-cpu --family mobilenetv2 --out profiles/ort-cpu-mobilenetv2.json
+        edgekd profile -t ort-cpu --family mobilenetv2 --out profiles
     """
     from ..latency.profile import profile_family
+    from ..util_io import check_output_location
 
     target = resolve_target(target_name[0])
+    out = profile_out(out_path, family, target.name if len(target_name) == 1 else "{target}")
+    check_output_location(out.replace("{target}", target.name), "--out", kind="file")
     kwargs = dict(out=out, grid=grid, resume=resume, in_channels=in_channels, num_classes=num_classes,
                   min_time_s=min_time_s, block_min_time_s=block_min_time_s, work_dir=work_dir)
     if len(target_name) > 1 or target.remote is not None:
@@ -77,6 +81,19 @@ def profile_cmd(target_name, family, grid, out, resume, in_channels, num_classes
         emit_json(summary)
         return
     _print_summary(prof, run)
+
+
+def profile_out(out: str, family: str, target: str) -> str:
+    """The profile file --out OUT names: OUT/<target>-<family>.json for a folder; OUT itself (with a
+    deprecation warning on stderr) when it ends in .json or is an existing file, the old form."""
+    from pathlib import Path
+
+    p = Path(out)
+    if p.suffix.lower() == ".json" or p.is_file():
+        click.echo(f"edgekd: warning: profile --out {out} names a file, a deprecated form: give a folder "
+                   f"(--out DIR writes DIR/<target>-<family>.json)", err=True)
+        return str(out)
+    return str(p / f"{target}-{family}.json")
 
 
 def _plain_progress(as_json: bool):

@@ -38,7 +38,7 @@ def _table(summary: dict) -> None:
 @click.argument("model_ref", metavar="MODEL")
 @click.option("--teacher", "teacher_spec", required=True,
               help="Teacher for fine-tuning by distillation (checkpoint, file or spec).")
-@click.option("--data", required=True, help="Data spec: digits, shapes[:knobs], folder:DIR, npz:FILE, ...")
+@click.option("--data", "-d", "data", required=True, help="Data spec: digits, shapes[:knobs], folder:DIR, npz:FILE, ...")
 @click.option("--ratio", type=float, default=None, help="Fraction of channels to remove.")
 @click.option("--budget-ms", type=float, default=None,
               help="Prune until the latency metric is within this budget on --target.")
@@ -61,7 +61,7 @@ def _table(summary: dict) -> None:
 @click.option("--min-accuracy", type=float, default=None,
               help="Fail (exit 1) when the budget costs more accuracy than this.")
 @click.option("--resolution", type=int, default=None, help="Resize images to N×N.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @json_option
 @trust_code_option
 def prune_cmd(model_ref, teacher_spec, data, ratio, budget_ms, target, metric, importance,

@@ -12,7 +12,7 @@ from .common import emit_json, json_option, resolve_target
 @click.argument("model")
 @click.option("--target", "-t", "target_name", required=True,
               help="An int8 target (ort-cpu-int8, openvino-cpu-int8, tensorrt-int8) or a YAML path.")
-@click.option("--data", "data_spec", required=True,
+@click.option("--data", "-d", "data_spec", required=True,
               help="Data spec for calibration and validation (digits, shapes[:knobs], folder:DIR, npz:FILE, py:MOD:FN).")
 @click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="Activation calibration for ONNX Runtime / TensorRT QDQ.")
@@ -29,7 +29,7 @@ from .common import emit_json, json_option, resolve_target
 @click.option("--keep-slower", "--force", "force", is_flag=True,
               help="Keep the INT8 model even when it is not faster or drops more than --max-drop "
                    "(--force: the older name).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "-o", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Directory for the INT8 artifact and its report JSON.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the calibration subset.")
 @click.option("--qat", type=click.Choice(["auto", "off", "always"]), default=None,

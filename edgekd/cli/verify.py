@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..verdict import PREDICTED_METRICS
+from ..verdict import METRICS
 from .common import emit_json, json_option, resolve_target, trust_code_option
 
 
@@ -11,10 +11,10 @@ from .common import emit_json, json_option, resolve_target, trust_code_option
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", "target_name", required=True,
               help="Target name (see `edgekd targets`) or the path of a target YAML file.")
-@click.option("--data", required=True, help="Data spec whose validation split is used (digits, shapes[:knobs], folder:DIR, ...).")
+@click.option("--data", "-d", "data", required=True, help="Data spec whose validation split is used (digits, shapes[:knobs], folder:DIR, ...).")
 @click.option("--resolution", type=int, default=None, help="Resize images to N×N [default: the artifact's input].")
 @click.option("--budget-ms", type=float, default=None, help="Latency budget in milliseconds.")
-@click.option("--metric", type=click.Choice(PREDICTED_METRICS), default="p90", show_default=True,
+@click.option("--metric", type=click.Choice(METRICS), default="p90", show_default=True,
               help="Latency statistic the budget applies to (p90: judged on its 95% interval).")
 @click.option("--min-accuracy", type=float, default=None, help="Minimum top-1 accuracy (a fraction, e.g. 0.95).")
 @click.option("--max-drop", type=float, default=None,

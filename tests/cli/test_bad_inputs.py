@@ -66,7 +66,7 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...], "str | None"]] = [
     ("profile-unknown-family", PROFILE[:4] + ["nosuch", "--out", "OUT/p.json"], 2, ("nosuch",), "OUT"),
     ("profile-unknown-grid", PROFILE[:6] + ["nosuch-grid", "--out", "OUT/p.json"], 2, ("nosuch-grid",), "OUT"),
     ("profile-out-under-file", PROFILE + ["--out", "FILE/p.json"], 2, ("--out", "is a file"), "FILE"),
-    ("profile-out-is-dir", PROFILE + ["--out", "FOREIGN"], 2, ("--out", "directory"), "FOREIGN"),
+    ("profile-out-dir-under-file", PROFILE + ["--out", "FILE/profiles"], 2, ("--out", "is a file"), "FILE"),
     ("profile-out-in-proc", PROFILE + ["--out", "/proc/edgekd-p.json"], 2, ("/proc",), None),
     ("profile-unknown-target", ["profile", "-t", "nosuch", "-f", "convnet", "--out", "OUT/p.json"], 2, ("nosuch",), "OUT"),
     ("profile-no-family", ["profile", "-t", "{fast}", "--out", "OUT/p.json"], 2, ("--family",), "OUT"),
