@@ -78,6 +78,11 @@ def _finish(result, as_json: bool) -> None:
 @click.option("--min-accuracy", type=float, default=None, help="Require this top-1 accuracy on the target.")
 @click.option("--max-drop", type=float, default=None,
               help="Require at most this top-1 drop from the torch student (e.g. 0.01).")
+@click.option("--max-size-kb", type=float, default=None,
+              help="Size budget (KB) of the shipped artifact: select excludes candidates estimated over it; "
+                   "verify measures it (docs/MEMORY.md).")
+@click.option("--max-peak-mb", type=float, default=None,
+              help="Peak memory budget (MB) of one inference, measured by verify.")
 @click.option("--seed", type=int, cls=_ConfigDefault, help="Random seed.")
 @click.option("--out", "-o", "out", type=click.Path(file_okay=False), default=None,
               help="Output directory [--demo default: ./edgekd-out/demo].")
@@ -95,7 +100,7 @@ def _finish(result, as_json: bool) -> None:
 @click.pass_context
 def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, target, budget_ms, metric, student,
                  family, grid, loss, loss_opt, prune, prune_epochs, quantize, qat, qat_epochs, epochs, min_accuracy,
-                 max_drop, seed, out, resume, force, dry_run, demo, config_file, print_config, as_json):
+                 max_drop, max_size_kb, max_peak_mb, seed, out, resume, force, dry_run, demo, config_file, print_config, as_json):
     """Select a student from the target's latency profile, distill it from the teacher, prune it
     if it still misses the budget, quantize if asked, export it for the target and verify accuracy and latency there.
 
@@ -142,7 +147,7 @@ def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, 
                  family=family, grid=grid, loss=loss, loss_options=loss_opt, prune=prune,
                  prune_epochs=prune_epochs, quantize=quantize, qat=qat, qat_epochs=qat_epochs, epochs=epochs,
                  min_accuracy=min_accuracy,
-                 max_drop=max_drop, seed=seed, out=out)
+                 max_drop=max_drop, max_size_kb=max_size_kb, max_peak_mb=max_peak_mb, seed=seed, out=out)
     settings = resolve_settings(ctx, flags, config_file)
     out = settings.pop("out", None)
     missing = [f"--{k.replace('_', '-')}" for k in ("teacher", "data", "target", "budget_ms") if settings.get(k) is None]
