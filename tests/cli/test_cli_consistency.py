@@ -120,3 +120,28 @@ def test_shape_and_resolution_together_is_a_one_line_error(run_cli, tmp_path):
                 "--shape", "1,8,8", "--resolution", "8")
     assert r.returncode == 2 and "--resolution" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("metric,budget,code", [("p99", 1000.0, 0), ("mean", 1e-6, 1)])
+def test_verify_cli_holds_the_budget_to_the_metric_asked(tiny_assets, tmp_path, metric, budget, code):
+    import contextlib
+    import io
+    import json
+
+    from edgekd.cli.main import main
+
+    fast = tiny_assets / "fast-cpu.yaml"
+
+    def run(*args):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(io.StringIO()):
+            rc = main([str(a) for a in args])
+        return rc, buf.getvalue()
+
+    assert run("export", "convnet:width=4,depth=1,res=8", "-t", "ort-cpu", "-o", tmp_path / "e")[0] == 0
+    rc, out = run("verify", tmp_path / "e" / "model.onnx", "-t", fast, "-d", "digits", "--resolution", "8",
+                  "--budget-ms", budget, "--metric", metric, "--json")
+    doc = json.loads(out)
+    assert rc == code and doc["metric"] == metric, (rc, doc)
+    lat = [c for c in doc["checks"] if c["name"] == "latency"]
+    assert lat and lat[0]["value"] == pytest.approx(doc["latency_ms"][metric]), doc
