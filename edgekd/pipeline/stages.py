@@ -105,9 +105,8 @@ def export_stage(ctx: Context, pru: PruneStageResult) -> ExportResult:
 
 def quantize_stage(ctx: Context, exp: ExportResult) -> QuantizeResult:
     """int8 from the exported ONNX file through the target's -int8 twin, kept only when faster."""
-    from ..backends import get_backend
     from ..data.arrays import calibration_from_dataset
-    from ..quantize import quantize_model
+    from ..quantize import quantize_model, quantize_source
 
     cfg = ctx.cfg
     if cfg.quantize == "off":
@@ -120,10 +119,8 @@ def quantize_stage(ctx: Context, exp: ExportResult) -> QuantizeResult:
     calib = calibration_from_dataset(ctx.bundle.train, 300, seed=cfg.seed)
     x, y = ctx.val_arrays()
     try:
-        # a runtime that builds from torch (ExecuTorch) quantizes the student checkpoint, not the ONNX file
-        source = ctx.out / (exp.checkpoint if get_backend(t8.runtime).builds_from == "torch" else exp.onnx)
-        rep = quantize_model(source, t8, ctx.out / t8.name, calib, (x, y), rounds=2,
-                             **({"preset": "performance"} if t8.runtime.value == "openvino" else {}))
+        rep = quantize_model(quantize_source(t8, ctx.out / exp.onnx, ctx.out / exp.checkpoint), t8,
+                             ctx.out / t8.name, calib, (x, y), rounds=2)
     except VerdictError as exc:
         r = getattr(exc, "report", None)
         _drop_if_empty(ctx.out / t8.name)
@@ -146,8 +143,7 @@ def _qad_stage(ctx: Context, exp: ExportResult, t8) -> QuantizeResult:
         rep = qad_model(student, ctx.teacher, ctx.bundle, t8, ctx.out / t8.name, qat=cfg.qat,
                         epochs=cfg.qat_epochs, loss=cfg.loss, loss_options=dict(cfg.loss_options),
                         max_drop=cfg.max_drop, rounds=2, seed=cfg.seed, resume=True,
-                        train_kw={"batch_size": cfg.batch_size}, progress=ctx.show,
-                        **({"preset": "performance"} if t8.runtime.value == "openvino" else {}))
+                        train_kw={"batch_size": cfg.batch_size}, progress=ctx.show)
     except VerdictError as exc:
         r = getattr(exc, "report", None)
         _drop_if_empty(ctx.out / t8.name)

@@ -26,7 +26,7 @@ from ..targets import TargetSpec, int8_target_names, load_target
 from ..util_io import atomic_write_json
 from .evaluate import QuantReport, SideResult, compare
 
-__all__ = ["quantize_for_target", "quantize_model", "quantize_ref", "quantization_data", "require_int8_target", "check_runtime",
+__all__ = ["quantize_for_target", "quantize_model", "quantize_ref", "quantize_source", "quantization_data", "require_int8_target", "check_runtime",
            "QuantReport", "SideResult", "int8_target_names"]
 
 
@@ -46,6 +46,12 @@ def check_runtime(target: TargetSpec, *, evaluate: bool = True) -> None:
     get_backend(target.runtime).check_quantizer(target)
     if evaluate:
         require_backend(target)
+
+
+def quantize_source(target: TargetSpec, onnx_path: "str | Path", torch_path: "str | Path") -> Path:
+    """The file the target's quantizer reads: the torch file (checkpoint) for a runtime that builds
+    from torch (``builds_from``: ExecuTorch quantizes the module itself), else the hub ONNX file."""
+    return Path(torch_path if get_backend(target.runtime).builds_from == "torch" else onnx_path)
 
 
 def quantize_for_target(onnx_path: "str | Path", target: "str | TargetSpec", out_dir: "str | Path",
@@ -210,8 +216,7 @@ def quantize_ref(model_ref: "str | Path", target: TargetSpec, data_spec: str, ou
     with tempfile.TemporaryDirectory(prefix="edgekd-quantize-") as tmp:
         onnx_path = onnx_for_ref(model_ref, Path(tmp))
         calib, x_val, y_val = quantization_data(data_spec, onnx_path, calib_size, val_size, seed)
-        # a runtime that builds from torch (ExecuTorch) quantizes the checkpoint itself
-        source = Path(model_ref) if get_backend(spec.runtime).builds_from == "torch" else onnx_path
+        source = quantize_source(spec, onnx_path, model_ref)
         try:
             return quantize_model(source, spec, out_dir, calib, (x_val, y_val), method=method,
                                   max_drop=max_drop, force=force, rounds=rounds, preset=preset)
