@@ -20,7 +20,7 @@ class _DropImportNoise(logging.Filter):
 
 
 def quiet_import_noise() -> None:
-    """Install the filter once on the two loggers (before executorch or torchao is imported)."""
+    """Install the filter once on those loggers (before executorch or torchao is imported)."""
     for name in ("torchao", "torchao.kernel.intmm", "torch.utils._pytree"):
         lg = logging.getLogger(name)
         if not any(isinstance(f, _DropImportNoise) for f in lg.filters):
