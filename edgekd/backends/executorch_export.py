@@ -36,6 +36,24 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _Named(module):
+    """``module`` under one named attribute. ExecuTorch's batch-norm fusion looks up the fused
+    weight by a name built from the parameter's, and fails when that name starts with a digit (an
+    nn.Sequential's '0.weight' -> '0_weight_fused_bn' is not found); under 'body' every
+    parameter's name starts with a letter."""
+    import torch
+
+    class Named(torch.nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body(x)
+
+    return Named(module).eval()
+
+
 def capture(module, sample):
     """torch.export of ``module`` on ``sample``; a model it cannot capture is one-line bad input
     naming the op or graph break torch.export stopped at."""
@@ -45,7 +63,7 @@ def capture(module, sample):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.export.export(module, (sample,), strict=False)
+            return torch.export.export(_Named(module), (sample,), strict=False)
     except Exception as exc:  # noqa: BLE001 - torch.export raises many unrelated types
         raise BadInputError(f"torch.export cannot capture the model for ExecuTorch "
                             f"({type(exc).__name__}: {first_line(exc)})",
