@@ -140,6 +140,22 @@ def _open_spec(spec: str, target, backend, work_dir, sample_shape, num_classes, 
     return _load(artifact, target, backend, time.perf_counter() - t0, shape, model, source=spec)
 
 
+def open_module(module, target: TargetSpec, work_dir: Path, sample_shape: tuple, *, name: str = "model") -> Opened:
+    """Build and load a torch module held in memory for ``target``, the way a spec is opened
+    (_build_module): from the module itself where the runtime builds from torch, else through
+    the hub ONNX file exported into ``work_dir``. ``sample_shape`` is the per-sample (C, H, W)."""
+    import torch
+
+    backend = require_backend(target)
+    shape = tuple(int(d) for d in sample_shape)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    artifact = _build_module(backend, module.eval(), torch.zeros((target.batch, *shape)), target, work_dir, None,
+                             name=name)
+    return _load(artifact, target, backend, time.perf_counter() - t0, shape, module, source=name)
+
+
 def _build_module(backend, module, sample, target, work_dir, calib, *, name: str, metadata=None):
     """A torch module as the target's artifact: built from the module itself by a runtime that
     builds from torch (``builds_from``), else from the hub ONNX file exported into ``work_dir``."""

@@ -10,12 +10,22 @@ from .stats import LatencyStats
 
 
 def measure_module(module, sample_shape: tuple, target, settings, work_dir: Path, name: str):
-    """Export a torch module to ONNX, open it on ``target`` and measure it (docs/LATENCY.md protocol).
+    """Open a torch module on ``target`` (_piece) and measure it (docs/LATENCY.md protocol).
 
     Returns (Measurement, environment fingerprint).
     """
-    return measure_onnx(_export(module, sample_shape, target, work_dir, name), sample_shape, target,
+    return measure_onnx(_piece(module, sample_shape, target, work_dir, name), sample_shape, target,
                         settings, work_dir / name)
+
+
+def _piece(module, sample_shape: tuple, target, work_dir: Path, name: str):
+    """What a piece is opened from on ``target``: its exported ONNX file, or the module itself
+    where the target's runtime builds from torch (ExecuTorch: torch.export, not ONNX)."""
+    from ..backends import require_backend
+
+    if require_backend(target).builds_from == "torch":
+        return module.eval()
+    return _export(module, sample_shape, target, work_dir, name)
 
 
 def _export(module, sample_shape: tuple, target, work_dir: Path, name: str) -> Path:
@@ -28,25 +38,29 @@ def _export(module, sample_shape: tuple, target, work_dir: Path, name: str) -> P
     return export_onnx(module.eval(), sample, work_dir / f"{name}.onnx")
 
 
-def measure_onnx(onnx_path: Path, sample_shape: tuple, target, settings, work_dir: Path):
-    """Open an ONNX file on ``target`` and measure it: (Measurement, environment fingerprint)."""
+def measure_onnx(onnx_path, sample_shape: tuple, target, settings, work_dir: Path):
+    """Open an ONNX file (or a _piece module) on ``target`` and measure it: (Measurement,
+    environment fingerprint)."""
     ms, env = measure_onnx_together([(onnx_path, sample_shape)], target, settings, work_dir)
     return ms[0], env
 
 
 def measure_onnx_together(models, target, settings, work_dir: Path, held=()):
-    """Open ONNX files ``[(path, sample_shape), ...]`` on ``target`` and measure them in
+    """Open ONNX files (or _piece modules) ``[(path, sample_shape), ...]`` on ``target`` and measure them in
     alternation (measure.measure_interleaved), so that their differences are free of the
     machine's drift: (one Measurement per file, then one per ``held`` model (already open, kept
     open; measure.measure_opened_together), environment fingerprint of the first)."""
-    from ..deploy import open_model
+    from ..deploy import open_model, open_module
     from .measure import close_session, measure_opened_together
 
     openeds = []
     try:
-        for j, (path, shape) in enumerate(models):
-            openeds.append(open_model(path, target, work_dir=work_dir if j == 0 else work_dir / f"m{j}",
-                                      sample_shape=tuple(shape)))
+        for j, (piece, shape) in enumerate(models):
+            wd = work_dir if j == 0 else work_dir / f"m{j}"
+            if isinstance(piece, (str, Path)):
+                openeds.append(open_model(piece, target, work_dir=wd, sample_shape=tuple(shape)))
+            else:
+                openeds.append(open_module(piece, target, wd, tuple(shape), name=f"piece{j}"))
     except BaseException:
         for o in openeds:
             close_session(o.session)
@@ -58,10 +72,12 @@ def open_reference(module, sample_shape: tuple, target, work_dir: Path):
     """Export and open ``module`` on ``target`` to be held through a run as the reference that
     every whole model is measured in alternation with (measure_with_reference); the caller closes
     its ``session`` (measure.close_session)."""
-    from ..deploy import open_model
+    from ..deploy import open_model, open_module
 
-    path = _export(module, sample_shape, target, work_dir, "reference")
-    return open_model(path, target, work_dir=work_dir / "reference", sample_shape=tuple(sample_shape))
+    piece = _piece(module, sample_shape, target, work_dir, "reference")
+    if isinstance(piece, Path):
+        return open_model(piece, target, work_dir=work_dir / "reference", sample_shape=tuple(sample_shape))
+    return open_module(piece, target, work_dir / "reference", tuple(sample_shape), name="reference")
 
 
 def measure_with_reference(module, sample_shape: tuple, target, settings, work_dir: Path, reference):
@@ -70,7 +86,7 @@ def measure_with_reference(module, sample_shape: tuple, target, settings, work_d
     Measurement, environment). The machine's speed drifts by several percent over tens of
     seconds; the reference's reading says how fast it ran while this model was measured
     (predict.model_latency divides that out)."""
-    path = _export(module, sample_shape, target, work_dir, "model")
+    path = _piece(module, sample_shape, target, work_dir, "model")
     (m, ref), env = measure_onnx_together([(path, sample_shape)], target, settings, work_dir / "model",
                                           held=[reference])
     return m, ref, env
@@ -157,18 +173,47 @@ def replicate_onnx(src: Path, dst: Path, copies: int, seed: int = 0) -> Path:
     return dst
 
 
+def replicate_module(module, copies: int, seed: int = 0):
+    """replicate_onnx for a runtime that builds from torch: ``copies`` deep copies of a module,
+    weights perturbed alike, all reading the same input; one output per copy."""
+    import copy
+
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    replicas = [module]
+    for _ in range(1, copies):
+        c = copy.deepcopy(module)
+        with torch.no_grad():
+            for p in c.parameters():
+                if p.is_floating_point() and p.numel() > 1:
+                    p.mul_(1 + 1e-3 * torch.randn(p.shape, generator=gen))
+        replicas.append(c)
+
+    class Replicas(torch.nn.Module):
+        def __init__(self, parts):
+            super().__init__()
+            self.parts = torch.nn.ModuleList(parts)
+
+        def forward(self, x):
+            return tuple(part(x) for part in self.parts)
+
+    return Replicas(replicas).eval()
+
+
 def measure_block(module, sample_shape: tuple, target, settings, work_dir: Path, copies: int):
     """A block alone (weights stay in cache), in alternation with the trivial overhead model
     (what a run costs besides the work, measured at the same moments), and as ``copies``
     replicas run back to back (weights from beyond L2): (hot Measurement, overhead LatencyStats,
     cold LatencyStats per copy or None, environment)."""
-    path = _export(module, sample_shape, target, work_dir, "block")
-    trivial = _export(_overhead_module(), sample_shape, target, work_dir, "overhead")
+    path = _piece(module, sample_shape, target, work_dir, "block")
+    trivial = _piece(_overhead_module(), sample_shape, target, work_dir, "overhead")
     (hot, over), env = measure_onnx_together([(path, sample_shape), (trivial, sample_shape)], target, settings,
                                              work_dir / "hot")
     if copies < 2:
         return hot, over.stats, None, env
-    rep = replicate_onnx(path, work_dir / "cold.onnx", copies)
+    rep = (replicate_onnx(path, work_dir / "cold.onnx", copies) if isinstance(path, Path)
+           else replicate_module(path, copies))
     mc, _ = measure_onnx(rep, sample_shape, target, settings, work_dir / "cold")
     cold = LatencyStats.from_samples(mc.samples_ms / copies, warmup=mc.stats.warmup,
                                      confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
@@ -199,8 +244,8 @@ def measure_pair(first: Mapping, second: Mapping, target, settings, work_dir: Pa
 
     module, shape = pair_module(first, second)
     alone, alone_shape = build_block(dict(first))
-    pair_path = _export(module, tuple(shape), target, work_dir, "pair")
-    first_path = _export(alone, tuple(alone_shape), target, work_dir, "first")
+    pair_path = _piece(module, tuple(shape), target, work_dir, "pair")
+    first_path = _piece(alone, tuple(alone_shape), target, work_dir, "first")
     (pair, head), env = measure_onnx_together([(pair_path, tuple(shape)), (first_path, tuple(alone_shape))],
                                               target, settings, work_dir / "pair")
     return pair, head, env

@@ -77,12 +77,19 @@ def measure_model(model, sample_shape, target, settings=None):
     ``edgekd bench`` does (on the device itself for a target with ``remote:``)."""
     import torch
 
+    from ..backends import require_backend
+    from ..deploy import open_module
     from ..export import export_onnx
     from ..latency.bench import bench
+    from ..latency.measure import measure_opened
     from ..targets import load_target
 
     target = load_target(target)
     with tempfile.TemporaryDirectory(prefix="edgekd-prune-") as tmp:
+        if require_backend(target).builds_from == "torch" and target.remote is None:
+            # a runtime that builds from torch (ExecuTorch) takes the module, not an ONNX file
+            opened = open_module(copy.deepcopy(model), target, Path(tmp), tuple(sample_shape))
+            return measure_opened(opened, target, settings or quick_settings())[0].stats
         sample = torch.zeros(1, *tuple(sample_shape))
         path = export_onnx(copy.deepcopy(model).eval(), sample, Path(tmp) / "model.onnx",
                            opset=17)
