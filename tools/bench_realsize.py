@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 DATA = "shapes:classes=10,n=3000,seed=0,clutter=0.5"
-PAIRS = [("ort-cpu-int8", "ort-cpu"), ("openvino-cpu-int8", "openvino-cpu")]
 
 
 def _res(spec: str) -> int:
@@ -70,11 +69,7 @@ def cmd_int8(args) -> int:
 
     from edgekd.data import calibration_from_dataset, dataset_arrays, load_data
     from edgekd.export import export_onnx
-    from edgekd.latency.measure import environment_fingerprint, make_inputs
-    from edgekd.quantize import check_runtime, quantize_for_target
-    from edgekd.quantize.evaluate import (build_fp32, files_size, load_session, measure_pair,
-                                          top1_accuracy)
-    from edgekd.targets import load_target
+    from bench_quant import compare_int8, print_int8_table  # tools/ is on sys.path when run as a script
 
     res = _res(args.student)
     bundle = load_data(args.data, resolution=res, seed=0, labelled_fraction=1.0)
@@ -98,54 +93,13 @@ def cmd_int8(args) -> int:
                                 tmp / "student.onnx", metadata={"edgekd.spec": args.student})
         if args.save_onnx:
             shutil.copyfile(onnx_path, args.save_onnx)
-        sessions, specs, sizes = {}, {}, {}
-        for int8_name, fp32_name in PAIRS:
-            t8 = load_target(int8_name).model_copy(update={"threads": args.threads})
-            t32 = load_target(fp32_name).model_copy(update={"threads": args.threads})
-            try:
-                check_runtime(t8, evaluate=True)
-            except Exception as exc:  # noqa: BLE001 - report and go on with the other runtime
-                print(f"# skipped {int8_name}: {exc}")
-                continue
-            art8 = quantize_for_target(onnx_path, t8, tmp / int8_name, calib, method=args.method,
-                                       **({"preset": "performance"}
-                                          if t8.runtime.value == "openvino" else {}))
-            art32 = build_fp32(onnx_path, t32, tmp / fp32_name)
-            for name, art, spec in ((fp32_name, art32, t32), (int8_name, art8, t8)):
-                sessions[name] = load_session(art, spec)
-                specs[name] = spec
-                sizes[name] = files_size(art.paths)
-        acc = {n: top1_accuracy(s, x_val, y_val, batch=specs[n].batch)
-               for n, s in sessions.items()}
-        agree = {}
-        for int8_name, fp32_name in PAIRS:
-            if int8_name in sessions:
-                a, b = (np.concatenate([np.asarray(sessions[n].run(x_val[i:i + 1])[0]).argmax(1)
-                                        for i in range(len(x_val))]) for n in (fp32_name, int8_name))
-                agree[int8_name] = float((a == b).mean())
-        shape = (1, *bundle.input_shape)
-        inputs = {n: make_inputs(s, shape) for n, s in sessions.items()}
-        envs = {n: environment_fingerprint(specs[n], s, shape) for n, s in sessions.items()}
-        settings = specs[next(iter(specs))].measure.model_copy(update={"min_time_s": args.min_time})
-        stats = measure_pair(sessions, inputs, settings, rounds=args.rounds, environments=envs)
+        result = compare_int8(onnx_path, x_val, y_val, calib, tmp, bundle.input_shape, method=args.method,
+                              threads=args.threads, min_time=args.min_time, rounds=args.rounds, agreement=True)
 
     print(f"# {len(x_val)} validation samples, {sum(len(b) for b in calib)} calibration samples, "
           f"method {args.method} (ORT) / performance preset (NNCF), {args.rounds} interleaved "
           f"rounds, threads {args.threads}, batch 1")
-    print(f"{'int8 target':18s} {'acc fp32':>8s} {'acc int8':>8s} {'drop pt':>7s} {'agree':>6s} "
-          f"{'p50 fp32':>9s} {'p50 int8':>9s} {'p50 x':>6s} {'p90 fp32':>9s} {'p90 int8':>9s} "
-          f"{'p90 x':>6s} {'size x':>6s}")
-    for int8_name, fp32_name in PAIRS:
-        if int8_name not in stats:
-            continue
-        a, b = stats[fp32_name], stats[int8_name]
-        print(f"{int8_name:18s} {acc[fp32_name] * 100:8.2f} {acc[int8_name] * 100:8.2f} "
-              f"{(acc[fp32_name] - acc[int8_name]) * 100:7.2f} {agree[int8_name]:6.3f} "
-              f"{a.p50:9.4f} {b.p50:9.4f} {a.p50 / b.p50:6.2f} {a.p90:9.4f} {b.p90:9.4f} "
-              f"{a.p90 / b.p90:6.2f} {sizes[fp32_name] / max(sizes[int8_name], 1):6.2f}")
-    env = next(iter(envs.values()))
-    print(f"# cpu: {env.get('cpu')} ({env.get('logical_cores')} logical cores); "
-          f"unstable: {', '.join(n for n, s in stats.items() if s.unstable) or 'none'}")
+    print_int8_table(result)
     return 0
 
 
