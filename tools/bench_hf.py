@@ -28,22 +28,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
-    from edgekd.backends import get_backend
     from edgekd.deploy import export_ref, open_model
     from edgekd.latency.measure import close_session, environment_fingerprint, make_inputs, measure_interleaved
     from edgekd.models import count_macs_params, input_shape
     from edgekd.latency.profile import quiet_stats
     from edgekd.models.ref import load_module
-    from edgekd.targets import load_target
 
-    targets = []
-    for name in TARGETS:
-        t = load_target(name).model_copy(update={"threads": args.threads})
-        ok, why = get_backend(t.runtime).available(t)
-        if ok:
-            targets.append(t)
-        else:
-            print(f"# skipped {name}: {why}")
+    from bench_runtimes import available_targets  # tools/ is on sys.path when run as a script
+
+    targets = available_targets(TARGETS, args.threads)
     print(f"# threads={args.threads} batch=1 RGB min_time_s={args.min_time} (both runtimes, in alternation)")
     print(f"{'model':44s} {'MMACs':>7s} {'params':>9s} {'target':13s} {'parity max|diff|':>16s} {'ok':>3s} "
           f"{'export s':>8s} {'p50 ms':>8s} {'p90 ms':>8s} {'ov/ort p50':>10s} {'quiet p50':>9s} {'disturbed':>9s}")

@@ -22,6 +22,23 @@ DEFAULT_MODELS = ["mobilenetv2:width=1.0,res=32", "resnet:width=16,blocks=2,res=
 TARGETS = ["torch-cpu", "ort-cpu", "openvino-cpu", "executorch-xnnpack", "executorch-xnnpack-int8"]
 
 
+def available_targets(names, threads: int) -> list:
+    """The named targets at ``threads`` threads whose runtime is installed; the others are
+    reported as skipped, with why."""
+    from edgekd.backends import get_backend
+    from edgekd.targets import load_target
+
+    targets = []
+    for name in names:
+        t = load_target(name).model_copy(update={"threads": threads})
+        ok, why = get_backend(t.runtime).available(t)
+        if ok:
+            targets.append(t)
+        else:
+            print(f"# skipped {name}: {why}")
+    return targets
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
@@ -31,21 +48,11 @@ def main(argv=None) -> int:
     ap.add_argument("--in-channels", type=int, default=3)
     args = ap.parse_args(argv)
 
-    from edgekd.backends import get_backend
     from edgekd.deploy import open_model
     from edgekd.latency.measure import environment_fingerprint, make_inputs, measure_session
     import numpy as np
 
-    from edgekd.targets import load_target
-
-    targets = []
-    for name in TARGETS:
-        t = load_target(name).model_copy(update={"threads": args.threads})
-        ok, why = get_backend(t.runtime).available(t)
-        if ok:
-            targets.append(t)
-        else:
-            print(f"# skipped {name}: {why}")
+    targets = available_targets(TARGETS, args.threads)
     env = None
     print(f"# rounds={args.rounds} threads={args.threads} batch=1 min_time_s={args.min_time} "
           f"in_channels={args.in_channels}")
