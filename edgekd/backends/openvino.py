@@ -28,6 +28,16 @@ def _ov():
     return openvino
 
 
+def _sync_infer_of(ov):
+    """The compiled binding's InferRequest.infer(request, inputs, share_outputs, decode_strings),
+    without the Python wrapper's input dispatch and result dict; the wrapper's infer where this
+    OpenVINO has no such binding."""
+    base = getattr(getattr(ov, "_pyopenvino", None), "InferRequest", None)
+    if base is not None and callable(getattr(base, "infer", None)):
+        return base.infer
+    return lambda req, inputs, share_outputs, decode: req.infer(share_outputs=share_outputs)
+
+
 _CORE = None
 
 
@@ -84,6 +94,7 @@ class OVSession(Session):
             raise BadInputError(f"openvino cannot compile {xml} for {device} ({target.name}): {msg}",
                                 hint="check the model and the target's precision and device") from exc
         self._req = self.compiled.create_infer_request()
+        self._sync_infer = _sync_infer_of(ov)
         self._ov = ov
         self._bound, self._bound_feed = None, {}
         self._out_views = None  # the request's static output buffers, once it has run
@@ -111,8 +122,10 @@ class OVSession(Session):
             # static outputs stay where the request put them last time: run it and copy them out
             # once, without the Python wrapper's dispatch and result dict (~25 us a call)
             try:
-                self._req.start_async()
-                self._req.wait()
+                # the binding's own synchronous infer: it runs on this thread, as benchmark_app
+                # -api sync does (start_async + wait hands the request to an executor thread,
+                # ~20 us more a call), with no inputs to dispatch and the outputs left shared
+                self._sync_infer(self._req, {}, True, False)
             except RuntimeError as exc:
                 self._raise_run_error(exc, self._bound_feed)
             return [v.copy() for v in self._out_views]
