@@ -237,3 +237,64 @@ def load_calibration(target_name: str, env: Mapping[str, Any], reference_file: "
     if reference_file is not None and sha256_file(reference_file) != cal.reference_sha256:
         return None
     return cal if cal.p50_ms > 0 else None
+
+
+# ------------------------------------------------------------------ a speed map from several references
+
+@dataclass(frozen=True)
+class SpeedMap:
+    """How latencies on one machine (``stored``) map to another (``here``), from reference models
+    read on both: ``points`` = ((stored_ms, here_ms), ...) by stored time. Between two points
+    the map is linear; beyond the ends a latency is scaled by the end point's ratio. One point is
+    one factor for every latency. Load or another machine slows a short model more, in
+    proportion, than a long one (per-call and per-operator costs weigh more in it), so one
+    factor from one model cannot stand for every size; a map through a short, a middle and a
+    long reference can."""
+
+    points: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def build(cls, points) -> "SpeedMap | None":
+        """The map through ``points``, or None when it cannot be one: a point not positive, or
+        the here-times not rising with the stored ones (the readings crossed: noise)."""
+        pts = tuple(sorted((float(s), float(h)) for s, h in points))
+        if not pts or any(not (s > 0 and h > 0 and math.isfinite(s) and math.isfinite(h)) for s, h in pts):
+            return None
+        if any(b[0] <= a[0] or b[1] <= a[1] for a, b in zip(pts, pts[1:])):
+            return None
+        return cls(pts)
+
+    @staticmethod
+    def _through(x, xs, ys):
+        v = np.asarray(x, dtype=np.float64)
+        out = np.where(v <= xs[0], v * ys[0] / xs[0],
+                       np.where(v >= xs[-1], v * ys[-1] / xs[-1], np.interp(v, xs, ys)))
+        return float(out) if out.ndim == 0 else out
+
+    def apply(self, stored_ms):
+        """A stored latency (or an array of them) as it reads here."""
+        xs, ys = zip(*self.points)
+        return self._through(stored_ms, xs, ys)
+
+    def invert(self, here_ms):
+        """A latency read here (or an array) as it would read on the stored machine."""
+        xs, ys = zip(*self.points)
+        return self._through(here_ms, ys, xs)
+
+
+def correct_mapped(model, now: SpeedMap, then: SpeedMap, *, confidence: float = 0.95,
+                   unstable_iqr: float = 0.10) -> tuple[LatencyStats, np.ndarray]:
+    """A model's Measurement taken while the machine ran as ``now`` says (a SpeedMap from
+    references measured in alternation with it), as it would read when it ran as ``then``
+    (the map at re-calibration): each undisturbed sample x becomes then.apply(now.invert(x)).
+    Disturbed samples are left out (all kept when fewer than MIN_KEPT remain). (corrected
+    LatencyStats, the corrected samples in the order they were taken)."""
+    x = np.asarray(model.samples_ms, dtype=np.float64)
+    keep = ~model.disturbed if model.disturbed is not None else np.ones(x.size, bool)
+    if keep.sum() < min(MIN_KEPT, x.size):
+        keep = np.ones(x.size, bool)
+    fixed = np.asarray(then.apply(now.invert(x[keep])), dtype=np.float64)
+    stats = LatencyStats.from_samples(fixed, warmup=model.stats.warmup, confidence=confidence,
+                                      unstable_iqr=unstable_iqr, environment=model.stats.environment,
+                                      disturbed=0)
+    return stats, fixed

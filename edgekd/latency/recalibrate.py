@@ -4,12 +4,19 @@ A profile stores, beside every whole model, the readings of its reference model 
 middle candidate, ``protocol.reference``) measured in alternation with it. Before its
 predictions are trusted here, the reference model is measured on this machine now; the
 **speed factor** is its median here (undisturbed samples) over the median of its stored
-readings, and every prediction is multiplied by it. A profile without reference readings (made
-before references) cannot be re-calibrated: its predictions are used as stored, with a warning.
+readings. A profile without reference readings (made before references) cannot be
+re-calibrated: its predictions are used as stored, with a warning.
 
-A verification then measures a candidate in alternation with the same reference model and
-corrects it to the speed the reference showed at re-calibration (latency.drift.correct), so the
-predictions and the verified figures describe the same machine at the same speed.
+Beside the reference, the profile's fastest and slowest whole models are measured in
+alternation with it: a busy or another machine slows a short model more, in proportion, than a
+long one, so the three (stored p50, p50 here) points make a **speed map** (latency.drift.SpeedMap,
+linear between them) that every prediction goes through; where it cannot be built (one point,
+readings that cross) predictions are multiplied by the factor.
+
+A verification then measures a candidate in alternation with the same reference models and
+corrects it to the speed they showed at re-calibration (with a map: latency.drift.correct_mapped;
+else latency.drift.correct), so the predictions and the verified figures describe the same
+machine at the same speed.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BadInputError
-from .drift import STRICT_RANGE, correct, in_strict_range
+from .drift import STRICT_RANGE, SpeedMap, correct, correct_mapped, in_strict_range
 from .profile_file import Profile
 
 
@@ -37,14 +44,35 @@ class Recalibration:
     profile: str
     n: int = 0
     disturbed: int = 0
+    # every reference model read here, by stored time: ((spec, stored p50 ms, p50 here ms), ...);
+    # the profile's fastest and slowest whole models beside its reference (empty: the factor alone)
+    points: tuple = ()
+
+    @property
+    def speed_map(self) -> SpeedMap | None:
+        """The map predictions go through (None: they are multiplied by ``factor``)."""
+        return SpeedMap.build([(st, here) for _, st, here in self.points]) if len(self.points) > 1 else None
+
+    def scale(self, ms: float) -> float:
+        """A stored latency (a prediction, a stored reading) as it reads on this machine."""
+        m = self.speed_map
+        return m.apply(ms) if m is not None else ms * self.factor
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["points"] = [{"spec": sp, "stored_p50_ms": st, "here_p50_ms": h} for sp, st, h in self.points]
+        d["mapped"] = self.speed_map is not None
+        return d
 
     def describe(self) -> str:
-        return (f"profile {self.profile} re-calibrated here: its reference {self.reference} measured "
-                f"{self.here_p50_ms:.4f} ms (p50) against {self.stored_p50_ms:.4f} ms stored, so predictions "
-                f"are scaled by {self.factor:.3f}")
+        text = (f"profile {self.profile} re-calibrated here: its reference {self.reference} measured "
+                f"{self.here_p50_ms:.4f} ms (p50) against {self.stored_p50_ms:.4f} ms stored")
+        if self.speed_map is None:
+            return text + f", so predictions are scaled by {self.factor:.3f}" + (
+                " (its fastest and slowest models read out of order here)" if len(self.points) > 1 else "")
+        pts = "; ".join(f"{st:.4f} -> {h:.4f} ms ({h / st:.3f}x)" for _, st, h in self.points)
+        return (text + f" (factor {self.factor:.3f}); with its fastest and slowest models, predictions go "
+                f"through the speed map {pts} (linear between)")
 
 
 def stored_reference_p50(profile: Profile) -> float | None:
@@ -66,6 +94,25 @@ def undisturbed_p50(m) -> float:
     return float(np.median(x))
 
 
+def reference_points(profile: Profile, stored_ref: float) -> list[tuple[str, float]]:
+    """The models a re-calibration measures, (spec, stored p50 ms) by stored time: the profile's
+    fastest and slowest whole models (drift taken out: cost.model_latency) where they are at
+    least 25% away from the reference, and the reference itself (``stored_ref``)."""
+    from .cost import model_latency
+
+    ref = (profile.protocol or {}).get("reference")
+    out = [(ref, float(stored_ref))]
+    timed = [(m.spec, model_latency(profile, m, "p50")) for m in profile.models if m.spec != ref]
+    timed = [(sp, float(v)) for sp, v in timed if v > 0 and math.isfinite(v)]
+    if timed:
+        fast, slow = min(timed, key=lambda t: t[1]), max(timed, key=lambda t: t[1])
+        if fast[1] < stored_ref / 1.25:
+            out.append(fast)
+        if slow[1] > stored_ref * 1.25:
+            out.append(slow)
+    return sorted(out, key=lambda t: t[1])
+
+
 def _reference_module(profile: Profile, spec: str):
     from ..models import build_model, input_shape
 
@@ -75,27 +122,43 @@ def _reference_module(profile: Profile, spec: str):
 
 def recalibrate(profile: Profile, *, target=None, settings=None,
                 measure: Callable[[str], object] | None = None) -> Recalibration | None:
-    """Measure the profile's reference model here (``measure(spec) -> Measurement``; by default
-    alone on ``target``, the profile's own when None, with the profile's whole-model protocol)
-    and return the factor; None when the profile stores no reference readings."""
+    """Measure the profile's reference models here (reference_points; ``measure(spec) ->
+    Measurement`` for each; by default all in alternation on ``target``, the profile's own when
+    None, with the profile's whole-model protocol) and return the factor and the speed map;
+    None when the profile stores no reference readings."""
     spec = (profile.protocol or {}).get("reference")
     stored = stored_reference_p50(profile)
     if not spec or stored is None:
         return None
+    refs = reference_points(profile, stored)
+    specs = [s for s, _ in refs]
     if measure is None:
-        from .pieces import measure_module
-
-        target, settings = _target_and_settings(profile, target, settings)
-
-        def measure(s):
-            module, shape = _reference_module(profile, s)
-            with tempfile.TemporaryDirectory(prefix="edgekd-recal-") as tmp:
-                return measure_module(module, shape, target, settings, Path(tmp), "reference")[0]
-
-    m = measure(spec)
+        ms = _measure_together(profile, specs, *_target_and_settings(profile, target, settings))
+    else:
+        ms = [measure(s) for s in specs]
+    m = ms[specs.index(spec)]
     here = undisturbed_p50(m)
+    points = tuple((s, st, undisturbed_p50(x)) for (s, st), x in zip(refs, ms)) if len(refs) > 1 else ()
     return Recalibration(factor=here / stored, here_p50_ms=here, stored_p50_ms=stored, reference=spec,
-                         profile=profile.label, n=int(m.stats.n), disturbed=int(m.stats.disturbed))
+                         profile=profile.label, n=int(m.stats.n), disturbed=int(m.stats.disturbed), points=points)
+
+
+def _measure_together(profile: Profile, specs: list, target, settings) -> list:
+    """The models ``specs`` opened on ``target`` and measured in alternation: one Measurement each."""
+    from .measure import close_session, measure_opened_together
+    from .pieces import open_reference
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-recal-") as tmp:
+        openeds = []
+        try:
+            for i, s in enumerate(specs):
+                module, shape = _reference_module(profile, s)
+                openeds.append(open_reference(module, shape, target, Path(tmp) / f"r{i}"))
+        except BaseException:
+            for o in openeds:
+                close_session(o.session)
+            raise
+        return measure_opened_together(openeds, target, settings)[0]
 
 
 def check_factor(rc: Recalibration | None, profile: Profile, *, strict: bool = False) -> str | None:
@@ -137,29 +200,40 @@ def verify_settings(profile: Profile, target) -> "MeasureSettings":  # noqa: F82
 def make_corrected_measure(profile: Profile, metric: str, rc: Recalibration, *, target=None,
                            work_dir: "str | Path | None" = None) -> Callable[[str], tuple[float, float]]:
     """measure(spec) -> (corrected, raw) ``metric`` in ms: the candidate measured on the target in
-    alternation with the profile's reference model (held loaded), corrected to the speed the
-    reference showed at re-calibration (latency.drift.correct). Close it with ``measure.close()``."""
+    alternation with the profile's reference models (held loaded: rc's points, else its reference
+    alone), corrected to the speed they showed at re-calibration: through the speed map they
+    give now and the one at re-calibration (latency.drift.correct_mapped), else by the reference's
+    factor round by round (latency.drift.correct). Close it with ``measure.close()``."""
     from ..backends import require_backend
     from ..models import build_model, input_shape
-    from .measure import close_session
-    from .pieces import measure_with_reference, open_reference
+    from .measure import close_session, measure_opened_together
+    from .pieces import open_reference
 
     target, settings = _target_and_settings(profile, target, None)
     require_backend(target)
     root = tempfile.TemporaryDirectory(prefix="edgekd-select-", dir=work_dir)
     held: list = []
+    then = rc.speed_map
+    specs = [p[0] for p in rc.points] if then is not None else [rc.reference]
 
     def measure(spec: str) -> tuple[float, float]:
-        if not held:
-            module, shape = _reference_module(profile, rc.reference)
-            held.append(open_reference(module, shape, target, Path(root.name) / "reference"))
+        for i, s in enumerate(specs[len(held):], start=len(held)):
+            module, shape = _reference_module(profile, s)
+            held.append(open_reference(module, shape, target, Path(root.name) / f"reference{i}"))
         model = build_model(spec, num_classes=profile.num_classes, in_channels=profile.in_channels)
         shape = tuple(input_shape(spec, profile.in_channels))
         with tempfile.TemporaryDirectory(dir=root.name) as tmp:
-            m, ref, _ = measure_with_reference(model, shape, target, settings, Path(tmp), held[0])
-        _, fixed, _ = correct(m, ref, rc.here_p50_ms, source=f"re-calibration of {rc.profile}",
-                           reference_name=rc.reference, confidence=settings.confidence,
-                           unstable_iqr=settings.unstable_iqr)
+            opened = open_reference(model, shape, target, Path(tmp))
+            (m, *refs), _ = measure_opened_together([opened], target, settings, held=held)
+        now = None if then is None else SpeedMap.build(
+            [(st, undisturbed_p50(r)) for (_, st, _), r in zip(rc.points, refs)])
+        if now is not None:
+            fixed, _ = correct_mapped(m, now, then, confidence=settings.confidence,
+                                      unstable_iqr=settings.unstable_iqr)
+        else:
+            _, fixed, _ = correct(m, refs[specs.index(rc.reference)], rc.here_p50_ms,
+                                  source=f"re-calibration of {rc.profile}", reference_name=rc.reference,
+                                  confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
         value = fixed.metric(metric)
         return (value if math.isfinite(value) else m.stats.metric(metric)), m.stats.metric(metric)
 

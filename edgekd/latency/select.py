@@ -183,6 +183,7 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
                    measure: Callable[[str], float] | None = None,
                    on_attempt: Callable[[Candidate], None] | None = None,
                    headroom: float = 0.05, max_up: int = 3, speed_factor: float = 1.0,
+                   scale: Callable[[float], float] | None = None,
                    max_size_kb: float | None = None) -> Selection:
     """The max-capacity candidate predicted at or under ``budget_ms / (1 + eps)``.
 
@@ -193,7 +194,8 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
     the profile's target; it may return (judged, raw)) and, while it misses the budget, the next
     faster pick is tried; once one meets it, larger candidates are tried as the module docstring
     says (``max_up=0``: never). ``speed_factor`` (a re-calibration's) multiplies every
-    prediction and stored reading first. ``max_size_kb``: candidates whose estimated artifact
+    prediction and stored reading first; ``scale`` (a re-calibration's speed map,
+    Recalibration.scale), when given, maps them instead. ``max_size_kb``: candidates whose estimated artifact
     size on the target (size_estimate) is over it are never picked.
     BadInputError when the budget (or the size budget) is below every candidate; VerdictError when verification
     finds no candidate that meets it.
@@ -203,8 +205,9 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
     eps = epsilon(profile, metric)
     limit = budget_ms / (1.0 + eps)
     f = float(speed_factor)
-    cands = [replace(c, predicted_ms=c.predicted_ms * f, fits=c.predicted_ms * f <= limit,
-                     measured_ms=None if c.measured_ms is None else c.measured_ms * f)
+    sc = scale or (lambda ms: ms * f)
+    cands = [replace(c, predicted_ms=sc(c.predicted_ms), fits=sc(c.predicted_ms) <= limit,
+                     measured_ms=None if c.measured_ms is None else sc(c.measured_ms))
              for c in candidates(profile, metric, extra_specs, derive)]
     note = ""
     if max_size_kb is not None:
@@ -307,7 +310,8 @@ def select_from_file(path: "str | Path", budget_ms: float, *, strict: bool = Fal
         own = kwargs["measure"] = make_corrected_measure(profile, kwargs.get("metric", "p90"), rc,
                                                          target=kwargs.get("target"))
     try:
-        sel = select_student(profile, budget_ms, speed_factor=rc.factor if rc else 1.0, **kwargs)
+        sel = select_student(profile, budget_ms, speed_factor=rc.factor if rc else 1.0,
+                             scale=rc.scale if rc else None, **kwargs)
     finally:
         if own is not None:
             own.close()
