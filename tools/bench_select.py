@@ -102,14 +102,16 @@ def run(args) -> int:
         eps = epsilon(prof, args.metric)
         rc = recalibrate(prof, target=target) if args.recal else None
         f = rc.factor if rc else 1.0
+        scale = rc.scale if rc else (lambda ms: ms)
+        unscale = rc.speed_map.invert if rc and rc.speed_map else (lambda ms: ms / f)
         if rc:
             print(f"# {rc.describe()}")
         elif args.recal:
             print("# the profile stores no reference readings: not re-calibrated")
         cands = candidates(prof, args.metric, derive=not args.grid_only)
         top = max(cands, key=lambda c: (c.params, c.macs))  # the most capacity any candidate has
-        lo = min(c.predicted_ms for c in cands) * f * (1 + eps) * 1.02
-        hi = top.predicted_ms * f * (1 + eps)
+        lo = scale(min(c.predicted_ms for c in cands)) * (1 + eps) * 1.02
+        hi = scale(top.predicted_ms) * (1 + eps)
         budgets = np.geomspace(lo, hi, args.budgets)
         measure = (make_corrected_measure(prof, args.metric, rc, target=target) if rc
                    else make_measure(prof, args.metric, target=target))
@@ -120,7 +122,7 @@ def run(args) -> int:
         for b in budgets:
             try:
                 sel = select_student(prof, float(b), metric=args.metric, derive=not args.grid_only,
-                                     verify=True, measure=measure, speed_factor=f)
+                                     verify=True, measure=measure, speed_factor=f, scale=scale)
             except EdgeKDError as exc:
                 print(f"{b:9.3f}  {'-':60s} {'':8s} {'':8s} {'':11s} {'':5s}  error: {exc.one_line()[:80]}")
                 continue
@@ -140,7 +142,7 @@ def run(args) -> int:
             measure.close()
         n = len(budgets)
         print(f"# measured = {'drift-corrected to the speed at re-calibration' if rc else 'raw'} {args.metric}")
-        print(f"# grid allows: {oracle_tight(cands, budgets / f)}/{n} budgets filled to >= 0.8 x budget by the "
+        print(f"# grid allows: {oracle_tight(cands, np.array([unscale(b) for b in budgets]))}/{n} budgets filled to >= 0.8 x budget by the "
               f"grid entry with the most parameters whose stored {args.metric} fits")
         ok = under == n and tight >= n - 1
         all_ok &= ok

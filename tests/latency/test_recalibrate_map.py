@@ -1,0 +1,102 @@
+"""Re-calibration through several reference models (a speed map) and the correction of a
+verification through it: injected fake measurements, no runtime."""
+import json
+
+import numpy as np
+import pytest
+from synthetic_profiles import const, synthetic  # noqa: E402 - tests/ is on sys.path under pytest
+
+from edgekd.latency.drift import SpeedMap, correct_mapped
+from edgekd.latency.measure import Measurement
+from edgekd.latency.recalibrate import recalibrate, reference_points
+from edgekd.latency.select import select_from_file, select_student
+from edgekd.latency.stats import LatencyStats
+
+
+def fake(here: dict, disturbed_every: int = 0):
+    """measure(spec) -> a Measurement reading ``here[spec]`` ms (every ``disturbed_every``-th
+    sample descheduled and 10x slower)."""
+    def measure(spec):
+        x = np.full(60, here[spec])
+        hit = np.zeros(60, bool)
+        if disturbed_every:
+            hit[::disturbed_every] = True
+            x[hit] *= 10
+        return Measurement(stats=LatencyStats.from_samples(x), samples_ms=x, first_inference_ms=0.0,
+                           warmup_iters=0, warmup_s=0.0, disturbed=hit)
+    return measure
+
+
+def profile_with_reference():
+    """synthetic(): models of 0.25 .. 1.85 ms; the reference (fam:i=2, 0.85 ms) read alongside each."""
+    prof = synthetic()
+    prof.protocol["reference"] = "fam:i=2"
+    for m in prof.models:
+        m.reference = const(0.85)
+    return prof
+
+
+# under load a short model slows more, in proportion, than a long one
+HERE = {"fam:i=0": 0.40, "fam:i=2": 1.02, "fam:i=5": 1.94}
+
+
+def test_speed_map_is_linear_between_points_proportional_beyond_and_inverts():
+    m = SpeedMap.build([(0.85, 1.02), (0.25, 0.40), (1.85, 1.94)])
+    assert [p[0] for p in m.points] == [0.25, 0.85, 1.85]
+    assert m.apply(0.55) == pytest.approx(0.40 + 0.5 * (1.02 - 0.40))
+    assert m.apply(0.1) == pytest.approx(0.1 * 1.6) and m.apply(3.7) == pytest.approx(3.7 * 1.94 / 1.85)
+    for v in (0.1, 0.3, 0.9, 1.5, 4.0):
+        assert m.invert(m.apply(v)) == pytest.approx(v)
+    np.testing.assert_allclose(m.apply(np.array([0.25, 1.85])), [0.40, 1.94])
+    assert SpeedMap.build([(0.25, 0.5), (0.85, 0.45)]) is None  # readings that cross: no map
+    assert SpeedMap.build([(0.25, 0.0)]) is None
+
+
+def test_recalibration_measures_fastest_reference_and_slowest_and_maps_predictions():
+    prof = profile_with_reference()
+    assert [s for s, _ in reference_points(prof, 0.85)] == ["fam:i=0", "fam:i=2", "fam:i=5"]
+    rc = recalibrate(prof, measure=fake(HERE, disturbed_every=7))
+    assert rc.factor == pytest.approx(1.2)  # the reference's own, undisturbed samples
+    assert [(s, h) for s, _, h in rc.points] == [(s, pytest.approx(v)) for s, v in HERE.items()]
+    assert rc.scale(0.25) == pytest.approx(0.40) and rc.scale(1.85) == pytest.approx(1.94)
+    base = select_student(prof, 1.5, metric="p50")
+    mapped = select_student(prof, 1.5, metric="p50", speed_factor=rc.factor, scale=rc.scale)
+    by_spec = {c.spec: c.predicted_ms for c in base.candidates}
+    for c in mapped.candidates:
+        assert c.predicted_ms == pytest.approx(rc.scale(by_spec[c.spec]))
+    fastest = min(mapped.candidates, key=lambda c: c.predicted_ms)
+    assert fastest.predicted_ms > by_spec[fastest.spec] * rc.factor * 1.2  # one factor under-predicts it
+    assert "speed map" in rc.describe()
+
+
+def test_select_from_file_carries_the_map_and_falls_back_to_the_factor(tmp_path):
+    from edgekd.latency.profile import save_profile
+
+    prof = profile_with_reference()
+    prof.fingerprint = {}
+    path = tmp_path / "p.json"
+    save_profile(prof, path)
+    sel = select_from_file(path, 1.5, metric="p50", measure_reference=fake(HERE))
+    d = json.loads(json.dumps(sel.to_dict()))["recalibration"]
+    assert d["mapped"] and [p["spec"] for p in d["points"]] == list(HERE)
+    fast = next(c for c in sel.candidates if c.spec == "fam:i=0")
+    assert fast.measured_ms == pytest.approx(0.40)  # stored readings go through the map too
+    # every reference reading the same here: their order is lost, so one factor again
+    flat = select_from_file(path, 1.5, metric="p50", measure_reference=fake(dict.fromkeys(HERE, 1.02)))
+    assert flat.recalibration.speed_map is None and "out of order" in flat.recalibration.describe()
+    assert next(c for c in flat.candidates if c.spec == "fam:i=0").measured_ms == pytest.approx(0.25 * 1.2)
+
+
+def test_a_verification_is_corrected_through_the_map_now_and_at_recalibration():
+    then = SpeedMap.build([(0.1, 0.1), (0.5, 0.5)])
+    now = SpeedMap.build([(0.1, 0.15), (0.5, 0.55)])  # 50 us more per call than at re-calibration
+    x = np.full(100, 0.35)
+    hit = np.zeros(100, bool)
+    hit[::10] = True
+    x[hit] = 5.0  # descheduled samples: left out
+    m = Measurement(stats=LatencyStats.from_samples(x), samples_ms=x, first_inference_ms=0.0, warmup_iters=0,
+                    warmup_s=0.0, disturbed=hit)
+    stats, fixed = correct_mapped(m, now, then)
+    assert fixed.size == 90 and stats.p90 == pytest.approx(0.30)
+    # one factor from the 0.1 ms point (1.5x) would have read it 0.233 ms
+    assert 0.35 / 1.5 < stats.p90 * 0.8
