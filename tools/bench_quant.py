@@ -58,7 +58,8 @@ def compare_int8(onnx_path: Path, x_val, y_val, calib, tmp: Path, input_shape, *
     """Quantize ``onnx_path`` for each INT8 target of PAIRS (skipping a runtime that is missing),
     build its fp32 twin, and measure accuracy on (x_val, y_val) and p50/p90 of all sessions in
     interleaved rounds. ``agreement``: also the fraction of val samples whose INT8 top-1 matches
-    fp32. Returns what print_int8_table prints."""
+    fp32. Returns what print_int8_table prints, and the open sessions and their targets (for a
+    look at what each runtime executes)."""
     import numpy as np
 
     from edgekd.latency.measure import environment_fingerprint, make_inputs
@@ -95,7 +96,8 @@ def compare_int8(onnx_path: Path, x_val, y_val, calib, tmp: Path, input_shape, *
     envs = {n: environment_fingerprint(specs[n], s, shape) for n, s in sessions.items()}
     settings = specs[next(iter(specs))].measure.model_copy(update={"min_time_s": min_time})
     stats = measure_pair(sessions, inputs, settings, rounds=rounds, environments=envs)
-    return {"acc": acc, "agree": agree, "sizes": sizes, "stats": stats, "envs": envs}
+    return {"acc": acc, "agree": agree, "sizes": sizes, "stats": stats, "envs": envs,
+            "sessions": sessions, "specs": specs}
 
 
 def print_int8_table(result: dict) -> None:
