@@ -102,8 +102,8 @@ def run(args) -> int:
         eps = epsilon(prof, args.metric)
         rc = recalibrate(prof, target=target) if args.recal else None
         f = rc.factor if rc else 1.0
-        scale = rc.scale if rc else (lambda ms: ms)
-        unscale = rc.speed_map.invert if rc and rc.speed_map else (lambda ms: ms / f)
+        scale = rc.scaler(args.metric) if rc else (lambda ms: ms)
+        unscale = rc.metric_map(args.metric).invert if rc and rc.metric_map(args.metric) else (lambda ms: ms / f)
         if rc:
             print(f"# {rc.describe()}")
         elif args.recal:

@@ -47,20 +47,35 @@ class Recalibration:
     # every reference model read here, by stored time: ((spec, stored p50 ms, p50 here ms), ...);
     # the profile's fastest and slowest whole models beside its reference (empty: the factor alone)
     points: tuple = ()
+    # the same models' p90s, (spec, stored p90 ms, p90 here ms) (undisturbed samples): a busy
+    # machine widens a short model's tail more than a long one's
+    points_p90: tuple = ()
 
     @property
     def speed_map(self) -> SpeedMap | None:
         """The map predictions go through (None: they are multiplied by ``factor``)."""
         return SpeedMap.build([(st, here) for _, st, here in self.points]) if len(self.points) > 1 else None
 
-    def scale(self, ms: float) -> float:
-        """A stored latency (a prediction, a stored reading) as it reads on this machine."""
-        m = self.speed_map
+    def metric_map(self, metric: str = "p50") -> SpeedMap | None:
+        """The map for predictions of ``metric``: the p90 points' for p90 (when they make one),
+        else speed_map."""
+        tail = SpeedMap.build([(st, h) for _, st, h in self.points_p90]) if (
+            metric == "p90" and len(self.points_p90) > 1) else None
+        return tail or self.speed_map
+
+    def scale(self, ms: float, metric: str = "p50") -> float:
+        """A stored latency of ``metric`` (a prediction, a stored reading) as it reads on this machine."""
+        m = self.metric_map(metric)
         return m.apply(ms) if m is not None else ms * self.factor
+
+    def scaler(self, metric: str) -> Callable[[float], float]:
+        """scale for one metric (select_student's ``scale``)."""
+        return lambda ms: self.scale(ms, metric)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["points"] = [{"spec": sp, "stored_p50_ms": st, "here_p50_ms": h} for sp, st, h in self.points]
+        d["points_p90"] = [{"spec": sp, "stored_p90_ms": st, "here_p90_ms": h} for sp, st, h in self.points_p90]
         d["mapped"] = self.speed_map is not None
         return d
 
@@ -71,8 +86,11 @@ class Recalibration:
             return text + f", so predictions are scaled by {self.factor:.3f}" + (
                 " (its fastest and slowest models read out of order here)" if len(self.points) > 1 else "")
         pts = "; ".join(f"{st:.4f} -> {h:.4f} ms ({h / st:.3f}x)" for _, st, h in self.points)
-        return (text + f" (factor {self.factor:.3f}); with its fastest and slowest models, predictions go "
-                f"through the speed map {pts} (linear between)")
+        text += (f" (factor {self.factor:.3f}); with its fastest and slowest models, predictions go "
+                 f"through the speed map {pts} (p50, linear between)")
+        if self.metric_map("p90") is not self.speed_map:
+            text += "; p90s through " + "; ".join(f"{st:.4f} -> {h:.4f} ms" for _, st, h in self.points_p90)
+        return text
 
 
 def stored_reference_p50(profile: Profile) -> float | None:
@@ -85,13 +103,22 @@ def stored_reference_p50(profile: Profile) -> float | None:
     return float(np.median(vals)) if vals else None
 
 
-def undisturbed_p50(m) -> float:
-    """The median of a Measurement's samples during which the process was not descheduled
-    (all of them when fewer than half are)."""
+def undisturbed_p50(m, q: float = 50.0) -> float:
+    """The median (``q``: that percentile) of a Measurement's samples during which the process
+    was not descheduled (all of them when fewer than half are)."""
     x = np.asarray(m.samples_ms, dtype=np.float64)
     if m.disturbed is not None and (~m.disturbed).sum() * 2 >= x.size:
         x = x[~m.disturbed]
-    return float(np.median(x))
+    return float(np.percentile(x, q))
+
+
+def stored_reference_p90(profile: Profile) -> float | None:
+    """stored_reference_p50's p90 twin."""
+    from .cost import quiet_readings
+
+    refs = [m.reference_quiet if quiet_readings(profile) else m.reference for m in profile.models]
+    vals = [r.p90 for r in refs if r is not None and r.p90 > 0]
+    return float(np.median(vals)) if vals else None
 
 
 def reference_points(profile: Profile, stored_ref: float) -> list[tuple[str, float]]:
@@ -139,8 +166,18 @@ def recalibrate(profile: Profile, *, target=None, settings=None,
     m = ms[specs.index(spec)]
     here = undisturbed_p50(m)
     points = tuple((s, st, undisturbed_p50(x)) for (s, st), x in zip(refs, ms)) if len(refs) > 1 else ()
+    tails = ()
+    if points:
+        from .cost import model_latency
+
+        by_spec = {m.spec: m for m in profile.models}
+        stored90 = [stored_reference_p90(profile) if s == spec else model_latency(profile, by_spec[s], "p90")
+                    for s, _ in refs]
+        if all(v is not None and v > 0 for v in stored90):
+            tails = tuple((s, float(st), undisturbed_p50(x, 90.0)) for (s, _), st, x in zip(refs, stored90, ms))
     return Recalibration(factor=here / stored, here_p50_ms=here, stored_p50_ms=stored, reference=spec,
-                         profile=profile.label, n=int(m.stats.n), disturbed=int(m.stats.disturbed), points=points)
+                         profile=profile.label, n=int(m.stats.n), disturbed=int(m.stats.disturbed), points=points,
+                         points_p90=tails)
 
 
 def _measure_together(profile: Profile, specs: list, target, settings) -> list:

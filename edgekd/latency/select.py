@@ -311,7 +311,7 @@ def select_from_file(path: "str | Path", budget_ms: float, *, strict: bool = Fal
                                                          target=kwargs.get("target"))
     try:
         sel = select_student(profile, budget_ms, speed_factor=rc.factor if rc else 1.0,
-                             scale=rc.scale if rc else None, **kwargs)
+                             scale=rc.scaler(kwargs.get("metric", "p90")) if rc else None, **kwargs)
     finally:
         if own is not None:
             own.close()

@@ -100,3 +100,21 @@ def test_a_verification_is_corrected_through_the_map_now_and_at_recalibration():
     assert fixed.size == 90 and stats.p90 == pytest.approx(0.30)
     # one factor from the 0.1 ms point (1.5x) would have read it 0.233 ms
     assert 0.35 / 1.5 < stats.p90 * 0.8
+
+
+def test_p90_predictions_go_through_the_p90_points():
+    prof = profile_with_reference()
+    tail = {"fam:i=0": 0.40, "fam:i=2": 1.02, "fam:i=5": 1.94}
+
+    def measure(spec):  # the short model's tail widened here: a fifth of its samples 1.5x
+        x = np.full(100, tail[spec])
+        if spec == "fam:i=0":
+            x[::5] *= 1.5
+        return Measurement(stats=LatencyStats.from_samples(x), samples_ms=x, first_inference_ms=0.0,
+                           warmup_iters=0, warmup_s=0.0, disturbed=np.zeros(100, bool))
+
+    rc = recalibrate(prof, measure=measure)
+    assert rc.scale(0.25, "p50") == pytest.approx(0.40)
+    assert rc.scale(0.25, "p90") == pytest.approx(0.60) and rc.scaler("p90")(1.85) == pytest.approx(1.94)
+    sel = select_student(prof, 3.0, metric="p90", scale=rc.scaler("p90"))
+    assert next(c for c in sel.candidates if c.spec == "fam:i=0").predicted_ms == pytest.approx(0.60)
