@@ -125,6 +125,7 @@ def run(args) -> int:
                                      verify=True, measure=measure, speed_factor=f, scale=scale)
             except EdgeKDError as exc:
                 print(f"{b:9.3f}  {'-':60s} {'':8s} {'':8s} {'':11s} {'':5s}  error: {exc.one_line()[:80]}")
+                print(f"#   {exc.one_line()}")
                 continue
             c = sel.chosen
             ratio = c.verified_ms / b

@@ -56,12 +56,14 @@ class Recalibration:
         """The map predictions go through (None: they are multiplied by ``factor``)."""
         return SpeedMap.build([(st, here) for _, st, here in self.points]) if len(self.points) > 1 else None
 
+    @property
+    def tail_map(self) -> SpeedMap | None:
+        """The map the p90 points make (None: they make none)."""
+        return SpeedMap.build([(st, h) for _, st, h in self.points_p90]) if len(self.points_p90) > 1 else None
+
     def metric_map(self, metric: str = "p50") -> SpeedMap | None:
-        """The map for predictions of ``metric``: the p90 points' for p90 (when they make one),
-        else speed_map."""
-        tail = SpeedMap.build([(st, h) for _, st, h in self.points_p90]) if (
-            metric == "p90" and len(self.points_p90) > 1) else None
-        return tail or self.speed_map
+        """The map for predictions of ``metric``: tail_map for p90 (when there is one), else speed_map."""
+        return (self.tail_map if metric == "p90" else None) or self.speed_map
 
     def scale(self, ms: float, metric: str = "p50") -> float:
         """A stored latency of ``metric`` (a prediction, a stored reading) as it reads on this machine."""
@@ -88,7 +90,7 @@ class Recalibration:
         pts = "; ".join(f"{st:.4f} -> {h:.4f} ms ({h / st:.3f}x)" for _, st, h in self.points)
         text += (f" (factor {self.factor:.3f}); with its fastest and slowest models, predictions go "
                  f"through the speed map {pts} (p50, linear between)")
-        if self.metric_map("p90") is not self.speed_map:
+        if self.tail_map is not None:
             text += "; p90s through " + "; ".join(f"{st:.4f} -> {h:.4f} ms" for _, st, h in self.points_p90)
         return text
 
@@ -234,13 +236,26 @@ def verify_settings(profile: Profile, target) -> "MeasureSettings":  # noqa: F82
     return measure_settings(target.measure, {"sessions": max(target.measure.sessions, int(stored))})
 
 
+def _tail_corrected(rc: Recalibration, m, refs) -> float | None:
+    """A verification's p90 (undisturbed samples) through the references' p90s: read back to
+    the stored scale through the map their p90s make now, then to this machine at
+    re-calibration through rc's p90 map (a busy machine's tail moves from one moment to the
+    next, and the references' tails move with the model's). None without p90 maps."""
+    then = rc.tail_map
+    if then is None or len(rc.points_p90) != len(refs):
+        return None
+    now = SpeedMap.build([(st, undisturbed_p50(r, 90.0)) for (_, st, _), r in zip(rc.points_p90, refs)])
+    return None if now is None else float(then.apply(now.invert(undisturbed_p50(m, 90.0))))
+
+
 def make_corrected_measure(profile: Profile, metric: str, rc: Recalibration, *, target=None,
                            work_dir: "str | Path | None" = None) -> Callable[[str], tuple[float, float]]:
     """measure(spec) -> (corrected, raw) ``metric`` in ms: the candidate measured on the target in
     alternation with the profile's reference models (held loaded: rc's points, else its reference
-    alone), corrected to the speed they showed at re-calibration: through the speed map they
-    give now and the one at re-calibration (latency.drift.correct_mapped), else by the reference's
-    factor round by round (latency.drift.correct). Close it with ``measure.close()``."""
+    alone), corrected to the speed they showed at re-calibration: a p90 through their p90s now
+    and then (_tail_corrected), else through the speed map they give now and the one at
+    re-calibration (latency.drift.correct_mapped), else by the reference's factor round by round
+    (latency.drift.correct). Close it with ``measure.close()``."""
     from ..backends import require_backend
     from ..models import build_model, input_shape
     from .measure import close_session, measure_opened_together
@@ -264,6 +279,9 @@ def make_corrected_measure(profile: Profile, metric: str, rc: Recalibration, *, 
             (m, *refs), _ = measure_opened_together([opened], target, settings, held=held)
         now = None if then is None else SpeedMap.build(
             [(st, undisturbed_p50(r)) for (_, st, _), r in zip(rc.points, refs)])
+        tail = _tail_corrected(rc, m, refs) if metric == "p90" and now is not None else None
+        if tail is not None:
+            return tail, m.stats.metric(metric)
         if now is not None:
             fixed, _ = correct_mapped(m, now, then, confidence=settings.confidence,
                                       unstable_iqr=settings.unstable_iqr)

@@ -118,3 +118,21 @@ def test_p90_predictions_go_through_the_p90_points():
     assert rc.scale(0.25, "p90") == pytest.approx(0.60) and rc.scaler("p90")(1.85) == pytest.approx(1.94)
     sel = select_student(prof, 3.0, metric="p90", scale=rc.scaler("p90"))
     assert next(c for c in sel.candidates if c.spec == "fam:i=0").predicted_ms == pytest.approx(0.60)
+
+
+def test_a_verified_p90_is_read_back_through_the_references_p90s_now_and_then():
+    from edgekd.latency.recalibrate import Recalibration, _tail_corrected
+
+    pts = (("s", 0.05, 0.07), ("r", 0.15, 0.18), ("l", 0.6, 0.66))
+    rc = Recalibration(factor=1.2, here_p50_ms=0.18, stored_p50_ms=0.15, reference="r", profile="p",
+                       points=pts, points_p90=(("s", 0.055, 0.09), ("r", 0.17, 0.21), ("l", 0.65, 0.70)))
+    assert rc.tail_map is not None and "p90s through" in rc.describe()
+
+    def meas(p90):  # 90 samples at 1.0 x p90 / 1.2, 10 at p90 x 1.5
+        x = np.concatenate([np.full(85, p90 / 1.2), np.full(5, p90), np.full(10, p90 * 1.5)])
+        return Measurement(stats=LatencyStats.from_samples(x), samples_ms=x, first_inference_ms=0.0,
+                           warmup_iters=0, warmup_s=0.0, disturbed=np.zeros(100, bool))
+    # now every tail is 1.3x what it was at re-calibration: a model whose p90 read 0.117 then reads it
+    got = _tail_corrected(rc, meas(0.09 * 1.3), [meas(0.09 * 1.3), meas(0.21 * 1.3), meas(0.70 * 1.3)])
+    assert got == pytest.approx(0.09, rel=0.02)
+    assert _tail_corrected(Recalibration(1.2, 0.18, 0.15, "r", "p", points=pts), meas(0.1), []) is None
