@@ -29,17 +29,23 @@ from .common import emit_json, json_option
               help="Also consider variants of the profiled candidates (e.g. other depths) whose "
                    "blocks are all in the profile.")
 @click.option("--max-size-kb", type=float, default=None,
-              help="Size budget (KB): exclude candidates whose artifact, estimated from params and the "
-                   "target's precision, is over it. Peak memory is checked by verify/gate (--max-peak-mb).")
+              help="Size budget (KB): exclude candidates whose artifact is over it (measured by the profile, "
+                   "else predicted from its fit; a profile that measured none: estimated from params).")
+@click.option("--max-peak-mb", type=float, default=None,
+              help="Peak memory budget (MB) of one inference: exclude candidates whose peak, measured by the "
+                   "profile or predicted from its fit, is over it (a profile that measured none: not judged).")
 @json_option
-def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_specs, derive, max_size_kb, as_json):
+def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_specs, derive, max_size_kb,
+               max_peak_mb, as_json):
     """Pick the student with the most capacity (params) whose predicted latency is at or under
     BUDGET / (1 + eps), eps being the profile's p95 relative prediction error.
 
     A budget below every candidate is an error (exit 2) that names the smallest reachable
-    latency. --max-size-kb excludes candidates by estimated artifact size (params x bytes per
-    parameter of the target's precision + the format's overhead); below every candidate it is
-    an error (exit 2) naming the smallest reachable size. With --verify, a pick that misses when measured is replaced by the next faster
+    latency. --max-size-kb and --max-peak-mb exclude candidates by artifact size and peak memory:
+    the figures the profile measured, else predicted from lines fitted to them (with the fit's
+    worst error as margin); a profile made before memory was measured estimates the size from
+    params and leaves the peak to verify. A memory budget below every candidate is an error
+    (exit 2) naming the smallest reachable figure. With --verify, a pick that misses when measured is replaced by the next faster
     one (exit 1 when none meets the budget); a pick that meets it with room to spare is followed
     by up to three larger candidates, predicted with the pick's measured/predicted ratio, and
     the largest one measured under the budget is kept.
@@ -67,7 +73,8 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_spe
     sel = select_from_file(profile_path, budget_ms, strict=strict,
                            on_warning=lambda msg: click.echo(f"edgekd: warning: {msg}", err=True),
                            metric=metric, extra_specs=extra_specs, derive=derive, verify=verify,
-                           on_attempt=on_attempt, recalibrate_here=recal, max_size_kb=max_size_kb)
+                           on_attempt=on_attempt, recalibrate_here=recal, max_size_kb=max_size_kb,
+                           max_peak_mb=max_peak_mb)
     if as_json:
         emit_json(sel.to_dict())
         return
@@ -80,27 +87,37 @@ def _print_table(sel) -> None:
 
     t = Table(title=f"{sel.metric} budget {sel.budget_ms:g} ms, eps {sel.epsilon:.1%}: predicted limit "
                     f"{sel.limit_ms:.3f} ms")
+    mem = any(c.size_kb is not None for c in sel.candidates)
     for col, just in (("spec", "left"), ("params", "right"), ("MMACs", "right"),
                       (f"predicted {sel.metric} ms", "right"), (f"profiled {sel.metric} ms", "right"),
-                      ("verified ms", "right"), ("", "left")):
+                      ("verified ms", "right"), *((("size KB", "right"), ("peak MB", "right")) if mem else ()),
+                      ("", "left")):
         t.add_column(col, justify=just, no_wrap=True)
     for c in sel.neighbours(3):
         mark = "[bold green]selected[/]" if c.spec == sel.chosen.spec else ("fits" if c.fits else "over")
         if c.over_memory:
-            mark += f" (size ~{c.size_kb:.0f} KB)"
+            mark += " (memory)"
         if c.derived:
             mark += " (derived)"
+        figures = (_figure(c.size_kb, 1, c.size_from), _figure(c.peak_mb, 2, c.peak_from)) if mem else ()
         t.add_row(c.spec, f"{c.params:,}", f"{c.macs / 1e6:.2f}", f"{c.predicted_ms:.4f}",
                   "" if c.measured_ms is None else f"{c.measured_ms:.4f}",
-                  "" if c.verified_ms is None else f"{c.verified_ms:.4f}", mark)
+                  "" if c.verified_ms is None else f"{c.verified_ms:.4f}", *figures, mark)
     import sys
 
     con = Console() if sys.stdout.isatty() else Console(width=200)
     con.print(t)
     if sel.recalibration is not None:
         con.print(sel.recalibration.describe())
+    if mem:
+        con.print("size / peak: m measured by the profile, p predicted from its fit, e estimated from params")
     if sel.memory_note:
-        con.print(sel.memory_note)
+        con.print(sel.memory_note, markup=False)
     con.print(f"selected: [bold]{sel.chosen.spec}[/] ({sel.chosen.params:,} params)"
               + (f", measured {sel.chosen.verified_ms:.4f} ms ({sel.judged} figure judged)"
                  if sel.chosen.verified_ms is not None else ""))
+
+
+def _figure(value, digits: int, source: str) -> str:
+    """'48.1 m': the figure and the first letter of where it comes from (measured, predicted, estimated)."""
+    return "" if value is None else f"{value:.{digits}f} {source[:1]}"

@@ -36,6 +36,9 @@ class Measurement:
     # per sample: the round of alternating slices it was taken in (latency.drift pairs a model's
     # slice with the reference's slices of the same rounds); None: not recorded
     rounds: np.ndarray | None = None
+    # the artifact that was loaded and measured (pieces.measure_onnx_together sets it: the profiler
+    # measures its size and peak memory); None: not kept
+    artifact: object | None = None
 
 
 def involuntary_switches() -> int:

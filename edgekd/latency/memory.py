@@ -143,8 +143,7 @@ def _peak_in_child(artifact: Any, target: Any, input_shape: tuple) -> tuple[int 
 
     from ..errors import BadInputError
 
-    job = {"path": str(artifact.path), "extra_paths": [str(p) for p in artifact.extra_paths],
-           "format": artifact.format, "target": target.model_dump(mode="json"), "shape": list(input_shape)}
+    job = {**_job(artifact, input_shape), "target": target.model_dump(mode="json")}
     proc = subprocess.run([sys.executable, "-m", "edgekd.latency.memory"], input=json.dumps(job),
                           capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
@@ -155,14 +154,69 @@ def _peak_in_child(artifact: Any, target: Any, input_shape: tuple) -> tuple[int 
     return out["peak_bytes"], out["source"] + " (fresh process)", out["planned_arena_bytes"]
 
 
-def measure_memory(artifact: Any, target: Any, input_shape: tuple, *, load: Callable[[], Any] | None = None
-                   ) -> MemoryUse:
+def _job(artifact: Any, input_shape: tuple) -> dict:
+    return {"path": str(artifact.path), "extra_paths": [str(p) for p in artifact.extra_paths],
+            "format": artifact.format, "shape": list(input_shape)}
+
+
+class PeakProcess:
+    """One process that has imported ``target``'s runtime and nothing else, measuring each
+    artifact in a fork of itself: the same state as a fresh process (_peak_in_child) for every
+    model, without importing the runtime again per model (seconds each for ExecuTorch, which
+    imports torch). The profiler holds one per run; ``close()`` ends it."""
+
+    def __init__(self, target: Any):
+        self.target = target
+        self.proc = None
+        self.err = None
+
+    def measure(self, artifact: Any, input_shape: tuple) -> tuple[int | None, str, int | None]:
+        import json
+        import subprocess
+        import tempfile
+
+        from ..errors import BadInputError
+
+        if self.proc is None:
+            self.err = tempfile.TemporaryFile()
+            self.proc = subprocess.Popen([sys.executable, "-m", "edgekd.latency.memory", "--serve"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+            self.proc.stdin.write(json.dumps(self.target.model_dump(mode="json")) + "\n")
+        try:
+            self.proc.stdin.write(json.dumps(_job(artifact, input_shape)) + "\n")
+            self.proc.stdin.flush()
+            out = json.loads(self.proc.stdout.readline() or "{}")
+        except (OSError, ValueError):
+            out = {}
+        if "peak_bytes" not in out:
+            self.err.seek(0)
+            why = out.get("error") or ([ln for ln in self.err.read().decode(errors="replace").splitlines()
+                                        if ln.strip()] or ["no output"])[-1][:200]
+            self.close()
+            raise BadInputError(f"measuring the peak memory of {Path(artifact.path).name} failed: {why}")
+        return out["peak_bytes"], out["source"] + " (fresh process, forked after the runtime's import)", \
+            out["planned_arena_bytes"]
+
+    def close(self) -> None:
+        if self.proc is not None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except Exception:  # noqa: BLE001 - ending it is all that is left to do
+                self.proc.kill()
+            self.err.close()
+            self.proc = None
+
+
+def measure_memory(artifact: Any, target: Any, input_shape: tuple, *, load: Callable[[], Any] | None = None,
+                   peaks: PeakProcess | None = None) -> MemoryUse:
     """Size and peak memory of ``artifact`` on ``target``: a fresh session is loaded (through the
     target's backend unless ``load`` is given), run once and closed; a file artifact of a runtime
-    other than torch is measured in a fresh process (``_isolated``)."""
+    other than torch is measured in a fresh process (``_isolated``), or in a fork of ``peaks``."""
     size, size_of = artifact_size(artifact)
     if load is None and _isolated(artifact, target):
-        peak, source, planned = _peak_in_child(artifact, target, tuple(input_shape))
+        peak, source, planned = (peaks.measure(artifact, tuple(input_shape)) if peaks is not None
+                                 else _peak_in_child(artifact, target, tuple(input_shape)))
         return MemoryUse(size_bytes=size, size_of=size_of, peak_bytes=peak, peak_source=source,
                          planned_arena_bytes=planned)
     if load is None:
@@ -179,25 +233,124 @@ def measure_memory(artifact: Any, target: Any, input_shape: tuple, *, load: Call
                      planned_arena_bytes=planned)
 
 
-def _child() -> None:
-    """`python -m edgekd.latency.memory` with a job on stdin: one load and run, measured."""
+def memory_record(artifact: Any, target: Any, input_shape: tuple, peaks: PeakProcess | None = None) -> dict | None:
+    """measure_memory(...).to_dict() as a profile stores it per whole model, with the seconds it
+    took; None without an artifact; a peak that cannot be measured is None, with the reason in
+    ``peak_source``."""
+    from ..errors import EdgeKDError
+
+    import time
+
+    if artifact is None:
+        return None
+    t0 = time.monotonic()
+    try:
+        out = measure_memory(artifact, target, tuple(input_shape), peaks=peaks).to_dict()
+    except EdgeKDError as exc:
+        size, size_of = artifact_size(artifact)
+        out = MemoryUse(size, size_of, None, f"not measured ({exc.one_line()})").to_dict()
+    return {**out, "elapsed_s": round(time.monotonic() - t0, 3)}
+
+
+def _runtime(target_doc: dict):
+    """(target, backend) in a measuring process, the runtime imported first: its set-up is not the
+    model's memory."""
     import importlib
-    import json
 
     from ..backends import require_backend
-    from ..backends.base import Artifact
     from ..targets import TargetSpec
 
-    job = json.loads(sys.stdin.read())
-    target = TargetSpec.model_validate(job["target"])
+    target = TargetSpec.model_validate(target_doc)
     backend = require_backend(target)
-    if backend.runtime_module:  # imported first: the runtime's set-up is not the model's memory
+    if backend.runtime_module:
         importlib.import_module(backend.runtime_module)
+    return target, backend
+
+
+def _measure_job(job: dict, target, backend) -> dict:
+    from ..backends.base import Artifact
+
     art = Artifact(path=Path(job["path"]), format=job["format"], sha256="",
                    extra_paths=tuple(Path(p) for p in job["extra_paths"]))
     peak, source, session = measure_peak(lambda: backend.load(art, target), tuple(job["shape"]))
-    print(json.dumps({"peak_bytes": peak, "source": source,
-                      "planned_arena_bytes": getattr(session, "planned_arena_bytes", None)}))
+    return {"peak_bytes": peak, "source": source, "planned_arena_bytes": getattr(session, "planned_arena_bytes", None)}
+
+
+def _child() -> None:
+    """`python -m edgekd.latency.memory` with a job on stdin: one load and run, measured."""
+    import json
+
+    job = json.loads(sys.stdin.read())
+    print(json.dumps(_measure_job(job, *_runtime(job["target"]))))
+
+
+def _resident_file_pages() -> list[tuple[int, int]]:
+    """(start, page count) runs of this process's readable file-backed pages that are resident
+    (/proc/self/maps and the present bit of /proc/self/pagemap). A fork's page tables leave such
+    pages out until they are touched again, which would count the runtime's own code as the model's."""
+    import os
+    import struct
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    runs: list[tuple[int, int]] = []
+    with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb", buffering=0) as pm:
+        for line in maps:
+            parts = line.split()
+            if len(parts) < 6 or not parts[5].startswith("/") or "r" not in parts[1]:
+                continue
+            lo, hi = (int(v, 16) for v in parts[0].split("-"))
+            n = (hi - lo) // page
+            data = os.pread(pm.fileno(), 8 * n, 8 * (lo // page))
+            flags = struct.unpack(f"{len(data) // 8}Q", data)
+            start = None
+            for i, f in enumerate(flags + (0,)):
+                if f >> 63 and start is None:
+                    start = i
+                elif not f >> 63 and start is not None:
+                    runs.append((lo + start * page, i - start))
+                    start = None
+    return runs
+
+
+def _touch(runs: list[tuple[int, int]]) -> None:
+    import os
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    for start, n in runs:
+        for i in range(n):
+            ctypes.string_at(start + i * page, 1)
+
+
+def _serve() -> None:
+    """`python -m edgekd.latency.memory --serve` (PeakProcess): the target on the first line of
+    stdin, then one job per line, each measured in a fork of this process; one JSON line out per job."""
+    import json
+    import os
+
+    target, backend = _runtime(json.loads(sys.stdin.readline()))
+    runs = _resident_file_pages()
+    for line in sys.stdin:
+        job = json.loads(line)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the fork: load, run, report, and leave without tearing anything down
+            os.close(r)
+            try:
+                _touch(runs)  # resident again, as in the process forked from: not the model's memory
+                out = _measure_job(job, target, backend)
+            except BaseException as exc:  # noqa: BLE001 - reported to the profiler as one line
+                out = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            os.write(w, json.dumps(out).encode())
+            os._exit(0)
+        os.close(w)
+        chunks = []
+        while chunk := os.read(r, 65536):
+            chunks.append(chunk)
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        text = b"".join(chunks).decode() or json.dumps({"error": f"the measuring process ended with status {status}"})
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
 
 
 def memory_from_dict(d: "Mapping | None") -> MemoryUse | None:
@@ -236,4 +389,4 @@ def budget_results(mem: MemoryUse, max_size_kb: float | None, max_peak_mb: float
 
 
 if __name__ == "__main__":
-    _child()
+    _serve() if sys.argv[1:] == ["--serve"] else _child()

@@ -49,7 +49,10 @@ def measure_onnx_together(models, target, settings, work_dir: Path, held=()):
     """Open ONNX files (or _piece modules) ``[(path, sample_shape), ...]`` on ``target`` and measure them in
     alternation (measure.measure_interleaved), so that their differences are free of the
     machine's drift: (one Measurement per file, then one per ``held`` model (already open, kept
-    open; measure.measure_opened_together), environment fingerprint of the first)."""
+    open; measure.measure_opened_together), environment fingerprint of the first). A file's
+    Measurement carries the artifact built for it (``artifact``; its files stay in ``work_dir``)."""
+    from dataclasses import replace
+
     from ..deploy import open_model, open_module
     from .measure import close_session, measure_opened_together
 
@@ -65,7 +68,8 @@ def measure_onnx_together(models, target, settings, work_dir: Path, held=()):
         for o in openeds:
             close_session(o.session)
         raise
-    return measure_opened_together(openeds, target, settings, held=held)
+    ms, env = measure_opened_together(openeds, target, settings, held=held)
+    return [replace(m, artifact=o.artifact) for m, o in zip(ms, openeds)] + ms[len(openeds):], env
 
 
 def open_reference(module, sample_shape: tuple, target, work_dir: Path):

@@ -26,6 +26,7 @@ from .pieces import (MAX_COPIES, _overhead_module, cold_copies, l2_bytes,  # noq
                      measure_block, measure_module, measure_onnx, measure_pair, measure_with_reference,
                      open_reference)
 from .measure import SLICE_S, close_session
+from .memory import RSS_SOURCE, PeakProcess, memory_record
 from .stats import LatencyStats
 from .cost import QUIET_MIN
 from .fit import calibration_indices, load_profile, save_profile  # noqa: F401 (re-exported)
@@ -219,7 +220,10 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 "quiet": f"beside each whole model and its reference: the samples not descheduled (at least "
                          f"{QUIET_MIN}, else the fastest {QUIET_FRACTION:.0%}); cost.model_latency reads them when "
                          f"most samples were descheduled",
-                "l2_bytes": l2_bytes(), **({} if pairs else {"pairs": "not measured (--no-pairs)"})}
+                "l2_bytes": l2_bytes(), **({} if pairs else {"pairs": "not measured (--no-pairs)"}),
+                "memory": f"per whole model: the size of the artifact measured and the peak memory of one "
+                          f"inference ({RSS_SOURCE}; a file artifact in a fork of a process that has "
+                          f"imported the runtime only: latency.memory.PeakProcess)"}
 
     if out.exists() and not resume:
         raise BadInputError(f"profile {out} already exists",
@@ -285,6 +289,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     ref_spec = prof.protocol["reference"]
     reference = None
     ref_load = uuid.uuid4().hex[:12]
+    peaks = PeakProcess(target)  # whole models' peak memory, each in a fork of one process (latency.memory)
 
     measured: list[str] = []
     base_elapsed = prof.elapsed_s
@@ -326,7 +331,9 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                                               blocks=tuple(g["key"] for g in sigs[name]), latency=m.stats,
                                               input_shape=shape, first_inference_ms=m.first_inference_ms,
                                               measured_at=_now(), reference=ref.stats, reference_load=ref_load,
-                                              quiet=quiet_stats(m), reference_quiet=quiet_stats(ref)))
+                                              quiet=quiet_stats(m), reference_quiet=quiet_stats(ref),
+                                              memory=memory_record(getattr(m, "artifact", None), target,
+                                                                    (target.batch, *shape), peaks)))
                 lat = m.stats.p50
             if prof.fingerprint and compare(prof.fingerprint, env):
                 raise BadInputError(f"cannot resume {out}: it was measured in another environment "
@@ -335,20 +342,29 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
             if not prof.fingerprint:
                 prof.fingerprint = {**env, "input_shape": None}
             prof.elapsed_s = base_elapsed + (time.monotonic() - t0)
-            save_profile(prof, out)
+            _save(prof, out, target)
             measured.append(name)
             _rmtree(wd)
             emit(ProfileEvent("measured", what, name, i + 1, len(plan), lat))
     finally:
+        peaks.close()
         if reference is not None:
             close_session(reference.session)
         if tmp_ctx:
             tmp_ctx.cleanup()
     if not plan:  # nothing to measure: still refit and store (e.g. an older predictor's file)
-        save_profile(prof, out)
+        _save(prof, out, target)
     elapsed = time.monotonic() - t0
     emit(ProfileEvent("done", done=len(plan), total=len(plan)))
     return ProfileRun(profile=prof, path=out, measured=measured, skipped=skipped, elapsed_s=elapsed)
+
+
+def _save(prof: Profile, out: Path, target) -> None:
+    """save_profile, with the memory fits and per-candidate figures current (size_estimate)."""
+    from .size_estimate import memory_summary
+
+    prof.memory = memory_summary(prof, target)
+    save_profile(prof, out)
 
 
 def quiet_stats(m) -> "LatencyStats | None":

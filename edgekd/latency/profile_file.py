@@ -49,6 +49,9 @@ class ModelEntry:
     # a loaded machine, where most samples of a long model wait for a CPU); None: not recorded
     quiet: LatencyStats | None = None
     reference_quiet: LatencyStats | None = None
+    # the artifact's size and the peak memory of one inference (latency.memory.MemoryUse.to_dict);
+    # None: profiled before memory was measured
+    memory: dict | None = None
 
     def to_dict(self) -> dict:
         return {"kind": "model", "family": self.family, "spec": self.spec, "params": int(self.params),
@@ -57,7 +60,8 @@ class ModelEntry:
                 "reference": _stats_dict(self.reference) if self.reference else None,
                 "reference_load": self.reference_load, "measured_at": self.measured_at,
                 **({"quiet": _stats_dict(self.quiet)} if self.quiet else {}),
-                **({"reference_quiet": _stats_dict(self.reference_quiet)} if self.reference_quiet else {})}
+                **({"reference_quiet": _stats_dict(self.reference_quiet)} if self.reference_quiet else {}),
+                **({"memory": dict(self.memory)} if self.memory else {})}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "ModelEntry":
@@ -70,7 +74,8 @@ class ModelEntry:
                    reference=LatencyStats.from_dict(ref) if ref else None,
                    reference_load=str(d.get("reference_load") or ""),
                    quiet=LatencyStats.from_dict(d["quiet"]) if d.get("quiet") else None,
-                   reference_quiet=LatencyStats.from_dict(d["reference_quiet"]) if d.get("reference_quiet") else None)
+                   reference_quiet=LatencyStats.from_dict(d["reference_quiet"]) if d.get("reference_quiet") else None,
+                   memory=dict(d["memory"]) if d.get("memory") else None)
 
 
 @dataclass
@@ -162,6 +167,8 @@ class Profile:
     overhead: LatencyStats | None = None
     calibration: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
+    # sizes and peaks fitted to the models' measured ones, per candidate (size_estimate.memory_summary)
+    memory: dict = field(default_factory=dict)
     created: str = ""
     updated: str = ""
     elapsed_s: float = 0.0
@@ -210,6 +217,7 @@ class Profile:
             "overhead_ms": self.overhead_ms if self.overhead is not None else None,
             "overhead_latency": _stats_dict(self.overhead) if self.overhead is not None else None,
             "calibration": self.calibration, "validation": self.validation,
+            **({"memory": self.memory} if self.memory else {}),
             "created": self.created, "updated": self.updated, "elapsed_s": round(self.elapsed_s, 2),
             "entries": entries,
         }
@@ -234,7 +242,7 @@ class Profile:
                    protocol=dict(d.get("protocol") or {}), grid=list(d.get("grid") or []),
                    models=models, blocks=blocks, pairs=pairs, overhead=LatencyStats.from_dict(ov) if ov else None,
                    calibration=dict(d.get("calibration") or {}), validation=dict(d.get("validation") or {}),
-                   created=d.get("created", ""), updated=d.get("updated", ""),
+                   memory=dict(d.get("memory") or {}), created=d.get("created", ""), updated=d.get("updated", ""),
                    elapsed_s=float(d.get("elapsed_s", 0.0)), path=path)
 
 

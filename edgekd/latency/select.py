@@ -35,14 +35,20 @@ class Candidate:
     verified_ms: float | None = None  # measured on the target by verify
     derived: bool = False  # not in the grid: predicted from blocks the profile holds
     verified_raw_ms: float | None = None  # the raw reading when verified_ms is drift-corrected
-    size_kb: float | None = None  # estimated artifact size (size_estimate), set with a size budget
-    over_memory: bool = False  # over the size budget: never picked, not even when stepping up
+    # artifact size and peak memory of one inference (size_estimate.candidate_memory), set with a
+    # memory budget or when the profile measured them; *_from: measured | predicted | estimated
+    size_kb: float | None = None
+    over_memory: bool = False  # over a memory budget: never picked, not even when stepping up
+    size_from: str = ""
+    peak_mb: float | None = None
+    peak_from: str = ""
 
     def to_dict(self) -> dict:
         return {"spec": self.spec, "params": self.params, "macs": self.macs,
                 "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "fits": self.fits,
                 "verified_ms": self.verified_ms, "verified_raw_ms": self.verified_raw_ms,
-                "derived": self.derived, "size_kb": self.size_kb, "over_memory": self.over_memory}
+                "derived": self.derived, "size_kb": self.size_kb, "size_from": self.size_from or None,
+                "peak_mb": self.peak_mb, "peak_from": self.peak_from or None, "over_memory": self.over_memory}
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,13 @@ class Selection:
     # which figure verified_ms is: "raw", or "corrected" (to the speed at re-calibration)
     judged: str = "raw"
     max_size_kb: float | None = None
-    memory_note: str = ""  # how many candidates the size budget excluded, and why
+    memory_note: str = ""  # how many candidates the memory budgets excluded, and why
+    max_peak_mb: float | None = None
+    memory_fit: dict = field(default_factory=dict)  # size_estimate.fit_memory of the profile
 
     def to_dict(self) -> dict:
-        return {"max_size_kb": self.max_size_kb, "memory_note": self.memory_note, "budget_ms": self.budget_ms, "metric": self.metric, "epsilon": self.epsilon,
+        return {"max_size_kb": self.max_size_kb, "max_peak_mb": self.max_peak_mb, "memory_note": self.memory_note,
+                "memory_fit": self.memory_fit, "budget_ms": self.budget_ms, "metric": self.metric, "epsilon": self.epsilon,
                 "limit_ms": self.limit_ms, "chosen": self.chosen.to_dict(), "verified": self.verified,
                 "attempts": [a.to_dict() for a in self.attempts], "profile": self.profile,
                 "candidates": [c.to_dict() for c in self.candidates], "warnings": list(self.warnings),
@@ -184,7 +193,7 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
                    on_attempt: Callable[[Candidate], None] | None = None,
                    headroom: float = 0.05, max_up: int = 3, speed_factor: float = 1.0,
                    scale: Callable[[float], float] | None = None,
-                   max_size_kb: float | None = None) -> Selection:
+                   max_size_kb: float | None = None, max_peak_mb: float | None = None) -> Selection:
     """The max-capacity candidate predicted at or under ``budget_ms / (1 + eps)``.
 
     Candidates: the profile's whole-model entries, ``extra_specs``, and with ``derive`` the
@@ -195,9 +204,11 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
     faster pick is tried; once one meets it, larger candidates are tried as the module docstring
     says (``max_up=0``: never). ``speed_factor`` (a re-calibration's) multiplies every
     prediction and stored reading first; ``scale`` (a re-calibration's speed map,
-    Recalibration.scale), when given, maps them instead. ``max_size_kb``: candidates whose estimated artifact
-    size on the target (size_estimate) is over it are never picked.
-    BadInputError when the budget (or the size budget) is below every candidate; VerdictError when verification
+    Recalibration.scale), when given, maps them instead. ``max_size_kb`` / ``max_peak_mb``: candidates whose
+    artifact size / peak memory on the target is over it are never picked: as measured by the
+    profile, else predicted from its fit with the fit's worst error as margin, else (size; a
+    profile that measured none) estimated from params (size_estimate).
+    BadInputError when a budget is below every candidate; VerdictError when verification
     finds no candidate that meets it.
     """
     if not budget_ms > 0:
@@ -209,14 +220,18 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
     cands = [replace(c, predicted_ms=sc(c.predicted_ms), fits=sc(c.predicted_ms) <= limit,
                      measured_ms=None if c.measured_ms is None else sc(c.measured_ms))
              for c in candidates(profile, metric, extra_specs, derive)]
-    note = ""
-    if max_size_kb is not None:
-        cands, note = _size_budget(profile, cands, max_size_kb, target)
+    note, fits = "", {}
+    budgets = max_size_kb is not None or max_peak_mb is not None
+    if budgets or any(m.memory for m in profile.models):
+        cands, note, fits = _memory_budget(profile, cands, max_size_kb, max_peak_mb, target)
     chosen = _pick(cands)
     if chosen is None:
-        if note and any(c.predicted_ms <= limit for c in cands):
-            raise BadInputError(f"no candidate of {profile.label} meets both {budget_ms:g} ms ({metric}) and "
-                                f"--max-size-kb {max_size_kb:g}: {note}",
+        if budgets and any(c.predicted_ms <= limit for c in cands):
+            given = " and ".join(f"{o} {v:g}" for o, v in (("--max-size-kb", max_size_kb),
+                                                            ("--max-peak-mb", max_peak_mb)) if v is not None)
+            both = "all of" if max_size_kb is not None and max_peak_mb is not None else "both"
+            raise BadInputError(f"no candidate of {profile.label} meets {both} {budget_ms:g} ms ({metric}) and "
+                                f"{given}: {note}",
                                 hint="raise one of the budgets, or use INT8 (an *-int8 target)")
         raise BadInputError(too_small_message(profile, budget_ms, metric, eps, cands))
     attempts: list[Candidate] = []
@@ -246,33 +261,48 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
                      candidates=tuple(cands), attempts=tuple(attempts), verified=bool(verify),
                      profile=profile.label, speed_factor=f,
                      judged="corrected" if any(a.verified_raw_ms is not None for a in attempts) else "raw",
-                     max_size_kb=max_size_kb, memory_note=note)
+                     max_size_kb=max_size_kb, memory_note=note, max_peak_mb=max_peak_mb, memory_fit=fits)
 
 
-def _size_budget(profile: Profile, cands: list, max_size_kb: float, target) -> tuple[list, str]:
-    """The candidates with their estimated size, those over ``max_size_kb`` marked; a note of
-    how many; BadInputError naming the smallest reachable size when every one is over."""
-    from ..targets import load_target
+def _memory_budget(profile: Profile, cands: list, max_size_kb: float | None, max_peak_mb: float | None,
+                   target) -> tuple[list, str, dict]:
+    """The candidates with their size and peak (size_estimate.candidate_memory), those over a
+    budget marked (a predicted figure judged with its fit's worst error added); a note of how
+    many and from what; the fits. BadInputError naming the smallest reachable figure when a
+    budget excludes every candidate."""
     from .memory import check_budget_values
-    from .profile import profile_target
-    from .size_estimate import estimate_size_bytes
+    from .size_estimate import block_keys, candidate_memory, describe_figure, fit_memory, memory_note, memory_target
 
-    check_budget_values(max_size_kb, None)
-    spec = profile_target(profile) if target is None else load_target(target)
-    out = []
+    check_budget_values(max_size_kb, max_peak_mb)
+    spec, prof, why = memory_target(profile, target)
+    fits = fit_memory(prof, spec)
+    out, errs, n_over = [], {}, {"size": 0, "peak": 0}
     for c in cands:
-        kb = estimate_size_bytes(c.params, spec) / 1024.0
-        out.append(replace(c, size_kb=kb, over_memory=kb > max_size_kb, fits=c.fits and kb <= max_size_kb))
-    over = [c for c in out if c.over_memory]
-    if len(over) == len(out):
+        f = errs[c.spec] = candidate_memory(prof, fits, c.spec, c.params, block_keys(profile, c.spec), spec)
+        kb, mb = f.size_bytes / 1024.0, None if f.peak_bytes is None else f.peak_bytes / 2.0 ** 20
+        over_size = max_size_kb is not None and kb * (1 + f.size_error) > max_size_kb
+        over_peak = max_peak_mb is not None and mb is not None and mb * (1 + f.peak_error) > max_peak_mb
+        n_over["size"] += over_size
+        n_over["peak"] += over_peak
+        out.append(replace(c, size_kb=kb, size_from=f.size_from, peak_mb=mb, peak_from=f.peak_from,
+                           over_memory=over_size or over_peak, fits=c.fits and not (over_size or over_peak)))
+    if max_size_kb is not None and all(c.size_kb * (1 + errs[c.spec].size_error) > max_size_kb for c in out):
         small = min(out, key=lambda c: c.size_kb)
         raise BadInputError(f"--max-size-kb {max_size_kb:g} is below every candidate of {profile.family} in "
-                            f"{profile.label} on {spec.name}: the smallest reachable is {small.size_kb:.1f} KB "
-                            f"estimated ({small.spec}, {small.params:,} params)",
+                            f"{profile.label} on {spec.name}: the smallest reachable is "
+                            f"{describe_figure(small.size_kb, 'KB', small.size_from, errs[small.spec].size_error, 1)} "
+                            f"({small.spec}, {small.params:,} params)",
                             hint="raise --max-size-kb, use INT8 (an *-int8 target), or a smaller family")
-    note = (f"{len(over)} of {len(out)} candidates excluded: estimated size over {max_size_kb:g} KB on {spec.name} "
-            f"(params x bytes per parameter + the format's overhead; verify measures the artifact)")
-    return out, note
+    peaks = [c for c in out if c.peak_mb is not None]
+    if max_peak_mb is not None and peaks and all(c.peak_mb * (1 + errs[c.spec].peak_error) > max_peak_mb
+                                                 for c in peaks):
+        small = min(peaks, key=lambda c: c.peak_mb)
+        raise BadInputError(f"--max-peak-mb {max_peak_mb:g} is below every candidate of {profile.family} in "
+                            f"{profile.label} on {spec.name}: the smallest reachable is "
+                            f"{describe_figure(small.peak_mb, 'MB', small.peak_from, errs[small.spec].peak_error, 2)} "
+                            f"({small.spec}, {small.params:,} params)",
+                            hint="raise --max-peak-mb, or use a smaller family or a runtime with a smaller footprint")
+    return out, memory_note(out, n_over, max_size_kb, max_peak_mb, fits, spec, why), fits
 
 
 def _measured(c: Candidate, measure) -> Candidate:

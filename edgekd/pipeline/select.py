@@ -35,7 +35,7 @@ def select_stage(ctx: Context) -> SelectResult:
     note = None
     try:
         sel = select_student(_only(profile, at_res), cfg.budget_ms, metric=cfg.metric, verify=True,
-                             target=ctx.plan.target, max_size_kb=cfg.max_size_kb)
+                             target=ctx.plan.target, max_size_kb=cfg.max_size_kb, max_peak_mb=cfg.max_peak_mb)
         needs = False
     except (BadInputError, VerdictError) as exc:
         if cfg.prune == "off":

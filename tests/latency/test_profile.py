@@ -244,6 +244,7 @@ def test_tiny_grid_on_ort_cpu(run_cli, tmp_path):
     assert d["protocol"]["block"]["sessions"] == P.BLOCK_SESSIONS > 1
     assert d["fingerprint"]["runtime"] == "onnxruntime" and d["overhead_ms"] > 0
     assert all(m.latency.n >= 20 and m.params > 0 and m.macs > 0 for m in prof.models)
+    assert all(m.memory["size_bytes"] > 0 and m.memory["peak_bytes"] > 0 for m in prof.models)  # size, peak
     # every model read alongside the one reference load (the middle candidate), really measured
     assert d["protocol"]["reference"] == TINY[1]
     assert len({m.reference_load for m in prof.models}) == 1
