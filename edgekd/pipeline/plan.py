@@ -30,8 +30,10 @@ class Plan:
     steps: list[tuple[str, str]] = field(default_factory=list)
 
     def text(self) -> str:
+        mem = ", ".join(f"{what} <= {v:g} {unit}" for what, v, unit in (
+            ("size", self.config.max_size_kb, "KB"), ("peak memory", self.config.max_peak_mb, "MB")) if v is not None)
         lines = [f"plan for {self.config.teacher} -> {self.config.target} at {self.config.budget_ms:g} ms "
-                 f"({self.config.metric}):"]
+                 f"({self.config.metric}){', ' + mem if mem else ''}:"]
         lines += [f"  {i}. {name:<9} {what}" for i, (name, what) in enumerate(self.steps, start=1)]
         return "\n".join(lines)
 
@@ -136,6 +138,7 @@ def make_plan(cfg: CompressConfig) -> Plan:
                             hint="pick a target whose precision is fp16 (e.g. tensorrt-fp16) or --quantize off")
     family, prof, note = cfg.family, None, ""
     steps = []
+    budgets = "budget" if cfg.max_size_kb is None and cfg.max_peak_mb is None else "latency and memory budgets"
     if cfg.student != "auto":
         steps.append(("select", f"student {parse_spec(cfg.student).spec} (given)"))
         family = parse_spec(cfg.student).family
@@ -154,9 +157,9 @@ def make_plan(cfg: CompressConfig) -> Plan:
             family = DEFAULT_FAMILY if cfg.family == "auto" else cfg.family
             steps.append(("select", f"profile the '{cfg.grid}' grid of {family} at the data's resolution "
                                     f"on {target.name} ({note}), then pick the largest student predicted "
-                                    f"under the budget and measure it"))
+                                    f"under the {budgets} and measure it"))
         else:
-            steps.append(("select", f"largest {family} student predicted under the budget in {prof}, "
+            steps.append(("select", f"largest {family} student predicted under the {budgets} in {prof}, "
                                     f"measured on {target.name}"))
     opts = ", ".join(f"{k}={v}" for k, v in cfg.loss_options.items())
     steps.append(("distill", f"{cfg.loss}{f' ({opts})' if opts else ''} from {cfg.teacher} on {cfg.data}, "
@@ -175,6 +178,10 @@ def make_plan(cfg: CompressConfig) -> Plan:
         req.append(f"accuracy >= {cfg.min_accuracy:.4f}")
     if cfg.max_drop is not None:
         req.append(f"drop <= {cfg.max_drop:g} vs torch student")
+    if cfg.max_size_kb is not None:
+        req.append(f"size <= {cfg.max_size_kb:g} KB")
+    if cfg.max_peak_mb is not None:
+        req.append(f"peak memory <= {cfg.max_peak_mb:g} MB")
     steps.append(("verify", f"on {final.name if int8_target else target.name}: " + ", ".join(req)))
     steps.append(("report", "manifest.json, report.json, report.md, report.html"))
     return Plan(config=cfg, target=target, final_target=final, int8_target=int8_target,
