@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Quantization-aware distillation: does QAD win back what post-training INT8 loses?
 
-On digits at low resolution, a narrow depthwise student (mobilenetv2 at width 0.25) is
-distilled from a convnet teacher, then for each seed:
+A narrow depthwise student (by default mobilenetv2 at width 0.25 on digits at low resolution;
+--data, --student, --teacher pick others) is distilled from a convnet teacher, then for each
+seed:
 
 - PTQ then QAD (KD loss, --qat always) on ort-cpu-int8 and openvino-cpu-int8: fp32, PTQ and QAD
   top-1 through the runtime, recovery = (QAD - PTQ) / (fp32 - PTQ);
@@ -11,7 +12,14 @@ distilled from a convnet teacher, then for each seed:
 - QAD with the KD loss against QAT on labels only (loss ce), both at 20% labels, on ort-cpu-int8;
 - CPU seconds of one QAD epoch against one plain distillation epoch of the same student.
 
+With --ptq-only, each seed's student is only quantized by ONNX Runtime's PTQ (as `edgekd
+quantize -t ort-cpu-int8` runs it) and its top-1 drop printed: a quick screen for a student
+where PTQ costs points, before the full run.
+
     python tools/bench_qad.py [--seeds 0,1,2] [--res 8] [--student-epochs 15] [--qat-epochs 3]
+        [--data digits] [--student SPEC] [--teacher SPEC] [--ptq-only]
+
+A student or teacher spec may hold ``{res}``, replaced by --res.
 """
 from __future__ import annotations
 
@@ -27,13 +35,13 @@ TEACHER = "convnet:width=16,depth=3"
 STUDENT = "mobilenetv2:width=0.25,depth=0.5,res={res},stem_stride=1"
 
 
-def _teacher(bundle, epochs, work):
+def _teacher(spec, bundle, epochs, work):
     from edgekd.distill.run import distill
     from edgekd.models.teacher import _torch_teacher
 
-    d = distill(TEACHER, None, bundle, work / "teacher", config={"epochs": epochs, "seed": 0},
+    d = distill(spec, None, bundle, work / "teacher", config={"epochs": epochs, "seed": 0},
                 loss="ce", progress=False)
-    return _torch_teacher(d.model, spec=TEACHER, fingerprint="bench-qad-teacher", device="cpu",
+    return _torch_teacher(d.model, spec=spec, fingerprint=f"bench-qad-teacher-{spec}", device="cpu",
                           num_classes=bundle.num_classes, input_shape=tuple(bundle.input_shape)), d
 
 
@@ -71,12 +79,13 @@ def run_seed(seed, bundle, bundle20, teacher, args, work) -> dict:
     from edgekd.quantize.qad_torch import fold_batchnorm
     from edgekd.targets import load_target
 
-    spec = STUDENT.format(res=args.res)
-    d = distill(spec, teacher, bundle, work / f"student{seed}",
+    d = distill(args.student, teacher, bundle, work / f"student{seed}",
                 config={"epochs": args.student_epochs, "seed": seed}, loss="kd", progress=False)
     student = d.model
     row = {"seed": seed, "student_fp32_torch": d.best_acc,
            "distill_epoch_cpu_s": statistics.median(h["train_cpu_s"] for h in d.history)}
+    if args.ptq_only:
+        return ptq_screen(row, student, bundle, args, work, seed)
     for target in ("ort-cpu-int8", "openvino-cpu-int8"):
         t0 = time.perf_counter()
         rep = _qad(student, teacher, bundle, target, work / f"{target}-{seed}", args, seed)
@@ -111,6 +120,34 @@ def run_seed(seed, bundle, bundle20, teacher, args, work) -> dict:
     return row
 
 
+def ptq_screen(row, student, bundle, args, work, seed) -> dict:
+    """ONNX Runtime's PTQ of the (BatchNorm-folded) student, fp32 and INT8 top-1 through ORT."""
+    import torch
+
+    from edgekd.data import calibration_from_dataset, dataset_arrays
+    from edgekd.export import export_onnx
+    from edgekd.quantize import quantize_for_target
+    from edgekd.quantize.evaluate import build_fp32, load_session, top1_accuracy
+    from edgekd.quantize.qad_torch import fold_batchnorm
+    from edgekd.targets import fp32_twin, load_target
+
+    spec = load_target("ort-cpu-int8")
+    gm = fold_batchnorm(student)
+    calib = calibration_from_dataset(bundle.train, args.calib, batch_size=32, seed=seed)
+    x_val, y_val = dataset_arrays(bundle.val, None, seed=seed)
+    onnx32 = export_onnx(gm, torch.from_numpy(calib[0][:1]), work / f"screen{seed}.onnx",
+                         dynamic_batch=True)
+    art = quantize_for_target(onnx32, spec, work / f"screen-ptq-{seed}", calib)
+    f32 = build_fp32(onnx32, fp32_twin(spec), work / f"screen-fp32-{seed}")
+    acc = {k: top1_accuracy(load_session(a, t), x_val, y_val)
+           for k, a, t in (("fp32", f32, fp32_twin(spec)), ("ptq", art, spec))}
+    row["ort-cpu-int8"] = {**acc, "ptq_drop_pts": (acc["fp32"] - acc["ptq"]) * 100,
+                           "val_samples": len(x_val)}
+    print(json.dumps({"seed": seed, "torch_fp32": row["student_fp32_torch"],
+                      "ort-cpu-int8": row["ort-cpu-int8"]}), flush=True)
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2")
@@ -120,23 +157,35 @@ def main(argv=None) -> int:
     ap.add_argument("--qat-epochs", type=int, default=3)
     ap.add_argument("--calib", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--data", default="digits", help="a data spec (e.g. shapes:n=1500)")
+    ap.add_argument("--student", default=STUDENT, help="student spec; {res} is --res")
+    ap.add_argument("--teacher", default=TEACHER, help="teacher spec (trained here on labels)")
+    ap.add_argument("--ptq-only", action="store_true",
+                    help="only print ONNX Runtime's PTQ drop per seed (a screen)")
     args = ap.parse_args(argv)
+    args.student = args.student.format(res=args.res)
+    args.teacher = args.teacher.format(res=args.res)
     import torch
 
     from edgekd.data import load_data
 
     torch.set_num_threads(1)  # a shared 2-core machine: one thread each
-    bundle = load_data("digits", resolution=args.res)
-    bundle20 = load_data("digits", resolution=args.res, labelled_fraction=0.2)
+    bundle = load_data(args.data, resolution=args.res)
+    bundle20 = load_data(args.data, resolution=args.res, labelled_fraction=0.2)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-qad-") as tmp:
         work = Path(tmp)
-        teacher, td = _teacher(bundle, args.teacher_epochs, work)
-        print(json.dumps({"teacher": TEACHER, "val_acc": td.best_acc,
-                          "student": STUDENT.format(res=args.res), "res": args.res,
+        teacher, td = _teacher(args.teacher, bundle, args.teacher_epochs, work)
+        print(json.dumps({"data": args.data, "teacher": args.teacher, "val_acc": td.best_acc,
+                          "student": args.student, "res": args.res,
                           "qat_epochs": args.qat_epochs}), flush=True)
         for seed in [int(s) for s in args.seeds.split(",")]:
             rows.append(run_seed(seed, bundle, bundle20, teacher, args, work))
+    if args.ptq_only:
+        drops = [r["ort-cpu-int8"]["ptq_drop_pts"] for r in rows]
+        print(f"\nort-cpu-int8 PTQ drop (points): {[round(d, 2) for d in drops]}, mean "
+              f"{statistics.mean(drops):.2f}")
+        return 0
     print("\nsummary (mean over seeds)")
     for target in ("ort-cpu-int8", "openvino-cpu-int8"):
         get = lambda k: [r[target][k] for r in rows if r[target].get(k) is not None]  # noqa: E731
