@@ -59,10 +59,7 @@ def check_models(paths: Sequence[str], *, budgets_path: "str | None" = None, tar
             raise BadInputError("memory budgets are measured; --predict-only measures nothing",
                                 hint="drop --max-size-kb/--max-peak-mb or --predict-only")
     for t in dict.fromkeys(t for _, t, _ in plan):
-        spec = load_target(t)  # unknown target names are bad input (exit 2) before anything is measured
-        if memory and spec.remote is not None:
-            raise BadInputError(f"memory budgets are checked on this machine; target '{t}' is remote",
-                                hint="drop --max-size-kb/--max-peak-mb, or gate on a local target")
+        load_target(t)  # unknown target names are bad input (exit 2) before anything is measured
     from ..deploy import check_ref_manifest
 
     for m in dict.fromkeys(m for m, _, _ in plan):
@@ -123,10 +120,21 @@ def _check_memory(res: GateResult, model: str, target: str, max_size_kb, max_pea
     from ..verdict import Verdict
 
     spec = load_target(target)
-    with tempfile.TemporaryDirectory(prefix="edgekd-gate-memory-") as tmp:
-        opened = open_model(model, spec, work_dir=Path(tmp))
-        close_session(opened.session)
-        mem = measure_memory(opened.artifact, spec, tuple(opened.input_shape))
+    if spec.remote is not None:  # measured on the device by a short bench there (remote.ops)
+        from ..remote.ops import remote_bench
+        from ..targets import measure_settings
+
+        brief = measure_settings(spec.measure, {"warmup_s": 0.0, "warmup_iters": 1, "min_iters": 10,
+                                                "min_time_s": 0.0, "sessions": 1})
+        mem = remote_bench(model, spec, settings=brief).memory
+        if mem is None:
+            raise RuntimeMissingError(f"edgekd on the device of '{target}' reported no memory figures",
+                                      hint="install the same edgekd version there")
+    else:
+        with tempfile.TemporaryDirectory(prefix="edgekd-gate-memory-") as tmp:
+            opened = open_model(model, spec, work_dir=Path(tmp))
+            close_session(opened.session)
+            mem = measure_memory(opened.artifact, spec, tuple(opened.input_shape))
     res.memory = mem.to_dict()
     found = budget_results(mem, max_size_kb, max_peak_mb)
     over = [detail for _, ok, _, _, detail in found if ok is False]

@@ -261,10 +261,12 @@ def remote_bench(model_ref: "str | Path", target: TargetSpec, *, settings: Measu
                  env: Mapping[str, str] | None = None, in_channels: int = 1):
     """`bench` on the target's device: copy the model there (if it is a file), run
     `edgekd bench --json` with the target minus ``remote:``, and return its BenchResult, whose
-    environment is the device's fingerprint plus ``remote`` (how it was reached)."""
+    environment is the device's fingerprint plus ``remote`` (how it was reached), and whose
+    ``memory`` is the size and peak memory the device measured (its peak_source says so)."""
     import numpy as np
 
     from ..latency.measure import BenchResult
+    from ..latency.memory import memory_from_dict
     from ..latency.stats import LatencyStats
 
     ref = str(model_ref)
@@ -290,7 +292,15 @@ def remote_bench(model_ref: "str | Path", target: TargetSpec, *, settings: Measu
                        artifact_format=str(d.get("artifact_format", "")), stats=stats, samples_ms=samples,
                        first_inference_ms=float(d.get("first_inference_ms") or 0.0),
                        build_s=float(d.get("build_s") or 0.0), load_s=float(d.get("load_s") or 0.0),
-                       input_shape=tuple(d.get("input_shape") or ()), environment=env_d)
+                       input_shape=tuple(d.get("input_shape") or ()), environment=env_d,
+                       memory=_on_device(memory_from_dict(d.get("memory")), run.probe.host))
+
+
+def _on_device(mem, host: str):
+    """A MemoryUse the device measured, its peak_source naming the device (None stays None)."""
+    from dataclasses import replace
+
+    return None if mem is None else replace(mem, peak_source=f"{mem.peak_source} on device {host}")
 
 
 def remote_runtime(target: TargetSpec) -> dict:

@@ -102,12 +102,9 @@ def verify_artifact(artifact: "str | Path", target, data, *, budget_ms: float | 
     if spec.remote is not None:  # accuracy, parity and latency on the device itself, over SSH
         from .remote import remote_verify
 
-        if max_size_kb is not None or max_peak_mb is not None:
-            raise BadInputError(f"memory budgets are checked on this machine; target '{spec.name}' is remote",
-                                hint="drop --max-size-kb/--max-peak-mb, or verify on a local target")
-
         return remote_verify(art, spec, x, y, manifest=mpath, budget_ms=budget_ms, min_accuracy=min_accuracy,
-                             max_drop=max_drop, reference=reference, metric=metric, settings=settings)
+                             max_drop=max_drop, reference=reference, metric=metric, settings=settings,
+                             max_size_kb=max_size_kb, max_peak_mb=max_peak_mb)
     mem_tmp = None
     if work_dir is None and (max_size_kb is not None or max_peak_mb is not None):
         import tempfile  # the built artifact must outlive the load: memory loads it afresh

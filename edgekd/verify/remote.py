@@ -76,12 +76,15 @@ def _links(ssh, art: Path, manifest: Path | None) -> tuple[str, dict[str, str]]:
 
 def remote_verify(art: Path, spec: TargetSpec, x: np.ndarray, y: np.ndarray, *, manifest: Path | None,
                   budget_ms: float | None, min_accuracy: float | None, max_drop: float | None,
-                  reference: Any, metric: str, settings=None):
+                  reference: Any, metric: str, settings=None, max_size_kb: float | None = None,
+                  max_peak_mb: float | None = None):
     """Run `edgekd verify` on SPEC's device (see the module docstring); return a VerifyReport.
 
     A verdict the device reaches (pass, fail, inconclusive) comes back as a report, as a local
     verify's does; any other exit raises the same EdgeKDError class as it would here (2 bad
-    input, 4 runtime missing), naming the device."""
+    input, 4 runtime missing), naming the device. The memory budgets are checked there too, on
+    the artifact the device runs (the same bytes as here, sha256-checked): its size, and the
+    peak memory of one inference on the device."""
     from ..latency.stats import LatencyStats
     from .report import Check, VerifyReport
     from ..remote.ops import TARGET, Upload, check_device, remote_fingerprint, run_edgekd, ssh_for, trust_args
@@ -99,7 +102,8 @@ def remote_verify(art: Path, spec: TargetSpec, x: np.ndarray, y: np.ndarray, *, 
                        "--metric", metric, "--json", "--samples", ".edgekd/samples.json"]
     if x.ndim == 4 and x.shape[-1] == x.shape[-2]:
         args += ["--resolution", str(int(x.shape[-1]))]  # the arrays as they are: never resized there
-    for opt, v in (("--budget-ms", budget_ms), ("--min-accuracy", min_accuracy), ("--max-drop", max_drop)):
+    for opt, v in (("--budget-ms", budget_ms), ("--min-accuracy", min_accuracy), ("--max-drop", max_drop),
+                   ("--max-size-kb", max_size_kb), ("--max-peak-mb", max_peak_mb)):
         if v is not None:
             args += [opt, repr(float(v))]
     if reference is not None:

@@ -553,3 +553,43 @@ def test_gate_measures_on_the_device(lab, digits_onnx, run_cli, tmp_path):
     res = json.loads(r.stdout)["results"][0]
     assert res["status"] == "FAIL" and res["round_verdicts"] == ["FAIL", "FAIL"]
     assert res["decision"]["ci"][0] > 0.00001 and res["environment"]["host"] == "gate-dev"
+
+
+# ---------------------------------------------------------------------- memory and .pte on the device
+
+
+def test_memory_budgets_are_measured_on_the_device(lab, digits_onnx):
+    from edgekd import load_target, verify_artifact
+    from edgekd.gate.check import check_models
+
+    t = _measure(lab.target("vm", lab.port_a, device="mem-dev"), unstable_iqr=100.0)
+    size_kb = digits_onnx.stat().st_size / 1024
+    rep = verify_artifact(digits_onnx, load_target(t), "digits", max_size_kb=2 * size_kb, max_peak_mb=1000)
+    checks = {c.name: c for c in rep.checks}
+    assert rep.verdict == "pass" and checks["size"].value == pytest.approx(size_kb)
+    assert checks["peak_memory"].value > 0 and "fresh process" in checks["peak_memory"].detail
+    assert rep.latency.environment["host"] == "mem-dev"  # the device measured them
+    [res] = check_models([str(digits_onnx)], target_name=str(t), budget_ms=1000.0, max_rounds=1, min_iters=20,
+                         record_history=False, max_size_kb=size_kb / 2)
+    assert res.status == "FAIL" and "over the memory budget" in res.error
+    assert res.memory["size_bytes"] == digits_onnx.stat().st_size and "on device" in res.memory["peak_source"]
+
+
+@pytest.mark.slow
+def test_a_pte_is_measured_on_an_executorch_device(lab, run_cli, tmp_path):
+    pytest.importorskip("executorch")
+    from edgekd.deploy import open_module
+    from edgekd.latency.measure import close_session
+    from edgekd.models import build_model
+    from edgekd.targets import load_target
+
+    o = open_module(build_model("convnet:width=4,depth=1,res=8", num_classes=10, in_channels=1),
+                    load_target("executorch-xnnpack"), tmp_path, (1, 8, 8))
+    close_session(o.session)
+    pte = o.artifact.path
+    r = run_cli("bench", pte, "--target", lab.target("et", lab.port_b, runtime="executorch", device="et-dev"), "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["environment"]["host"] == "et-dev" and d["artifact_format"] == "executorch-pte"
+    mem = d["memory"]  # the device's figures for the .pte it ran
+    assert mem["size_bytes"] == pte.stat().st_size and mem["peak_bytes"] > 0 and "on device" in mem["peak_source"]
