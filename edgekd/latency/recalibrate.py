@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BadInputError
-from .drift import STRICT_RANGE, SpeedMap, correct, correct_mapped, in_strict_range
+from .drift import MIN_KEPT, STRICT_RANGE, SpeedMap, correct, correct_mapped, in_strict_range
 from .profile_file import Profile
 
 
@@ -107,9 +107,11 @@ def stored_reference_p50(profile: Profile) -> float | None:
 
 def undisturbed_p50(m, q: float = 50.0) -> float:
     """The median (``q``: that percentile) of a Measurement's samples during which the process
-    was not descheduled (all of them when fewer than half are)."""
+    was not descheduled (all of them when fewer than drift.MIN_KEPT are: the rule
+    drift.correct and correct_mapped keep a model's samples by, so that a model and the
+    references it is read against are taken alike, however busy the machine)."""
     x = np.asarray(m.samples_ms, dtype=np.float64)
-    if m.disturbed is not None and (~m.disturbed).sum() * 2 >= x.size:
+    if m.disturbed is not None and (~m.disturbed).sum() >= min(MIN_KEPT, x.size):
         x = x[~m.disturbed]
     return float(np.percentile(x, q))
 

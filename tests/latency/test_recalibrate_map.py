@@ -140,3 +140,19 @@ def test_a_verified_p90_is_read_back_through_the_references_p90s_now_and_then():
                        warmup_s=0.0, disturbed=np.arange(100) % 2 == 0)  # half descheduled: no tail read
     assert _tail_corrected(rc, meas(0.09 * 1.3), [meas(0.09 * 1.3), busy, meas(0.70 * 1.3)]) is None
     assert _tail_corrected(Recalibration(1.2, 0.18, 0.15, "r", "p", points=pts), meas(0.1), []) is None
+
+
+def test_references_are_read_by_their_undisturbed_samples_as_the_model_is_on_a_busy_machine():
+    from edgekd.latency.recalibrate import undisturbed_p50
+
+    x = np.full(100, 0.2)
+    hit = np.arange(100) % 10 < 7  # 70 of 100 descheduled, 5x slower: 30 clean remain
+    x[hit] = 1.0
+    m = Measurement(stats=LatencyStats.from_samples(x), samples_ms=x, first_inference_ms=0.0, warmup_iters=0,
+                    warmup_s=0.0, disturbed=hit)
+    assert undisturbed_p50(m) == pytest.approx(0.2)
+    few = np.zeros(100, bool)
+    few[:90] = True  # 10 clean: too few, every sample counts
+    m2 = Measurement(stats=m.stats, samples_ms=np.where(few, 1.0, 0.2), first_inference_ms=0.0, warmup_iters=0,
+                     warmup_s=0.0, disturbed=few)
+    assert undisturbed_p50(m2) == pytest.approx(1.0)
