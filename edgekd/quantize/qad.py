@@ -33,6 +33,10 @@ from ..targets import TargetSpec
 
 QAT_MODES = ("auto", "off", "always")
 DEFAULT_MAX_DROP = 0.01  # qat="auto" without max_drop: one point
+# BatchNorm is folded before fine-tuning, so nothing normalizes the student any more: one batch
+# with a large KD gradient can blow a narrow student up (a width-4 convnet on the RGB task went to
+# chance within an epoch at SGD 0.005), so the global gradient norm is clipped unless told.
+DEFAULT_GRAD_CLIP = 5.0
 PARITY_MIN_COSINE = 0.95
 
 
@@ -188,6 +192,8 @@ def qad_model(student, teacher, bundle, target: "str | TargetSpec", out_dir: "st
             prep = prepare_qat(gm, qdq, np.concatenate(calib)[:64])
             cfg = {"epochs": epochs, "seed": seed, **dict(train_kw or {})}
             cfg.setdefault("lr", 0.005 if cfg.get("optimizer", "sgd") == "sgd" else 2e-4)
+            if cfg.get("grad_clip") is None:
+                cfg["grad_clip"] = DEFAULT_GRAD_CLIP
             result = distill(prep.model, teacher if loss != "ce" else None, bundle, work,
                              config=cfg, loss=loss, loss_options=loss_options, resume=resume,
                              progress=progress, log_json=True)
@@ -197,7 +203,8 @@ def qad_model(student, teacher, bundle, target: "str | TargetSpec", out_dir: "st
                          "fake_quant_val_acc": result.best_acc, "cache": result.cache,
                          "epoch_cpu_s": [h.get("train_cpu_s") for h in hist],
                          "epoch_time_s": [h.get("train_time_s") for h in hist],
-                         "lr": result.config.lr if result.config else None}
+                         "lr": result.config.lr if result.config else None,
+                         "grad_clip": result.config.grad_clip if result.config else None}
             qad_onnx = write_weights(prep.plan, prep.placement, qmodel, qdq,
                                      stage / "qad" / f"{fp32.stem}.int8.onnx")
             rep.placement = {"activations": len(prep.plan.acts), "weights": len(prep.plan.weights),

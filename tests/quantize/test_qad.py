@@ -129,6 +129,8 @@ def test_qad_keeps_the_ptq_graph_structure_and_records_both(tmp_path):
     rep = qad_model(make_student(), toy_teacher(), make_bundle(), "ort-cpu-int8", tmp_path / "o",
                     qat="always", epochs=1, rounds=1, calib_size=32, force=True)
     assert rep.qad is not None and rep.train["epochs"] == 1 and rep.parity["passed"]
+    # the folded student trains without BatchNorm: its gradient norm is clipped unless told
+    assert rep.train["grad_clip"] == 5.0
     assert rep.kept and rep.artifact.path.is_file() and rep.artifact.path.parent == tmp_path / "o"
     assert structure(rep.artifact.path) == structure(tmp_path / "o" / "qad" / "placement.int8.onnx")
     d = rep.to_dict()
