@@ -163,24 +163,21 @@ class PeakProcess:
     """One process that has imported ``target``'s runtime and nothing else, measuring each
     artifact in a fork of itself: the same state as a fresh process (_peak_in_child) for every
     model, without importing the runtime again per model (seconds each for ExecuTorch, which
-    imports torch). The profiler holds one per run; ``close()`` ends it."""
+    imports torch). A job it cannot answer is measured in a fresh process instead (_peak_in_child,
+    whose error names the cause). The profiler holds one per run; ``close()`` ends it."""
 
     def __init__(self, target: Any):
         self.target = target
         self.proc = None
-        self.err = None
 
     def measure(self, artifact: Any, input_shape: tuple) -> tuple[int | None, str, int | None]:
         import json
         import subprocess
-        import tempfile
-
-        from ..errors import BadInputError
 
         if self.proc is None:
-            self.err = tempfile.TemporaryFile()
             self.proc = subprocess.Popen([sys.executable, "-m", "edgekd.latency.memory", "--serve"],
-                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err, text=True)
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                         text=True)
             self.proc.stdin.write(json.dumps(self.target.model_dump(mode="json")) + "\n")
         try:
             self.proc.stdin.write(json.dumps(_job(artifact, input_shape)) + "\n")
@@ -188,12 +185,9 @@ class PeakProcess:
             out = json.loads(self.proc.stdout.readline() or "{}")
         except (OSError, ValueError):
             out = {}
-        if "peak_bytes" not in out:
-            self.err.seek(0)
-            why = out.get("error") or ([ln for ln in self.err.read().decode(errors="replace").splitlines()
-                                        if ln.strip()] or ["no output"])[-1][:200]
+        if "peak_bytes" not in out:  # measured in a fresh process instead, which names what failed
             self.close()
-            raise BadInputError(f"measuring the peak memory of {Path(artifact.path).name} failed: {why}")
+            return _peak_in_child(artifact, self.target, tuple(input_shape))
         return out["peak_bytes"], out["source"] + " (fresh process, forked after the runtime's import)", \
             out["planned_arena_bytes"]
 
@@ -204,7 +198,6 @@ class PeakProcess:
                 self.proc.wait(timeout=30)
             except Exception:  # noqa: BLE001 - ending it is all that is left to do
                 self.proc.kill()
-            self.err.close()
             self.proc = None
 
 

@@ -2,6 +2,7 @@
 them; select judges --max-size-kb / --max-peak-mb on those figures (measured where measured,
 predicted otherwise) and says which; profiles made before keep working."""
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -196,9 +197,13 @@ def test_a_fork_of_the_peak_process_measures_what_a_fresh_process_does(tmp_path)
         o = open_module(build_model(spec, num_classes=10, in_channels=1), t, tmp_path / str(i), (1, 8, 8))
         close_session(o.session)
         arts.append(o.artifact)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
     peaks = PeakProcess(t)
     try:
         forked = [measure_memory(a, t, (1, 1, 8, 8), peaks=peaks) for a in arts]
+        with pytest.raises(BadInputError, match="bad.onnx failed"):  # measured afresh, which names it
+            measure_memory(replace(arts[0], path=bad), t, (1, 1, 8, 8), peaks=peaks)
     finally:
         peaks.close()
     fresh = [measure_memory(a, t, (1, 1, 8, 8)) for a in arts]
