@@ -171,7 +171,7 @@ def recalibrate(profile: Profile, *, target=None, settings=None,
     here = undisturbed_p50(m)
     points = tuple((s, st, undisturbed_p50(x)) for (s, st), x in zip(refs, ms)) if len(refs) > 1 else ()
     tails = ()
-    if points and all(_mostly_undisturbed(x) for x in ms):  # else the tails are the other work's
+    if points and all(_tail_readable(x) for x in ms):  # else a tail is the other work's
         from .cost import model_latency
 
         by_spec = {m.spec: m for m in profile.models}
@@ -238,19 +238,20 @@ def verify_settings(profile: Profile, target) -> "MeasureSettings":  # noqa: F82
     return measure_settings(target.measure, {"sessions": max(target.measure.sessions, int(stored))})
 
 
-def _mostly_undisturbed(m) -> bool:
-    return m.disturbed is None or int((~m.disturbed).sum()) * 2 > m.disturbed.size
+def _tail_readable(m) -> bool:
+    """Whether a Measurement's undisturbed samples are enough to read its tail (MIN_KEPT)."""
+    return m.disturbed is None or int((~m.disturbed).sum()) >= min(MIN_KEPT, m.disturbed.size)
 
 
 def _tail_corrected(rc: Recalibration, m, refs) -> float | None:
     """A verification's p90 (undisturbed samples) through the references' p90s: read back to
     the stored scale through the map their p90s make now, then to this machine at
     re-calibration through rc's p90 map (a busy machine's tail moves from one moment to the
-    next, and the references' tails move with the model's). None without p90 maps, or when
-    the model or a reference was descheduled in half of its samples or more (its p90 is then
-    the other work's, not its own)."""
+    next, and the references' tails move with the model's; undisturbed samples, as for the
+    medians). None without p90 maps, or when the model or a reference has fewer than MIN_KEPT
+    undisturbed samples (its p90 would be the other work's, not its own)."""
     then = rc.tail_map
-    if then is None or len(rc.points_p90) != len(refs) or not all(_mostly_undisturbed(x) for x in [m, *refs]):
+    if then is None or len(rc.points_p90) != len(refs) or not all(_tail_readable(x) for x in [m, *refs]):
         return None
     now = SpeedMap.build([(st, undisturbed_p50(r, 90.0)) for (_, st, _), r in zip(rc.points_p90, refs)])
     return None if now is None else float(then.apply(now.invert(undisturbed_p50(m, 90.0))))
