@@ -169,6 +169,10 @@ def recalibrate(profile: Profile, *, target=None, settings=None,
         ms = [measure(s) for s in specs]
     m = ms[specs.index(spec)]
     here = undisturbed_p50(m)
+    # a fastest or slowest model with too few undisturbed samples says how busy the machine was,
+    # not how fast it runs that model: it is left out of the map
+    kept = [(r, x) for r, x in zip(refs, ms) if r[0] == spec or _tail_readable(x)]
+    refs, ms = [r for r, _ in kept], [x for _, x in kept]
     points = tuple((s, st, undisturbed_p50(x)) for (s, st), x in zip(refs, ms)) if len(refs) > 1 else ()
     tails = ()
     if points and all(_tail_readable(x) for x in ms):  # else a tail is the other work's

@@ -156,3 +156,21 @@ def test_references_are_read_by_their_undisturbed_samples_as_the_model_is_on_a_b
     m2 = Measurement(stats=m.stats, samples_ms=np.where(few, 1.0, 0.2), first_inference_ms=0.0, warmup_iters=0,
                      warmup_s=0.0, disturbed=few)
     assert undisturbed_p50(m2) == pytest.approx(1.0)
+
+
+def test_a_reference_model_read_mostly_descheduled_is_left_out_of_the_map():
+    prof = profile_with_reference()
+    good = fake(HERE)
+
+    def measure(spec):
+        if spec != "fam:i=5":
+            return good(spec)
+        x = np.full(60, 9.0)
+        hit = np.ones(60, bool)
+        hit[:5] = False  # 5 undisturbed samples of 60: its reading is the other work's
+        return Measurement(stats=LatencyStats.from_samples(x), samples_ms=x, first_inference_ms=0.0,
+                           warmup_iters=0, warmup_s=0.0, disturbed=hit)
+
+    rc = recalibrate(prof, measure=measure)
+    assert [p[0] for p in rc.points] == ["fam:i=0", "fam:i=2"] and rc.speed_map is not None
+    assert rc.scale(1.85) == pytest.approx(1.85 * 1.2)  # beyond the last point: its ratio
