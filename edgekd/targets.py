@@ -269,6 +269,27 @@ def measure_settings(base: MeasureSettings, overrides: dict, *, what: str = "opt
                             hint="see `edgekd bench --help` for what each one means") from exc
 
 
+MEASURE_ENV = "EDGEKD_MEASURE"
+
+
+def measure_overrides_from_env() -> dict:
+    """The measurement settings EDGEKD_MEASURE sets for every target read whose file does not
+    set them itself, e.g. ``warmup_s=0.05,min_time_s=0.1,min_iters=60``: a quick look (a smoke
+    test, a test suite), not a figure to set a budget by. Empty when unset; a malformed value is
+    a BadInputError."""
+    text = os.environ.get(MEASURE_ENV, "").strip()
+    out: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in MeasureSettings.model_fields:
+            raise BadInputError(f"{MEASURE_ENV} has '{part}', which is not KEY=VALUE with KEY one of "
+                                f"{', '.join(MeasureSettings.model_fields)}",
+                                hint=f"e.g. {MEASURE_ENV}=warmup_s=0.05,min_time_s=0.1, or unset it")
+        out[key] = value.strip()
+    return out
+
+
 def target_from_dict(data: dict, *, name: str | None = None, source: str | None = None) -> TargetSpec:
     data = dict(data)
     if name and "name" not in data:
@@ -276,11 +297,17 @@ def target_from_dict(data: dict, *, name: str | None = None, source: str | None 
     if source:
         data["source"] = source
     try:
-        return TargetSpec.model_validate(data)
+        spec = TargetSpec.model_validate(data)
     except ValidationError as exc:
         where = source or data.get("name", "target")
         raise BadInputError(f"invalid target {where}: {_validation_message(exc)}",
                             hint="fix the field named, see targets/*.yaml for examples") from exc
+    given = data.get("measure") if isinstance(data.get("measure"), dict) else {}
+    env = {k: v for k, v in measure_overrides_from_env().items() if k not in given}
+    if env:  # what the target file says itself stays
+        log.info("%s sets the measurement of %s: %s", MEASURE_ENV, spec.name, env)
+        spec = spec.model_copy(update={"measure": measure_settings(spec.measure, env, what=f"setting in {MEASURE_ENV}")})
+    return spec
 
 
 def load_target_file(path: str | os.PathLike) -> TargetSpec:

@@ -11,6 +11,10 @@ import pytest
 # One intra-op thread: the suite runs on 2 shared cores, where torch's default thread pool
 # thrashes on tiny models (seconds instead of milliseconds per forward).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Quick measurements for every target whose file does not set its own (the shipped ones): the
+# tests check what is measured and how it is judged, not this machine's latency; the protocol's
+# own durations are tested where they matter, with explicit settings.
+os.environ.setdefault("EDGEKD_MEASURE", "warmup_s=0.05,min_time_s=0.1,min_iters=60")
 os.environ.setdefault("EDGEKD_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".edgekd-cache", "tests"))
 
 

@@ -2,6 +2,7 @@
 (quantized by onnxruntime.quantization, onnxruntime_quant.py)."""
 from __future__ import annotations
 
+import importlib.util
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -74,14 +75,14 @@ class OnnxRuntimeBackend(Backend):
     quantizer_packages = (("onnxruntime", None),)
 
     def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
-        try:
-            import onnxruntime as ort
-        except ImportError:
+        if importlib.util.find_spec("onnxruntime") is None:  # found; imported only to ask for CUDA
             return False, "the 'onnxruntime' package is not installed (pip install onnxruntime)"
-        if target is not None and target.device == Device.cuda and \
-                "CUDAExecutionProvider" not in ort.get_available_providers():
-            return False, "onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu on a CUDA machine)"
-        return True, ort.__version__
+        if target is not None and target.device == Device.cuda:
+            import onnxruntime as ort
+
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                return False, "onnxruntime has no CUDAExecutionProvider here (pip install onnxruntime-gpu on a CUDA machine)"
+        return True, package_version("onnxruntime") or package_version("onnxruntime-gpu")
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path, calib: Any | None = None) -> Artifact:
         src = validate_onnx(onnx_path)

@@ -5,6 +5,7 @@ the plugin would otherwise run bf16 silently and report a different model's late
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 from pathlib import Path
@@ -162,11 +163,13 @@ class OpenVINOBackend(Backend):
     quantizer_packages = (("openvino", "openvino"), ("nncf", "openvino"))
 
     def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
-        try:
-            import openvino as ov
-        except ImportError:
+        if importlib.util.find_spec("openvino") is None:  # found; imported only to list devices
             return False, "the 'openvino' package is not installed (pip install 'edgekd[openvino]')"
-        if target is not None and target.device != Device.cpu:
+        if target is None or target.device == Device.cpu:
+            return True, package_version("openvino").split("-")[0]
+        import openvino as ov
+
+        if target.device != Device.cpu:
             dev = _DEVICES.get(target.device)
             if dev not in ov.Core().available_devices:
                 return False, f"OpenVINO sees no {dev} device here (available: {', '.join(ov.Core().available_devices)})"

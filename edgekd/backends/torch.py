@@ -1,6 +1,7 @@
 """PyTorch on the CPU (or CUDA): the eager fp32 reference, TorchScript and torch.export files."""
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -11,7 +12,7 @@ from ..errors import BadInputError
 from ..targets import Device, TargetSpec
 from ..models.ref import (EXPORT_SUFFIXES, TORCHSCRIPT_SUFFIXES, load_torch_file,  # noqa: F401
                           module_sha256, note_made_here, set_mode)
-from .base import Artifact, ArtifactFormat, Backend, Session
+from .base import Artifact, ArtifactFormat, Backend, Session, package_version
 
 
 class TorchSession(Session):
@@ -87,15 +88,18 @@ class TorchBackend(Backend):
     builds_from = "torch"
 
     def available(self, target: TargetSpec | None = None) -> tuple[bool, str]:
-        try:
-            import torch
-        except ImportError:
+        # found, not imported, unless a CUDA check needs it: listing targets (and the device probe
+        # of every remote command) should not pay torch's import
+        if importlib.util.find_spec("torch") is None:
             return False, "the 'torch' package is not installed (pip install torch==2.13.0)"
-        if target is not None and target.device == Device.cuda and not torch.cuda.is_available():
-            return False, "no CUDA GPU is visible to torch here"
+        if target is not None and target.device == Device.cuda:
+            import torch
+
+            if not torch.cuda.is_available():
+                return False, "no CUDA GPU is visible to torch here"
         if target is not None and target.device not in (Device.cpu, Device.cuda):
             return False, f"torch targets run on cpu or cuda, not {target.device.value}"
-        return True, torch.__version__
+        return True, package_version("torch")
 
     def build(self, onnx_path: Path, target: TargetSpec, out_dir: Path, calib: Any | None = None) -> Artifact:
         raise BadInputError(f"target '{target.name}' runs torch models, not ONNX ({Path(onnx_path).name})",

@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Sequence
 
-from ..errors import BadInputError
+from ..errors import BadInputError, missing_package
 from .base import ArrayDataset, DataBundle, SampleDataset, finish_bundle, resize_images
 
 log = logging.getLogger(__name__)
@@ -76,16 +76,39 @@ def load_data(spec: str, *, resolution: int | None = None, seed: int = 0,
 
 # --------------------------------------------------------------------------- digits
 
+def _read_digits():
+    """(images [1797, 8, 8], labels) of the digits scikit-learn ships, read from its file
+    (sklearn/datasets/data/digits.csv.gz: 64 pixels then the label per row, what load_digits
+    reads) without importing scikit-learn, which costs more than the rest of a small run's start;
+    load_digits where the file is not where it is expected."""
+    import gzip
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None:
+        raise missing_package("scikit-learn", what="the built-in digits dataset")
+    path = os.path.join(os.path.dirname(spec.origin or ""), "datasets", "data", "digits.csv.gz")
+    if os.path.isfile(path):
+        with gzip.open(path, "rt") as f:
+            data = np.loadtxt(f, delimiter=",")
+        return data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    return raw.images, raw.target
+
+
 @functools.lru_cache(maxsize=8)
 def _digits_arrays(resolution: int):
     """(x_train, y_train, x_val, y_val) as tensors; normalized with the train mean/std."""
     import numpy as np
     import torch
-    from sklearn.datasets import load_digits
 
-    raw = load_digits()
-    images = raw.images.astype(np.float32) / 16.0  # 16 gray levels -> [0, 1]
-    labels = raw.target.astype(np.int64)
+    images, labels = _read_digits()
+    images = images.astype(np.float32) / 16.0  # 16 gray levels -> [0, 1]
+    labels = labels.astype(np.int64)
     rng = np.random.default_rng(DIGITS_SPLIT_SEED)
     val_idx: list[int] = []
     for c in np.unique(labels):

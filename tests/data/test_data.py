@@ -280,3 +280,17 @@ def test_make_loader_deterministic_and_calibration():
     again = calibration_batches(b.val, 50, 16, seed=0)
     assert all(np.array_equal(p, q) for p, q in zip(cal, again))
     assert sum(len(c) for c in calibration_batches(b.val, 10_000, 128, seed=0)) == len(b.val)
+
+
+def test_digits_read_from_the_file_equal_load_digits():
+    """The built-in digits are read from scikit-learn's own file without importing it: the same
+    images and labels as load_digits, in the same order."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from edgekd.data.sources import _read_digits
+
+    raw = load_digits()
+    images, labels = _read_digits()
+    assert images.shape == (1797, 8, 8)
+    assert np.array_equal(images, raw.images) and np.array_equal(labels, raw.target)
