@@ -62,3 +62,22 @@ def test_targets_cli_json(run_cli):
         import tensorrt  # noqa: F401
     except ImportError:
         assert trt["available"] is False and "tensorrt" in trt["reason"]
+
+
+def test_edgekd_measure_sets_the_keys_a_target_file_leaves_unset(monkeypatch, tmp_path):
+    from edgekd.errors import BadInputError
+    from edgekd.targets import load_target, load_target_file
+
+    monkeypatch.setenv("EDGEKD_MEASURE", "warmup_s=0.02, min_time_s=0.3,min_iters=40")
+    m = load_target("ort-cpu").measure  # the shipped file sets no measure: keys
+    assert (m.warmup_s, m.min_time_s, m.min_iters) == (0.02, 0.3, 40)
+    own = tmp_path / "own.yaml"
+    own.write_text("runtime: onnxruntime\nmeasure: {min_time_s: 2.0}\n")
+    m = load_target_file(own).measure  # the file's own key stays, the others come from the variable
+    assert (m.min_time_s, m.warmup_s, m.min_iters) == (2.0, 0.02, 40)
+    monkeypatch.delenv("EDGEKD_MEASURE")
+    assert load_target("ort-cpu").measure.min_time_s == 1.0  # the protocol's default again
+    for bad in ("min_time=1", "min_time_s", "min_iters=-3"):
+        monkeypatch.setenv("EDGEKD_MEASURE", bad)
+        with pytest.raises(BadInputError, match="EDGEKD_MEASURE"):
+            load_target("ort-cpu")
