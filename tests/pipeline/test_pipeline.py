@@ -93,23 +93,7 @@ def test_plan_says_what_pruning_will_do(assets, kw, needle):
     assert needle in make_plan(cfg).text()
 
 
-def test_refuses_used_out_and_foreign_dir(assets, tmp_path, run_cli):
-    out = tmp_path / "run"
-    r = run_cli(*_args(assets, out, epochs="1"))
-    assert r.returncode == 0, r.stderr
-    again = run_cli(*_args(assets, out, epochs="1"))
-    assert again.returncode == 2 and "already holds a compress run" in again.stderr
-    other = run_cli(*_args(assets, out, "--resume", epochs="3"))
-    assert other.returncode == 2 and "epochs" in other.stderr
-    foreign = tmp_path / "foreign"
-    foreign.mkdir()
-    (foreign / "notes.txt").write_text("mine")
-    r2 = run_cli(*_args(assets, foreign, "--force", epochs="1"))
-    assert r2.returncode == 2 and "holds no edgekd compress run" in r2.stderr
-    assert (foreign / "notes.txt").read_text() == "mine"
-
-
-def test_missed_budget_exits_1_with_reports(assets, tmp_path, run_cli):
+def test_missed_budget_exits_1_with_reports_and_its_folder_is_not_reused(assets, tmp_path, run_cli):
     out = tmp_path / "run"
     r = run_cli(*_args(assets, out, "--prune", "off", budget="0.0001", epochs="1"))
     assert r.returncode == 1, r.stderr
@@ -119,6 +103,18 @@ def test_missed_budget_exits_1_with_reports(assets, tmp_path, run_cli):
     state = json.loads((out / "state.json").read_text())  # --prune off: as before pruning existed
     assert state["stages"]["prune"]["result"] == {"status": "skipped", "reason": "off (--prune off)"}
     assert state["stages"]["export"]["result"]["checkpoint"] == "student.pt" and not (out / "pruned.pt").exists()
+    # the finished run's folder is not used again, nor resumed with other settings, and a folder
+    # that holds something else is refused even with --force
+    again = run_cli(*_args(assets, out, "--prune", "off", budget="0.0001", epochs="1"))
+    assert again.returncode == 2 and "already holds a compress run" in again.stderr
+    other = run_cli(*_args(assets, out, "--prune", "off", "--resume", budget="0.0001", epochs="3"))
+    assert other.returncode == 2 and "epochs" in other.stderr
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    r2 = run_cli(*_args(assets, foreign, "--force", epochs="1"))
+    assert r2.returncode == 2 and "holds no edgekd compress run" in r2.stderr
+    assert (foreign / "notes.txt").read_text() == "mine"
 
 
 def _spawn(args, env=None):
