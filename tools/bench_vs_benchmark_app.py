@@ -66,6 +66,40 @@ def same_calls(session, x, n: int = 3000) -> "tuple[float, float] | None":
     return statistics.median(wall), statistics.median(own)
 
 
+def call_costs(session, x, rounds: int = 8, n: int = 300) -> "dict[str, float] | None":
+    """Median wall time minus the request's own latency (us) of each way to run the bound
+    request, in alternating rounds of ``n`` calls: edgekd's session.run, the binding's
+    synchronous infer (it returns the outputs' dict), start_async + wait (they return nothing);
+    and the wall time of a binding call that does no work (reading ``latency``)."""
+    req = getattr(session, "_req", None)
+    if req is None or not hasattr(req, "latency"):
+        return None
+    import time
+
+    import openvino._pyopenvino as binding
+
+    base = binding.InferRequest
+    session.run(x)
+    ways = {"session.run": lambda: session.run(x), "binding infer": lambda: base.infer(req, {}, True, False),
+            "start_async+wait": lambda: (base.start_async(req, {}, None), base.wait(req))}
+    over: dict = {k: [] for k in ways}
+    noop = []
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for name, f in ways.items():
+            for _ in range(n):
+                t = clock()
+                f()
+                over[name].append((clock() - t) / 1e3 - req.latency * 1e3)
+        for _ in range(n):
+            t = clock()
+            req.latency  # noqa: B018 - the call is what is timed
+            noop.append((clock() - t) / 1e3)
+    out = {k: statistics.median(v) for k, v in over.items()}
+    out["no-op binding call"] = statistics.median(noop)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mobilenetv2:width=1.0,res=32")
@@ -101,6 +135,10 @@ def main(argv=None) -> int:
         if same:
             print(f"same calls, in this process: edgekd wall p50 {same[0]:.4f} ms / runtime's own request latency "
                   f"p50 {same[1]:.4f} ms (what benchmark_app reports) = {same[0] / same[1]:.3f}")
+        costs = call_costs(opened.session, x)
+        if costs:
+            print("call cost beyond the request's own latency, us (median): "
+                  + "; ".join(f"{k} {v:.1f}" for k, v in costs.items()))
         signal = []
         short = settings.model_copy(update={"min_time_s": 1.0, "warmup_s": 0.2})
         for _ in range(args.pairs):
