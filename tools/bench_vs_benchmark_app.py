@@ -10,6 +10,10 @@ Because the two tools run seconds apart, a busy machine moves the pair ratios; t
 are therefore also read in this process, wall time around session.run against the request's
 own latency (what benchmark_app reports), which no drift can move.
 
+It also times what each way to run the bound request (edgekd's session.run, the binding's
+synchronous infer, start_async + wait) costs beyond the request's own latency, beside a binding
+call that does no work: what is left of the Python call path.
+
 It also measures what reading the disturbance signal (involuntary context switches, read once
 per sample, outside the timed span) costs: the same session measured with and without it, in
 alternation, and the ratio of the medians.
