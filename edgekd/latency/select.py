@@ -271,7 +271,7 @@ def _memory_budget(profile: Profile, cands: list, max_size_kb: float | None, max
     many and from what; the fits. BadInputError naming the smallest reachable figure when a
     budget excludes every candidate."""
     from .memory import check_budget_values
-    from .size_estimate import block_keys, candidate_memory, describe_figure, fit_memory, memory_note, memory_target
+    from .size_estimate import block_keys, candidate_memory, fit_memory, memory_note, memory_target
 
     check_budget_values(max_size_kb, max_peak_mb)
     spec, prof, why = memory_target(profile, target)
@@ -286,23 +286,35 @@ def _memory_budget(profile: Profile, cands: list, max_size_kb: float | None, max
         n_over["peak"] += over_peak
         out.append(replace(c, size_kb=kb, size_from=f.size_from, peak_mb=mb, peak_from=f.peak_from,
                            over_memory=over_size or over_peak, fits=c.fits and not (over_size or over_peak)))
-    if max_size_kb is not None and all(c.size_kb * (1 + errs[c.spec].size_error) > max_size_kb for c in out):
-        small = min(out, key=lambda c: c.size_kb)
-        raise BadInputError(f"--max-size-kb {max_size_kb:g} is below every candidate of {profile.family} in "
-                            f"{profile.label} on {spec.name}: the smallest reachable is "
-                            f"{describe_figure(small.size_kb, 'KB', small.size_from, errs[small.spec].size_error, 1)} "
-                            f"({small.spec}, {small.params:,} params)",
-                            hint="raise --max-size-kb, use INT8 (an *-int8 target), or a smaller family")
-    peaks = [c for c in out if c.peak_mb is not None]
-    if max_peak_mb is not None and peaks and all(c.peak_mb * (1 + errs[c.spec].peak_error) > max_peak_mb
-                                                 for c in peaks):
-        small = min(peaks, key=lambda c: c.peak_mb)
-        raise BadInputError(f"--max-peak-mb {max_peak_mb:g} is below every candidate of {profile.family} in "
-                            f"{profile.label} on {spec.name}: the smallest reachable is "
-                            f"{describe_figure(small.peak_mb, 'MB', small.peak_from, errs[small.spec].peak_error, 2)} "
-                            f"({small.spec}, {small.params:,} params)",
-                            hint="raise --max-peak-mb, or use a smaller family or a runtime with a smaller footprint")
+    _refuse_if_none_fits(out, errs, "--max-size-kb", max_size_kb, "size", "KB", 1, profile, spec,
+                         "raise --max-size-kb, use INT8 (an *-int8 target), or a smaller family")
+    _refuse_if_none_fits(out, errs, "--max-peak-mb", max_peak_mb, "peak", "MB", 2, profile, spec,
+                         "raise --max-peak-mb, or use a smaller family or a runtime with a smaller footprint")
     return out, memory_note(out, n_over, max_size_kb, max_peak_mb, fits, spec, why), fits
+
+
+def _refuse_if_none_fits(cands: list, errs: dict, option: str, budget: float | None, figure: str,
+                         unit: str, digits: int, profile: Profile, spec, hint: str) -> None:
+    """BadInputError naming the smallest reachable ``figure`` ("size" in KB or "peak" in MB) when
+    ``budget`` excludes every candidate that has one (a predicted figure with its fit's error)."""
+    from .size_estimate import describe_figure
+
+    attr = "size_kb" if figure == "size" else "peak_mb"
+
+    def value(c: Candidate):
+        return getattr(c, attr)
+
+    def error(c: Candidate) -> float:
+        return getattr(errs[c.spec], f"{figure}_error")
+
+    known = [c for c in cands if value(c) is not None]
+    if budget is None or not known or any(value(c) * (1 + error(c)) <= budget for c in known):
+        return
+    small = min(known, key=value)
+    raise BadInputError(f"{option} {budget:g} is below every candidate of {profile.family} in "
+                        f"{profile.label} on {spec.name}: the smallest reachable is "
+                        f"{describe_figure(value(small), unit, getattr(small, f'{figure}_from'), error(small), digits)} "
+                        f"({small.spec}, {small.params:,} params)", hint=hint)
 
 
 def _measured(c: Candidate, measure) -> Candidate:
