@@ -7,6 +7,11 @@ target's StrictHostKeyChecking (default accept-new, with a known_hosts under the
 dir) and a bounded wall-clock limit per command. A target's ``ssh_options`` pass only when they
 are connection settings, or when EDGEKD_SSH_ALLOW names them (``targets.checked_ssh_options``).
 
+One command's ssh sessions to a device share one connection (OpenSSH ControlMaster, a
+private socket under a temp folder, closed with ``ssh -O exit`` when the process ends): only the
+first pays the handshake. A user's own ControlPath (ssh_options, ~/.ssh/config) is left alone,
+and EDGEKD_SSH_SHARE=0 turns sharing off.
+
 Files go over with ``ssh HOST 'cat > TMP'``, are sha256-checked on the device, and only then
 renamed into place: a path under ``<workdir>/files/<sha256>/`` is therefore complete whenever it
 exists, and the next copy of the same content is skipped.
@@ -145,6 +150,15 @@ class SSHTarget:
             argv += ["-o", f"{k}={v}"]
         return argv + ["--", s.host]
 
+    def shared_argv(self) -> list[str]:
+        """`ssh_argv` through this process's one connection to the device (remote.share)."""
+        from .share import shared_argv
+
+        argv = self.ssh_argv()
+        own = {k.lower() for k in checked_ssh_options(self.spec, self.name, self.source)}
+        return shared_argv(argv, self.label, self.spec.connect_timeout_s, own,
+                           lambda err, s: self.ssh_error(Completed(255, b"", err, s)))
+
     def command_words(self) -> list[str]:
         words = shlex.split(self.spec.command)
         if not words:
@@ -169,7 +183,7 @@ class SSHTarget:
         ``stderr_lines`` (a callable) receives each stderr line as it arrives.
         """
         limit = (timeout_s if timeout_s is not None else self.spec.command_timeout_s) + self.spec.connect_timeout_s
-        argv = self.ssh_argv() + [line]
+        argv = self.shared_argv() + [line]
         log.debug("ssh %s: %s", self.label, line)
         t0 = time.monotonic()
         fin = None
