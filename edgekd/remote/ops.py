@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import secrets
+import shlex
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from .._version import __version__
 from ..errors import BadInputError, RuntimeMissingError
 from ..targets import MeasureSettings, TargetSpec
 from ..backends.base import side_files  # noqa: F401 - the files a model needs beside it
-from .ssh import Completed, Remote, SSHTarget, rjoin, rquote
+from .ssh import Completed, Remote, SSHTarget, rjoin, rquote, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +74,30 @@ def probe(target: TargetSpec, *, fresh: bool = False) -> Probe:
 
     Raises RuntimeMissingError (exit 4) naming the host and the cause when ssh cannot get in.
     """
-    ssh = ssh_for(target)
+    return _probe(ssh_for(target), fresh=fresh)
+
+
+def _probe(ssh: SSHTarget, *, fresh: bool = False, planned: Sequence[tuple[str, str]] = ()) -> Probe:
+    """`probe`, checking the PLANNED files (`SSHTarget.plan`) in the same round trip."""
     key = (ssh.label, tuple(ssh.ssh_argv()), ssh.spec.command, tuple(sorted(ssh.spec.env.items())))
+    checks = ssh.checks_line(planned) + "; " if planned else ""
     with _probe_lock:
-        if not fresh and key in _probe_cache:
-            return _probe_cache[key]
-    line = (f"printf '{_PROBE_MARK} %s %s %s\\n' \"$(uname -n)\" \"$(uname -m)\" \"$HOME\"; "
+        cached = None if fresh else _probe_cache.get(key)
+    if cached is not None:
+        if planned:
+            res = ssh.run(checks + "true", timeout_s=60, what="checking files")
+            ssh.read_checks(planned, res.text if res.returncode == 0 else "")
+        return cached
+    line = (checks + f"printf '{_PROBE_MARK} %s %s %s\\n' \"$(uname -n)\" \"$(uname -m)\" \"$HOME\"; "
             + ssh.edgekd_line(["--version"]))
     res = ssh.run(line, timeout_s=60, what="probing the device")
+    if planned:
+        ssh.read_checks(planned, res.text)
     host, arch, home = ssh.spec.host, "", ""
     version = None
     for ln in res.text.splitlines():
+        if ln.startswith("edgekd-have "):
+            continue
         if ln.startswith(_PROBE_MARK + " "):
             parts = ln.split()
             host, arch = (parts[1] if len(parts) > 1 else host), (parts[2] if len(parts) > 2 else "")
@@ -100,8 +114,16 @@ def probe(target: TargetSpec, *, fresh: bool = False) -> Probe:
 
 def check_device(target: TargetSpec) -> Probe:
     """Probe and insist on a working edgekd of this very version on the device."""
+    return prepare(target)[1]
+
+
+def prepare(target: TargetSpec, files: Sequence["tuple[Path, str | None, str | None]"] = ()
+            ) -> tuple[SSHTarget, Probe]:
+    """`check_device`, also asking in the same round trip which of FILES ((local path, name,
+    key) as `SSHTarget.push` takes them) are on the device already: the SSHTarget returned then
+    pushes them without a round trip of its own for the check."""
     ssh = ssh_for(target)
-    p = probe(target)
+    p = _probe(ssh, planned=[ssh.plan(f, name=n, key=k) for f, n, k in files])
     if p.returncode != 0 or p.edgekd_version is None:
         raise ssh.remote_error(Completed(p.returncode if p.returncode else 127, b"", p.stderr, p.elapsed_s),
                                "running edgekd")
@@ -110,7 +132,7 @@ def check_device(target: TargetSpec) -> Probe:
             f"edgekd on {ssh.label} is version {p.edgekd_version}, this one is {__version__}",
             hint=f"install edgekd {__version__} on the device (pip install edgekd=={__version__}), "
                  f"or point remote.command at one of that version")
-    return p
+    return ssh, p
 
 
 def remote_target_yaml(target: TargetSpec, settings: MeasureSettings | None = None) -> str:
@@ -123,11 +145,10 @@ def remote_target_yaml(target: TargetSpec, settings: MeasureSettings | None = No
     return yaml.safe_dump(d, sort_keys=False)
 
 
-def push_group(ssh: SSHTarget, path: "str | Path") -> dict[Path, str]:
-    """Copy a model file and its side files to one device folder; {local path: remote path}.
-
-    A lone file is keyed by its own sha256; a model with side files by the hash of all of them,
-    so they share a folder and the model finds its data there."""
+def group_files(path: "str | Path") -> list["tuple[Path, str | None, str | None]"]:
+    """A model file and its side files as (local path, name, key) for `SSHTarget.push`, the
+    model last. A lone file is keyed by its own sha256; a model with side files by the hash of
+    all of them, so they share a folder and the model finds its data there."""
     from ..util_io import sha256_file
 
     p = Path(path)
@@ -138,10 +159,15 @@ def push_group(ssh: SSHTarget, path: "str | Path") -> dict[Path, str]:
         if not s.is_file():
             raise BadInputError(f"{s.name}, which {p.name} loads, is missing beside it", hint="restore it")
     if not sides:
-        return {p: ssh.push(p)}
+        return [(p, None, None)]
     key = hashlib.sha256("\n".join(sha256_file(f) for f in [p, *sides]).encode()).hexdigest()
-    out = {s: ssh.push(s, key=key, name=s.name) for s in sides}
-    return {p: ssh.push(p, key=key, name=p.name), **out}
+    return [(f, f.name, key) for f in [*sides, p]]
+
+
+def push_group(ssh: SSHTarget, path: "str | Path") -> dict[Path, str]:
+    """Copy a model file and its side files to one device folder; {local path: remote path}."""
+    out = {f: ssh.push(f, name=n, key=k) for f, n, k in group_files(path)}
+    return {Path(path): out.pop(Path(path)), **out}
 
 
 def push_model(ssh: SSHTarget, path: "str | Path") -> str:
@@ -183,7 +209,7 @@ def run_edgekd(target: TargetSpec, args: Sequence[Any], *, settings: MeasureSett
                env: Mapping[str, str] | None = None, collect: str | None = None, stdout_to_stderr: bool = False,
                stderr_lines: Callable[[str], None] | None = None, timeout_s: float | None = None,
                what: str = "", allow_fail: bool = False, inputs: Mapping[str, str] | None = None,
-               links: Mapping[str, str] | None = None) -> RemoteRun:
+               links: Mapping[str, str] | None = None, ssh: SSHTarget | None = None) -> RemoteRun:
     """Run ``edgekd ARGS`` on TARGET's device and return what it printed.
 
     In ARGS, ``Upload(path)`` is a local file copied to the device first (content-addressed,
@@ -195,21 +221,33 @@ def run_edgekd(target: TargetSpec, args: Sequence[Any], *, settings: MeasureSett
     reads (hard-linked when the file system allows, else copied; names may hold sub-folders, so
     a model keeps its place beside a manifest.json). A non-zero remote exit raises the
     same EdgeKDError class as it would here, with the device named (unless ``allow_fail``).
+
+    Round trips: one that probes the device (once per process) and checks which uploads are
+    there already, one per upload that is not, and the run, which writes the target's YAML
+    into the run folder itself. ``ssh``: the SSHTarget of a `prepare` that checked the uploads.
     """
-    ssh = ssh_for(target)
-    p = check_device(target)
+    if ssh is None:
+        ssh, p = prepare(target, [f for a in args if isinstance(a, Upload) for f in group_files(a)])
+    else:
+        p = check_device(target)
     run_dir = rjoin(ssh.workdir, "runs", secrets.token_hex(6))
+    line = f"mkdir -p {rquote(run_dir)} && cd {rquote(run_dir)} && "
     argv: list[str] = []
     for a in args:
         if a is TARGET or a == TARGET:
-            argv.append(Remote(ssh.write_text(remote_target_yaml(target, settings), f"{target.name}.yaml")))
+            text = remote_target_yaml(target, settings)
+            if len(text) > 32_000:  # far over any target; kept well under a command line's limit
+                argv.append(Remote(ssh.write_text(text, f"{target.name}.yaml")))
+                continue
+            dest = rjoin(run_dir, ".edgekd-target", safe_name(f"{target.name}.yaml"))
+            line += f"mkdir -p {rquote(dest.rsplit('/', 1)[0])} && printf '%s' {shlex.quote(text)} > {rquote(dest)} && "
+            argv.append(Remote(dest))
         elif isinstance(a, Upload):
             argv.append(Remote(push_model(ssh, a)))
         elif isinstance(a, Remote):
             argv.append(a)
         else:
             argv.append(str(a))
-    line = f"mkdir -p {rquote(run_dir)} && cd {rquote(run_dir)} && "
     for name, src in (inputs or {}).items():
         line += f"cp -f {rquote(src)} {rquote(rjoin(run_dir, name))} && "
     for name, src in (links or {}).items():
@@ -305,13 +343,17 @@ def _on_device(mem, host: str):
 
 def remote_runtime(target: TargetSpec) -> dict:
     """The device's view of the target: its `edgekd targets --json` row (available, reason, version)."""
-    ssh = ssh_for(target)
-    p = check_device(target)
-    yaml_dir = ssh.write_text(remote_target_yaml(target), f"{target.name}.yaml").rsplit("/", 1)[0]
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-remote-") as tmp:
+        local = Path(tmp) / safe_name(f"{target.name}.yaml")
+        local.write_text(remote_target_yaml(target), encoding="utf-8")
+        ssh, p = prepare(target, [(local, None, None)])
+        yaml_dir = ssh.push(local).rsplit("/", 1)[0]
     if yaml_dir.startswith("~/") and p.home:
         yaml_dir = rjoin(p.home, yaml_dir[2:])
     run = run_edgekd(target, ["targets", "--json"], env={"EDGEKD_TARGETS_PATH": yaml_dir},
-                     what="listing targets", timeout_s=120)
+                     what="listing targets", timeout_s=120, ssh=ssh)
     rows = [r for r in run.json().get("targets", []) if r.get("name") == target.name]
     if not rows:
         raise RuntimeMissingError(f"edgekd on {ssh.label} did not list target '{target.name}'")

@@ -105,6 +105,8 @@ class SSHTarget:
         self.spec = spec
         self.name = name
         self.source = source  # the target file, named when one of its ssh_options is refused
+        self.found: dict[str, str] = {}  # remote path -> the sha256 a check found there ("" none)
+        self._digests: dict[tuple, str] = {}
 
     # ------------------------------------------------------------------ naming and arguments
 
@@ -243,6 +245,32 @@ class SSHTarget:
 
     # ------------------------------------------------------------------ files
 
+    def plan(self, local: "str | Path", *, name: str | None = None, key: str | None = None) -> tuple[str, str]:
+        """(where `push` puts LOCAL on the device, its sha256)."""
+        from ..util_io import sha256_file
+
+        local = Path(local)
+        st = local.stat()
+        memo = (str(local.resolve()), st.st_size, st.st_mtime_ns)
+        digest = self._digests.get(memo) or self._digests.setdefault(memo, sha256_file(local))
+        return rjoin(self.workdir, "files", key or digest, safe_name(name or local.name)), digest
+
+    def checks_line(self, planned: Sequence[tuple[str, str]]) -> str:
+        """A shell line printing ``edgekd-have I SHA256`` for each (dest, digest) present, for
+        `read_checks`: every file a command needs is checked in one round trip."""
+        return "; ".join(f"f={rquote(dest)}; if [ -f \"$f\" ]; then echo \"edgekd-have {i} $({_sha_cmd(_F)}"
+                         f" | cut -d' ' -f1)\"; fi" for i, (dest, _) in enumerate(planned))
+
+    def read_checks(self, planned: Sequence[tuple[str, str]], text: str) -> None:
+        """Note what `checks_line` found in TEXT (``found``), so `push` needs no round trip of its own."""
+        got = dict.fromkeys(range(len(planned)), "")
+        for ln in text.splitlines():
+            parts = ln.split()
+            if len(parts) == 3 and parts[0] == "edgekd-have" and parts[1].isdigit() and int(parts[1]) in got:
+                got[int(parts[1])] = parts[2]
+        for i, (dest, _) in enumerate(planned):
+            self.found[dest] = got[i]
+
     def push(self, local: "str | Path", *, name: str | None = None, key: str | None = None,
              attempts: int | None = None) -> str:
         """Copy LOCAL to ``<workdir>/files/<sha256>/<name>`` unless it is already there; return that path.
@@ -250,19 +278,19 @@ class SSHTarget:
         ``key`` overrides the content key (e.g. one key for an .xml and its .bin, so they share a
         directory). The file is written under a temporary name, sha256-checked on the device, and
         only then renamed; a failed or interrupted copy is retried up to ``copy_retries`` times.
+        Whether it is there is asked in a round trip of its own unless `read_checks` just said.
         """
-        from ..util_io import sha256_file
-
         local = Path(local)
-        digest = sha256_file(local)
-        name = _safe_name(name or local.name)
-        dest = rjoin(self.workdir, "files", key or digest, name)
-        check = f"f={rquote(dest)}; if [ -f \"$f\" ]; then {_sha_cmd(_F)}; fi"
-        res = self.run(check, timeout_s=60 + local.stat().st_size / 1e6, what="checking a file")
-        if res.returncode == 0 and res.text.split()[:1] == [digest]:
-            log.info("%s already on %s", name, self.label)
+        dest, digest = self.plan(local, name=name, key=key)
+        if dest not in self.found:
+            res = self.run(self.checks_line([(dest, digest)]), timeout_s=60 + local.stat().st_size / 1e6,
+                           what="checking a file")
+            self.read_checks([(dest, digest)], res.text if res.returncode == 0 else "")
+        if self.found.get(dest) == digest:
+            log.info("%s already on %s", dest.rsplit("/", 1)[1], self.label)
             return dest
         self.copy_to(local, dest, digest, attempts=attempts)
+        self.found[dest] = digest
         return dest
 
     def copy_to(self, local: Path, dest: str, digest: str, *, attempts: int | None = None) -> None:
@@ -314,7 +342,7 @@ class SSHTarget:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="edgekd-remote-") as tmp:
-            p = Path(tmp) / _safe_name(name)
+            p = Path(tmp) / safe_name(name)
             p.write_text(text, encoding="utf-8")
             return self.push(p)
 
@@ -338,7 +366,7 @@ def _sha_cmd(path_expr: str) -> str:
             f"{path_expr}; }}")
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
     name = re.sub(r"[^A-Za-z0-9._+-]", "_", Path(name).name).lstrip(".")
     return name or "file"
 
@@ -407,3 +435,4 @@ def _communicate(proc: subprocess.Popen, data: bytes | None, limit: float, stder
 
 def quote_all(words: Iterable[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
+

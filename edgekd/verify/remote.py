@@ -87,17 +87,20 @@ def remote_verify(art: Path, spec: TargetSpec, x: np.ndarray, y: np.ndarray, *, 
     peak memory of one inference on the device."""
     from ..latency.stats import LatencyStats
     from .report import Check, VerifyReport
-    from ..remote.ops import TARGET, Upload, check_device, remote_fingerprint, run_edgekd, ssh_for, trust_args
+    from ..remote.ops import TARGET, Upload, group_files, prepare, remote_fingerprint, run_edgekd, trust_args
 
     if reference is not None and not isinstance(reference, (str, Path)):
         raise BadInputError(f"target '{spec.name}' runs on a remote device: give the reference as a "
                             f"student.pt file, not a torch module", hint="save it with edgekd's checkpoint format")
     if reference is not None and not Path(reference).is_file():
         raise BadInputError(f"--reference {reference} does not exist", hint="give the student.pt checkpoint")
-    ssh = ssh_for(spec)
-    check_device(spec)  # reachable, and this edgekd version, before anything is copied
+    npz = val_npz(x, y)
+    files = [*group_files(art), *([(manifest, None, None)] if manifest else []), (npz, None, None),
+             *([(Path(reference), None, None)] if reference is not None else [])]
+    # reachable, this edgekd version, and which files are there already: one round trip, before any copy
+    ssh, _ = prepare(spec, files)
     art_rel, links = _links(ssh, art, manifest)
-    links[f".edgekd/{NPZ_NAME}"] = ssh.push(val_npz(x, y))
+    links[f".edgekd/{NPZ_NAME}"] = ssh.push(npz)
     args: list[Any] = ["verify", art_rel, "--target", TARGET, "--data", f"npz:.edgekd/{NPZ_NAME}",
                        "--metric", metric, "--json", "--samples", ".edgekd/samples.json"]
     if x.ndim == 4 and x.shape[-1] == x.shape[-2]:
@@ -110,7 +113,7 @@ def remote_verify(art: Path, spec: TargetSpec, x: np.ndarray, y: np.ndarray, *, 
         args += ["--reference", Upload(str(reference))]
     args += trust_args(art)
     run = run_edgekd(spec, args, settings=settings or spec.measure, links=links, collect=".edgekd/samples.json",
-                     allow_fail=True, what=f"verify of {art.name}")
+                     allow_fail=True, what=f"verify of {art.name}", ssh=ssh)
     rc = run.completed.returncode
     try:
         d = json.loads(run.stdout) if rc in (0, 1, 3) else None
