@@ -62,6 +62,9 @@ class Lab:
         self.user = os.environ.get("USER") or __import__("getpass").getuser()
 
     def start(self, name: str) -> int:
+        # SHLVL=1: bash, the login shell of most users, then skips ~/.bashrc for ssh commands
+        # (which it sources when run by sshd at level 1), so each session costs what sshd and
+        # edgekd do, not what this machine's interactive shell setup does (pyenv init: ~0.3 s).
         port = _free_port()
         cfg = self.root / f"sshd_{name}.conf"
         cfg.write_text(textwrap.dedent(f"""\
@@ -77,6 +80,7 @@ class Lab:
             PubkeyAuthentication yes
             PermitRootLogin prohibit-password
             LogLevel ERROR
+            SetEnv SHLVL=1
             """))
         p = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
@@ -243,6 +247,75 @@ def test_bench_runs_on_the_device_and_reuses_the_copy(lab, tiny, run_cli):
     r2 = run_cli("-v", "bench", tiny, "--target", t, "--json")
     assert r2.returncode == 0, r2.stderr
     assert "tiny.onnx already on" in r2.stderr and files[0].stat().st_mtime_ns == mtime
+
+
+def test_a_command_shares_one_connection_and_checks_files_with_the_probe(lab, tiny, monkeypatch):
+    from edgekd import bench, load_target
+    from edgekd.remote import ops, share
+    from edgekd.remote.ssh import SSHTarget
+
+    monkeypatch.setattr(ops, "_probe_cache", {})
+    t = load_target(lab.target("sh", lab.port_a, device="share-dev"))
+    sessions, argvs = [], []
+    run, shared = SSHTarget.run, SSHTarget.shared_argv
+    monkeypatch.setattr(SSHTarget, "run", lambda self, line, **kw: sessions.append(kw.get("what")) or run(self, line, **kw))
+    monkeypatch.setattr(SSHTarget, "shared_argv", lambda self: argvs.append(shared(self)) or argvs[-1])
+    assert bench(str(tiny), t).environment["host"] == "share-dev"
+    # the probe also asked whether the model was there; the target's YAML went with the run
+    assert sessions == ["probing the device", "copying tiny.onnx", "bench of tiny.onnx"]
+    sessions.clear()
+    assert bench(str(tiny), t).environment["host"] == "share-dev"
+    assert sessions == ["checking files", "bench of tiny.onnx"]  # the probe is kept; the model is there
+    paths = {a for argv in argvs for a in argv if a.startswith("ControlPath=")}
+    assert len(argvs) == 5 and all("ControlMaster=no" in argv for argv in argvs) and len(paths) == 1
+    sock = paths.pop().split("=", 1)[1]
+    assert sock in share.masters().values() and os.path.exists(sock)
+    assert (os.stat(os.path.dirname(sock)).st_mode & 0o777) == 0o700
+    share.close_shared()
+    assert not os.path.exists(sock) and sock not in share.masters().values()
+
+
+def test_the_cli_ends_its_shared_connection(lab, tiny, run_cli):
+    tmp = lab.root / "cli-tmp"
+    tmp.mkdir()
+    r = run_cli("-vv", "bench", tiny, "--target", lab.target("a", lab.port_a), "--json", env={"TMPDIR": str(tmp)})
+    assert r.returncode == 0, r.stderr
+    assert "one shared connection" in r.stderr and str(tmp) in r.stderr
+    assert not list(tmp.iterdir())  # the socket's folder is gone ...
+    if os.path.isdir("/proc"):  # ... and so is the master that listened on it
+        masters = [c for c in Path("/proc").glob("[0-9]*/cmdline") if _read(c).find(str(tmp)) >= 0]
+        assert not masters
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_users_own_connection_sharing_is_left_alone(lab, tiny, tmp_path, monkeypatch):
+    from edgekd import bench, load_target
+    from edgekd.remote import share
+    from edgekd.remote.ssh import SSHTarget
+
+    argvs = []
+    shared = SSHTarget.shared_argv
+    monkeypatch.setattr(SSHTarget, "shared_argv", lambda self: argvs.append(shared(self)) or argvs[-1])
+    own = tmp_path / "own-cm"
+    monkeypatch.setenv("EDGEKD_SSH_ALLOW", "ControlMaster,ControlPath")
+    t = load_target(lab.target("own", lab.port_a, ssh_options={"ControlMaster": "auto", "ControlPath": str(own)}))
+    assert bench(str(tiny), t).environment["host"] == "device-own"
+    assert argvs and all(f"ControlPath={own}" in argv and "ControlMaster=no" not in argv for argv in argvs)
+    argvs.clear()
+    monkeypatch.setenv("EDGEKD_SSH_SHARE", "0")  # off: every session connects by itself
+    assert bench(str(tiny), load_target(lab.target("off", lab.port_a))).environment["host"] == "device-off"
+    assert argvs and not any(a.startswith("ControlPath=") for argv in argvs for a in argv)
+    # a ControlPath from the user's ssh config (as `ssh -G` reports it) is theirs too
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host dev\n  ControlPath {tmp_path}/%C\n")
+    assert share._users_own_path(["ssh", "-F", str(cfg), "--", "dev"]) is True
+    assert share._users_own_path(["ssh", "-F", str(cfg), "--", "other"]) is False
 
 
 def test_python_bench_routes_remote_and_passes_strings_literally(lab, tiny):
