@@ -95,8 +95,8 @@ def _start_master(argv: list[str], label: str, connect_timeout_s: float,
             return ""
         err.seek(0)
         text = err.read().decode("utf-8", errors="replace")
-    if res.returncode == 255:  # ssh's own failure: report it as a session would, without a second try
-        raise ssh_error(text, time.monotonic() - t0)
+    if res.returncode == 255 and "option" not in text.lower():  # (an ssh without these options: unshared)
+        raise ssh_error(text, time.monotonic() - t0)  # ssh's own failure, as a session reports it, once
     if res.returncode != 0 or not os.path.exists(path):
         log.debug("ssh %s: no shared connection (exit %s): %s", label, res.returncode, text.strip())
         return ""
