@@ -96,14 +96,48 @@ def find_profile(target, family: str) -> tuple[Optional[Path], str]:
 
 
 def _teacher_resolution(cfg: CompressConfig) -> Optional[int]:
-    """The input resolution an edgekd checkpoint teacher records, else None."""
-    p = Path(cfg.teacher)
-    if not p.is_file() or p.suffix.lower() not in (".pt", ".pth"):
+    """The input resolution the teacher was made for, read without loading it: an edgekd
+    checkpoint's recorded shape, an hf: directory's config.json ``image_size``, or an ONNX
+    graph's fixed input height and width; None when the teacher does not say."""
+    import json
+
+    if cfg.teacher.startswith("hf:"):
+        try:
+            size = json.loads((Path(cfg.teacher[3:]).expanduser() / "config.json")
+                              .read_text(encoding="utf-8")).get("image_size")
+        except (OSError, ValueError, AttributeError):
+            return None  # load_teacher says what is wrong with the directory
+        size = size[-1] if isinstance(size, (list, tuple)) and size else size
+        return int(size) if isinstance(size, int) and size > 0 else None
+    p = Path(cfg.teacher).expanduser()
+    if not p.is_file() or p.suffix.lower() not in (".pt", ".pth", ".onnx"):
         return None
+    if p.suffix.lower() == ".onnx":
+        return _onnx_resolution(p)
     from ..models.ref import stored_input_shape
 
     shape = stored_input_shape(p)
     return int(shape[-1]) if shape and len(shape) == 3 else None
+
+
+def _onnx_resolution(path: Path) -> Optional[int]:
+    """H of an ONNX graph's first real input when it is N×C×H×W with H = W fixed, else None."""
+    try:
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - not readable here: the teacher's loader says why
+        return None
+    inits = {i.name for i in graph.initializer}
+    for inp in graph.input:
+        if inp.name in inits:  # older IR versions list weights as inputs
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None
+                for d in inp.type.tensor_type.shape.dim]
+        if len(dims) == 4 and dims[2] and dims[2] == dims[3]:
+            return int(dims[2])
+        return None
+    return None
 
 
 def make_plan(cfg: CompressConfig) -> Plan:
@@ -155,7 +189,8 @@ def make_plan(cfg: CompressConfig) -> Plan:
             note = why if cfg.family != "auto" else f"no usable profile for {target.name} here"
         if prof is None:
             family = DEFAULT_FAMILY if cfg.family == "auto" else cfg.family
-            steps.append(("select", f"profile the '{cfg.grid}' grid of {family} at the data's resolution "
+            at = f"{resolution} px" if resolution else "the data's resolution"
+            steps.append(("select", f"profile the '{cfg.grid}' grid of {family} at {at} "
                                     f"on {target.name} ({note}), then pick the largest student predicted "
                                     f"under the {budgets} and measure it"))
         else:

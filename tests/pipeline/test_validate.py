@@ -93,3 +93,35 @@ def test_resolved_settings_leave_specs_alone(tmp_path):
 
 def test_plan_still_needs_no_data(tiny_assets):
     assert make_plan(_cfg(tiny_assets)).resolution == 16
+
+
+def _onnx_teacher(path, dims):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0], 3])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [3], [0.0, 0.0, 0.0])
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+                               helper.make_node("Add", ["m", "w"], ["y"])], "t", [x], [y], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_plan_takes_the_resolution_from_an_hf_or_onnx_teacher(tiny_assets, tmp_path):
+    """--resolution's default is the teacher's input size for every teacher that states one:
+    an hf: directory's config.json image_size and an ONNX graph's fixed H = W, not only an
+    edgekd checkpoint's (the data's own resolution otherwise)."""
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text(json.dumps({"model_type": "resnet", "image_size": 48}))
+    plan = make_plan(_cfg(tiny_assets, teacher=f"hf:{hf}", student="auto", family="convnet"))
+    assert plan.resolution == 48
+    assert "at 48 px" in plan.steps[0][1]
+    fixed = _onnx_teacher(tmp_path / "fixed.onnx", ["N", 3, 40, 40])
+    assert make_plan(_cfg(tiny_assets, teacher=str(fixed), student="auto", family="convnet")).resolution == 40
+    dynamic = _onnx_teacher(tmp_path / "dynamic.onnx", ["N", 3, "H", "W"])
+    plan = make_plan(_cfg(tiny_assets, teacher=str(dynamic), student="auto", family="convnet"))
+    assert plan.resolution is None and "the data's resolution" in plan.steps[0][1]
+    assert make_plan(_cfg(tiny_assets, teacher=f"hf:{hf}", student="auto", family="convnet",
+                          resolution=24)).resolution == 24  # --resolution wins
