@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 TEACHER = "convnet:width=16,depth=3"
@@ -36,9 +37,19 @@ STUDENT = "mobilenetv2:width=0.25,depth=0.5,res={res},stem_stride=1"
 
 
 def _teacher(spec, bundle, epochs, work):
-    from edgekd.distill.run import distill
-    from edgekd.models.teacher import _torch_teacher
+    """The teacher: ``hf:DIR`` (a ready save_pretrained classifier, e.g. from
+    tools/bench_realsize.py teacher) as it is, else ``spec`` trained here on labels."""
+    import torch
 
+    from edgekd.distill.cache import take
+    from edgekd.distill.run import distill
+    from edgekd.models.teacher import _torch_teacher, load_teacher
+
+    if spec.startswith("hf:"):
+        t = load_teacher(spec, num_classes=bundle.num_classes, in_channels=bundle.input_shape[0])
+        x, y = take(bundle.val, torch.arange(len(bundle.val)))
+        acc = float((torch.cat([t(b).argmax(1) for b in x.split(256)]) == y).float().mean())
+        return t, types.SimpleNamespace(best_acc=acc)
     d = distill(spec, None, bundle, work / "teacher", config={"epochs": epochs, "seed": 0},
                 loss="ce", progress=False)
     return _torch_teacher(d.model, spec=spec, fingerprint=f"bench-qad-teacher-{spec}", device="cpu",
@@ -159,7 +170,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--data", default="digits", help="a data spec (e.g. shapes:n=1500)")
     ap.add_argument("--student", default=STUDENT, help="student spec; {res} is --res")
-    ap.add_argument("--teacher", default=TEACHER, help="teacher spec (trained here on labels)")
+    ap.add_argument("--teacher", default=TEACHER, help="teacher spec (trained here on labels), "
+                    "or hf:DIR, a save_pretrained classifier used as it is")
     ap.add_argument("--ptq-only", action="store_true",
                     help="only print ONNX Runtime's PTQ drop per seed (a screen)")
     args = ap.parse_args(argv)

@@ -10,9 +10,10 @@ and KD with few labels.
         and openvino-cpu-int8 and measure fp32 and int8 on each runtime in interleaved rounds:
         p50/p90 speed-up and top-1 drop; then what each runtime executes (OpenVINO: the compiled
         model's layers by runtime precision and kernel; ONNX Runtime: the optimized graph's ops)
-    python tools/bench_realsize.py kd --teacher T [--fraction 0.2] [--seeds 0,1,2]
+    python tools/bench_realsize.py kd --teacher T [--fraction 0.2] [--seeds 0,1,2] [--ce-epochs N]
         labels-only (ce on the labelled part) against kd and dkd from the hf: teacher T (all
-        train images, labels only on the labelled part), per seed
+        train images, labels only on the labelled part), per seed; --ce-epochs adds a
+        labels-only run with as many steps as kd's (epochs / fraction)
 
 Everything trains with edgekd's one entry point (edgekd.distill.run.distill) and its defaults
 unless a flag says otherwise; nothing is downloaded. With --workdir DIR each training run lives
@@ -171,29 +172,32 @@ def cmd_kd(args) -> int:
     res = _res(args.student)
     seeds = [int(s) for s in args.seeds.split(",")]
     losses = args.losses.split(",")
-    results: dict[str, list[float]] = {loss: [] for loss in losses}
+    runs = [(loss, loss, args.epochs) for loss in losses]
+    if args.ce_epochs:  # labels-only again with as many steps as a run over all images takes
+        runs.append((f"ce{args.ce_epochs}", "ce", args.ce_epochs))
+    results: dict[str, list[float]] = {name: [] for name, _, _ in runs}
     with tempfile.TemporaryDirectory(prefix="bench-realsize-") as tmp:
         for seed in seeds:
             bundle = load_data(args.data, resolution=res, seed=seed,
                                labelled_fraction=args.fraction)
             teacher = load_teacher(f"hf:{args.teacher}", num_classes=bundle.num_classes,
                                    in_channels=3)
-            for loss in losses:
+            for name, loss, epochs in runs:
                 r, secs = _train(args.student, None if loss == "ce" else teacher, bundle,
-                                 Path(tmp) / f"{loss}-{seed}", loss=loss, epochs=args.epochs,
+                                 Path(tmp) / f"{name}-{seed}", loss=loss, epochs=epochs,
                                  seed=seed, train_kw=json.loads(args.train_kw),
                                  workdir=args.workdir, key=f"teacher={args.teacher}")
-                results[loss].append(r.best_acc)
-                print(f"seed {seed} {loss:4s} val top-1 {r.best_acc:.4f} ({secs:.0f} s)",
+                results[name].append(r.best_acc)
+                print(f"seed {seed} {name:5s} val top-1 {r.best_acc:.4f} ({secs:.0f} s)",
                       flush=True)
-    base = results.get("ce")
+    bases = {n: a for n, a in results.items() if n.startswith("ce")}
     print(f"# {args.student} on {args.data} at {res} px, {args.fraction:g} of the labels, "
           f"{args.epochs} epochs, teacher hf:{args.teacher}, seeds {args.seeds}")
     for loss, accs in results.items():
-        gain = ""
-        if base and loss != "ce":
-            gain = f"  vs labels-only {statistics.mean(a - b for a, b in zip(accs, base)) * 100:+.2f} pt"
-        print(f"{loss:4s} mean {statistics.mean(accs):.4f} "
+        gain = "" if loss in bases else "".join(
+            f"  vs {n} {statistics.mean(a - b for a, b in zip(accs, base)) * 100:+.2f} pt"
+            for n, base in bases.items())
+        print(f"{loss:5s} mean {statistics.mean(accs):.4f} "
               f"({' '.join(f'{a:.4f}' for a in accs)}){gain}")
     return 0
 
@@ -225,6 +229,9 @@ def main(argv=None) -> int:
     k.add_argument("--seeds", default="0,1,2")
     k.add_argument("--losses", default="ce,kd,dkd")
     k.add_argument("--epochs", type=int, default=10)
+    k.add_argument("--ce-epochs", type=int, default=0,
+                   help="also train labels-only for this many epochs (e.g. epochs / fraction: "
+                        "as many steps as kd takes over all images), reported as ceN")
     for p in (t, q, k):
         p.add_argument("--data", default=DATA)
         p.add_argument("--train-kw", default="{}", help="TrainConfig settings as JSON")
