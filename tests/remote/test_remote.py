@@ -263,23 +263,38 @@ def _read(path: Path) -> str:
         return ""
 
 
-def test_a_command_shares_one_connection_and_checks_files_with_the_probe(lab, tiny, monkeypatch):
+@pytest.fixture(scope="module")
+def python_benches(lab, tiny):
+    """Two Python `bench` calls in a row on one target whose device name is shell syntax, with
+    the ssh sessions they opened (what each was for) and the ssh argv of each."""
     from edgekd import bench, load_target
-    from edgekd.remote import ops, share
+    from edgekd.remote import ops
     from edgekd.remote.ssh import SSHTarget
 
-    monkeypatch.setattr(ops, "_probe_cache", {})
-    t = load_target(lab.target("sh", lab.port_a, device="share-dev"))
-    sessions, argvs = [], []
+    name = "dev $(touch PWNED); x'y"
+    t = load_target(lab.target("q", lab.port_a, device=name))
+    sessions: list[list] = [[], []]
+    argvs: list[list[str]] = []
     run, shared = SSHTarget.run, SSHTarget.shared_argv
-    monkeypatch.setattr(SSHTarget, "run", lambda self, line, **kw: sessions.append(kw.get("what")) or run(self, line, **kw))
-    monkeypatch.setattr(SSHTarget, "shared_argv", lambda self: argvs.append(shared(self)) or argvs[-1])
-    assert bench(str(tiny), t).environment["host"] == "share-dev"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ops, "_probe_cache", {})
+        mp.setattr(SSHTarget, "shared_argv", lambda self: argvs.append(shared(self)) or argvs[-1])
+        results = []
+        for i in range(2):
+            mp.setattr(SSHTarget, "run", lambda self, line, _i=i, **kw: sessions[_i].append(kw.get("what"))
+                       or run(self, line, **kw))
+            results.append(bench(str(tiny), t))
+    return name, results, sessions, argvs
+
+
+def test_a_command_shares_one_connection_and_checks_files_with_the_probe(python_benches):
+    from edgekd.remote import share
+
+    name, results, sessions, argvs = python_benches
+    assert [r.environment["host"] for r in results] == [name, name]
     # the probe also asked whether the model was there; the target's YAML went with the run
-    assert sessions == ["probing the device", "copying tiny.onnx", "bench of tiny.onnx"]
-    sessions.clear()
-    assert bench(str(tiny), t).environment["host"] == "share-dev"
-    assert sessions == ["checking files", "bench of tiny.onnx"]  # the probe is kept; the model is there
+    assert sessions[0] == ["probing the device", "copying tiny.onnx", "bench of tiny.onnx"]
+    assert sessions[1] == ["checking files", "bench of tiny.onnx"]  # the probe is kept; the model is there
     paths = {a for argv in argvs for a in argv if a.startswith("ControlPath=")}
     assert len(argvs) == 5 and all("ControlMaster=no" in argv for argv in argvs) and len(paths) == 1
     sock = paths.pop().split("=", 1)[1]
@@ -313,12 +328,8 @@ def test_users_own_connection_sharing_is_left_alone(lab, tiny, tmp_path, monkeyp
     assert share._users_own_path(["ssh", "-F", str(cfg), "--", "other"]) is False
 
 
-def test_python_bench_routes_remote_and_passes_strings_literally(lab, tiny):
-    from edgekd import bench, load_target
-
-    name = "dev $(touch PWNED); x'y"
-    t = load_target(lab.target("q", lab.port_a, device=name))
-    r = bench(str(tiny), t)
+def test_python_bench_routes_remote_and_passes_strings_literally(lab, python_benches):
+    name, (r, _), _, _ = python_benches
     assert r.environment["host"] == name
     assert len(r.samples_ms) == r.stats.n >= 10
     assert not list(lab.root.rglob("PWNED")) and not Path.home().joinpath("PWNED").exists()
