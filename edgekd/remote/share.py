@@ -28,7 +28,7 @@ SHARE_ENV = "EDGEKD_SSH_SHARE"
 _USERS_OWN = frozenset({"controlmaster", "controlpath", "controlpersist"})
 _LOCK = threading.Lock()
 _KEY_LOCKS: dict[tuple, threading.Lock] = {}
-_MASTERS: dict[tuple, str] = {}  # ssh argv -> the socket of this process's master for it
+_MASTERS: dict[tuple, str] = {}  # ssh argv -> the socket of this process's master for it ("" none)
 _FOLDER: list[str] = []  # the private temp folder, once made
 
 
@@ -48,11 +48,10 @@ def shared_argv(argv: list[str], label: str, connect_timeout_s: float, options: 
         lock = _KEY_LOCKS.setdefault(key, threading.Lock())
     with lock:  # one master per device, also with a thread per target
         path = _MASTERS.get(key)
-        if path is None or not os.path.exists(path):  # none yet, or it ended after idling
-            path = _start_master(argv, label, connect_timeout_s, ssh_error)
-            if not path:
-                return argv
-            _MASTERS[key] = path
+        if path is None or (path and not os.path.exists(path)):  # none yet, or it ended after idling
+            path = _MASTERS[key] = _start_master(argv, label, connect_timeout_s, ssh_error)
+        if not path:  # not shared, as decided once for this process
+            return argv
     return argv[:-2] + ["-o", "ControlMaster=no", "-o", f"ControlPath={path}"] + argv[-2:]
 
 
@@ -107,7 +106,7 @@ def _start_master(argv: list[str], label: str, connect_timeout_s: float,
 def masters() -> dict[tuple, str]:
     """This process's master connections: {ssh argv: socket path}."""
     with _LOCK:
-        return dict(_MASTERS)
+        return {k: v for k, v in _MASTERS.items() if v}
 
 
 def close_shared(pid: int | None = None) -> None:
@@ -120,7 +119,7 @@ def close_shared(pid: int | None = None) -> None:
         items = list(_MASTERS.items())
         _MASTERS.clear()
     for argv, path in items:
-        if os.path.exists(path):
+        if path and os.path.exists(path):
             try:
                 subprocess.run(list(argv[:-2]) + ["-o", f"ControlPath={path}", "-O", "exit"] + list(argv[-2:]),
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
