@@ -26,6 +26,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -52,6 +54,9 @@ def _transformers(what: str = "Hugging Face models"):
     except ImportError as exc:
         raise missing_package("transformers", "hf", what=what) from exc
     transformers.logging.set_verbosity_error()
+    if not os.environ.get("EDGEKD_DEBUG"):  # torchao, imported by transformers as it builds a
+        for name in ("torchao", "torch.utils._pytree"):  # model, warns of CUDA kernels and Enums
+            logging.getLogger(name).setLevel(logging.ERROR)
     return transformers
 
 

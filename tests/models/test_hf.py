@@ -295,3 +295,28 @@ def test_cli_transformers_missing_exit_code(run_cli, tmp_path):
                 env={"PYTHONPATH": str(tmp_path / "site")})
     assert r.returncode == 4, r.stderr
     assert "pip install 'edgekd[hf]'" in r.stderr
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torchao") is None,
+                    reason="the warnings come from torchao, which transformers imports when installed")
+def test_building_an_hf_student_prints_no_torchao_warnings():
+    """transformers imports torchao as it builds a model; its 'Failed to load ... .so' lines and
+    torch's Enum-registration warnings are noise on every hf- run, shown only with EDGEKD_DEBUG."""
+    import os
+    import subprocess
+
+    code = ("from edgekd.models import build_model\n"
+            "build_model('hf-resnet:width=8,depths=1-1-1-1,res=32', num_classes=3, in_channels=3)\n")
+
+    def stderr(**extra):
+        env = {k: v for k, v in os.environ.items() if k != "EDGEKD_DEBUG"}
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**env, **extra}, check=True).stderr
+
+    def noisy(text):
+        return "Failed to load" in text or "is an Enum subclass" in text
+
+    if not noisy(stderr(EDGEKD_DEBUG="1")):
+        pytest.skip("this torchao build warns of nothing: no noise to keep out")
+    quiet = stderr()
+    assert not noisy(quiet), quiet[-2000:]
