@@ -10,6 +10,7 @@ prediction is first re-calibrated to this machine when it matches the profile's 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from ..config import Budget
 from ..errors import BadInputError, EdgeKDError
@@ -60,24 +61,29 @@ def predicted_ms(profile: Profile, spec: str, metric: str) -> float:
                             hint="profile this family on the target with `edgekd profile`") from exc
 
 
-_RECALIBRATED: dict[int, tuple[Profile, float, "str | None"]] = {}
+_RECALIBRATED: dict[int, tuple] = {}
 
 
-def recalibrated(profile: Profile) -> "tuple[float, str | None]":
-    """(speed factor, note) the profile's predictions are scaled by here (latency.recalibrate),
-    once per profile: its reference model measured on this machine when the machine matches the
-    profile's fingerprint; 1.0 with a note when it does not (another kind of machine says
-    nothing about the device's speed) or the profile stores no reference readings."""
+def _unscaled(ms: float, metric: str = "p50") -> float:
+    return ms
+
+
+def recalibrated(profile: Profile) -> "tuple[Callable[[float, str], float], str | None]":
+    """(scale, note): ``scale(ms, metric)`` turns the profile's prediction into this machine's,
+    as select does (latency.recalibrate: the speed map through its fastest, reference and
+    slowest models, else the reference's factor), once per profile, when the machine matches
+    the profile's fingerprint; unscaled with a note when it does not (another kind of machine
+    says nothing about the device's speed) or the profile stores no reference readings."""
     held = _RECALIBRATED.get(id(profile))
     if held is None or held[0] is not profile:
         from ..latency.profile import check_here
         from ..latency.recalibrate import check_factor, recalibrate
 
         if check_here(profile):
-            out = (1.0, f"profile {profile.label} not re-calibrated: it describes another environment")
+            out = (_unscaled, f"profile {profile.label} not re-calibrated: it describes another environment")
         else:
             rc = recalibrate(profile)
-            out = (rc.factor if rc else 1.0,
+            out = (rc.scale if rc else _unscaled,
                    "; ".join(m for m in (rc.describe() if rc else None, check_factor(rc, profile)) if m))
         held = _RECALIBRATED[id(profile)] = (profile, *out)
     return held[1], held[2]
@@ -90,8 +96,8 @@ def gate_predicted(model: str, target: str, budget: Budget, profile: Profile) ->
     spec = model_spec(model)
     metric = str(budget.metric)
     eps = _epsilon(profile, metric)
-    factor, note = recalibrated(profile)
-    pred = predicted_ms(profile, spec, metric) * factor
+    scale, note = recalibrated(profile)
+    pred = scale(predicted_ms(profile, spec, metric), metric)
     lo, hi = pred / (1 + eps), pred * (1 + eps)
     b = budget.budget_ms
     verdict = judge(lo, hi, b)

@@ -174,3 +174,27 @@ def test_a_reference_model_read_mostly_descheduled_is_left_out_of_the_map():
     rc = recalibrate(prof, measure=measure)
     assert [p[0] for p in rc.points] == ["fam:i=0", "fam:i=2"] and rc.speed_map is not None
     assert rc.scale(1.85) == pytest.approx(1.85 * 1.2)  # beyond the last point: its ratio
+
+
+def test_gate_predict_only_goes_through_the_speed_map_as_select_does(monkeypatch):
+    """gate --predict-only scales a prediction as select does: through the speed map of the
+    fastest, reference and slowest models, not by the reference's factor alone."""
+    import edgekd.gate.predict_only as po
+    import edgekd.latency.profile as lp
+    import edgekd.latency.recalibrate as lr
+    from edgekd.config import Budget
+
+    prof = profile_with_reference()
+    prof.validation = {"p95_rel_error": 0.05}
+    spec = "fam:i=0"  # the fastest model: 1.6x here where the reference reads 1.2x
+    monkeypatch.setattr(po, "model_spec", lambda model: spec)
+    monkeypatch.setattr(lp, "check_here", lambda profile, strict=False: None)  # this machine's kind
+    monkeypatch.setattr(lr, "recalibrate", lambda profile: recalibrate(profile, measure=fake(HERE)))
+    rc = recalibrate(prof, measure=fake(HERE))
+    pred = po.predicted_ms(prof, spec, "p50")
+    mapped, by_factor = rc.scale(pred, "p50"), pred * rc.factor
+    assert abs(mapped - by_factor) > 0.05 * by_factor  # the map and the factor disagree here
+    res = po.gate_predicted("m.onnx", "ort-cpu", Budget(budget_ms=(mapped + by_factor) / 2, metric="p50"),
+                            prof)
+    assert res.decision.value == pytest.approx(mapped)
+    assert any("speed map" in w for w in res.warnings)
