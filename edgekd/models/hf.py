@@ -216,6 +216,7 @@ def efficientnet_config(cfg: HFEfficientNetKnobs, in_channels: int, num_classes:
 def _builder(make_config):
     def build(cfg: KnobConfig, *, num_classes: int, in_channels: int):
         model = wrap(_from_config(make_config(cfg, in_channels, num_classes)))
+        model.trace_input_shape = (int(in_channels), int(cfg.res), int(cfg.res))  # hf_static
         _init_student(model)
         _global_pooling(model)
         _torch_bn_momentum(model)

@@ -100,7 +100,13 @@ class _NamingTracer(torch.fx.Tracer):
 
 
 def trace(module: nn.Module) -> torch.fx.GraphModule:
-    """torch.fx trace of ``module``; a model fx cannot trace is one line naming the layer."""
+    """torch.fx trace of ``module``; a model fx cannot trace is one line naming the layer. An hf-
+    student (built for one resolution, ``trace_input_shape``) is traced with its input-size-
+    dependent paddings fixed for that size (models.hf_static)."""
+    if getattr(module, "trace_input_shape", None):
+        from ..models.hf_static import static_for_tracing
+
+        module = static_for_tracing(module, module.trace_input_shape)
     tracer = _NamingTracer()
     try:
         graph = tracer.trace(module)
