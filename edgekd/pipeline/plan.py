@@ -122,22 +122,13 @@ def _teacher_resolution(cfg: CompressConfig) -> Optional[int]:
 
 def _onnx_resolution(path: Path) -> Optional[int]:
     """H of an ONNX graph's first real input when it is N×C×H×W with H = W fixed, else None."""
-    try:
-        import onnx
+    from ..backends.calib import onnx_input_info
 
-        graph = onnx.load(str(path), load_external_data=False).graph
+    try:
+        _, dims = onnx_input_info(path)
     except Exception:  # noqa: BLE001 - not readable here: the teacher's loader says why
         return None
-    inits = {i.name for i in graph.initializer}
-    for inp in graph.input:
-        if inp.name in inits:  # older IR versions list weights as inputs
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None
-                for d in inp.type.tensor_type.shape.dim]
-        if len(dims) == 4 and dims[2] and dims[2] == dims[3]:
-            return int(dims[2])
-        return None
-    return None
+    return int(dims[2]) if len(dims) == 4 and dims[2] and dims[2] == dims[3] else None
 
 
 def make_plan(cfg: CompressConfig) -> Plan:
