@@ -61,7 +61,7 @@ def predicted_ms(profile: Profile, spec: str, metric: str) -> float:
                             hint="profile this family on the target with `edgekd profile`") from exc
 
 
-_RECALIBRATED: dict[int, tuple] = {}
+_RECALIBRATED: "dict[int, tuple[Profile, Callable[[float, str], float], str | None]]" = {}
 
 
 def _unscaled(ms: float, metric: str = "p50") -> float:

@@ -435,4 +435,3 @@ def _communicate(proc: subprocess.Popen, data: bytes | None, limit: float, stder
 
 def quote_all(words: Iterable[str]) -> str:
     return " ".join(shlex.quote(w) for w in words)
-
