@@ -118,24 +118,71 @@ def _typical_reference(profile: Profile, load: str, quiet: bool = False) -> floa
     return float(np.median(vals))
 
 
+def drift_factor(profile: Profile, entry) -> float:
+    """How much faster than typical the machine ran while a block or pair entry was measured:
+    ``typical / probe``, where ``probe`` is the profile's probe (a fixed block held loaded
+    through the run) measured in alternation with the entry, and ``typical`` the median of the
+    probe's readings over every entry measured with the same load of it (one per profiling
+    process). Multiplying an entry's reading by it puts it on the scale of the run's typical
+    moment, as model_latency does for whole models. 1.0 for entries measured without a probe.
+
+    Blocks are measured one after another over minutes; a VM's speed moves by 25-55% within
+    them. On an idle 2-core VM, ort-cpu, the twelve blocks of one hf-mobilenetv2 candidate
+    measured during a slow phase of ten seconds read 1.5-2x their neighbours' cost per MAC
+    (that candidate's block sum came out above the next larger resolution's), and the
+    predictor missed it by 16%."""
+    probe = getattr(entry, "probe", None)
+    if probe is None or not probe.p50 > 0:
+        return 1.0
+    typical = _typical_probes(profile).get(entry.probe_load)
+    return typical / probe.p50 if typical else 1.0
+
+
+def _typical_probes(profile: Profile) -> dict:
+    """{probe load: median of its p50 readings} over the profile's blocks and pairs (cached on
+    the profile while its entries stay the same)."""
+    key = (len(profile.blocks), len(profile.pairs))
+    cached = getattr(profile, "_typical_probe_cache", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    loads: dict = {}
+    for e in (*profile.blocks.values(), *profile.pairs.values()):
+        if e.probe is not None and e.probe.p50 > 0:
+            loads.setdefault(e.probe_load, []).append(e.probe.p50)
+    typical = {k: float(np.median(v)) for k, v in loads.items()}
+    object.__setattr__(profile, "_typical_probe_cache", (key, typical))
+    return typical
+
+
 def net_block_ms(profile: Profile, key: str, metric: str) -> float:
     """A block's latency alone (weights in cache) less the per-inference overhead (>= 0): the
     overhead measured in alternation with the block where the profile has it, else the
-    profile's one overhead entry."""
+    profile's one overhead entry; times the block's drift_factor."""
     block = profile.blocks.get(key)
     if block is None:
         raise KeyError(key)
     overhead = block.overhead.metric(metric) if block.overhead is not None else profile.overhead_metric(metric)
-    return max(block.latency.metric(metric) - overhead, 0.0)
+    return max(block.latency.metric(metric) - overhead, 0.0) * drift_factor(profile, block)
+
+
+def cold_block_ms(profile: Profile, key: str, metric: str) -> float | None:
+    """A block's latency per copy with its weights from beyond L2 (None: not measured), times
+    its drift_factor (the copies are measured right after the block alone)."""
+    block = profile.blocks[key]
+    if block.latency_cold is None:
+        return None
+    return block.latency_cold.metric(metric) * drift_factor(profile, block)
 
 
 def in_pair_ms(profile: Profile, pair_key: str, metric: str) -> float:
     """What the pair's second block adds to its first: ``pair - first alone``, with the first
-    alone measured in alternation with the pair where the profile has it (else its block entry).
+    alone measured in alternation with the pair where the profile has it (else its block entry),
+    times the pair's drift_factor.
     May be negative: the pair drops the layout change after the first block that it paid alone."""
     pair = profile.pairs[pair_key]
-    head = pair.first_alone if pair.first_alone is not None else profile.blocks[pair.first].latency
-    return pair.latency.metric(metric) - head.metric(metric)
+    if pair.first_alone is None:
+        return pair.latency.metric(metric) - profile.blocks[pair.first].latency.metric(metric)
+    return (pair.latency.metric(metric) - pair.first_alone.metric(metric)) * drift_factor(profile, pair)
 
 
 def footprint_bytes(profile: Profile, block_keys: Sequence[str]) -> float:
@@ -175,9 +222,9 @@ def _cold_shift(profile: Profile, block_keys: Sequence[str], metric: str, cache:
         return 0.0
     total = 0.0
     for k in block_keys:
-        cold = profile.blocks[k].latency_cold
+        cold = cold_block_ms(profile, k, metric)
         if cold is not None:
-            total += f * (cold.metric(metric) - net_block_ms(profile, k, metric))
+            total += f * (cold - net_block_ms(profile, k, metric))
     return total
 
 

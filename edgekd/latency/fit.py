@@ -43,7 +43,7 @@ WITHIN = 0.10  # the validation tolerance: +-10%
 # How features are computed; a calibration stored by another version is refitted when its
 # profile is loaded (its a, b were fitted to other features). 2: footprint = weights only, whole
 # models read through their reference (model_latency).
-PREDICTOR_VERSION = 3  # 3: near-tied readings averaged (Calibration.also)
+PREDICTOR_VERSION = 4  # 3: near-tied readings averaged (Calibration.also); 4: blocks and pairs drift-corrected by the probe
 
 # Readings whose leave-one-out error is within this factor of the best one are averaged: a few
 # calibration models cannot rank them (two ort-cpu mobilenetv2 runs whose whole models agreed

@@ -4,7 +4,7 @@ replicated copies, and the runtime's per-inference overhead (docs/LATENCY.md "Pr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, NamedTuple
 
 from .stats import LatencyStats
 
@@ -205,23 +205,40 @@ def replicate_module(module, copies: int, seed: int = 0):
     return Replicas(replicas).eval()
 
 
-def measure_block(module, sample_shape: tuple, target, settings, work_dir: Path, copies: int):
+class BlockReading(NamedTuple):
+    """What measure_block reads of one block: ``hot`` (its Measurement, weights in cache),
+    ``overhead`` (the trivial model in alternation with it), ``cold`` (per copy, weights from
+    beyond L2; None: not measured), ``env`` (environment fingerprint) and ``probe`` (the held
+    probe in alternation with the hot block; None: measured without one)."""
+
+    hot: Any
+    overhead: LatencyStats
+    cold: LatencyStats | None
+    env: dict
+    probe: LatencyStats | None = None
+
+
+def measure_block(module, sample_shape: tuple, target, settings, work_dir: Path, copies: int,
+                  probe=None) -> BlockReading:
     """A block alone (weights stay in cache), in alternation with the trivial overhead model
-    (what a run costs besides the work, measured at the same moments), and as ``copies``
-    replicas run back to back (weights from beyond L2): (hot Measurement, overhead LatencyStats,
-    cold LatencyStats per copy or None, environment)."""
+    (what a run costs besides the work, measured at the same moments) and with ``probe`` (an
+    open_reference piece held through the run, whose reading says how fast the machine ran
+    meanwhile: cost.drift_factor), and as ``copies`` replicas run back to back (weights from
+    beyond L2; in the same seconds, so the probe's factor applies to it too)."""
     path = _piece(module, sample_shape, target, work_dir, "block")
     trivial = _piece(_overhead_module(), sample_shape, target, work_dir, "overhead")
-    (hot, over), env = measure_onnx_together([(path, sample_shape), (trivial, sample_shape)], target, settings,
-                                             work_dir / "hot")
+    ms, env = measure_onnx_together([(path, sample_shape), (trivial, sample_shape)], target, settings,
+                                    work_dir / "hot", held=[probe] if probe is not None else [])
+    hot, over = ms[0], ms[1]
+    seen = ms[2].stats if probe is not None else None
     if copies < 2:
-        return hot, over.stats, None, env
+        return BlockReading(hot, over.stats, None, env, seen)
     rep = (replicate_onnx(path, work_dir / "cold.onnx", copies) if isinstance(path, Path)
            else replicate_module(path, copies))
     mc, _ = measure_onnx(rep, sample_shape, target, settings, work_dir / "cold")
     cold = LatencyStats.from_samples(mc.samples_ms / copies, warmup=mc.stats.warmup,
                                      confidence=settings.confidence, unstable_iqr=settings.unstable_iqr)
-    return hot, over.stats, cold, env
+    return BlockReading(hot, over.stats, cold, env, seen)
 
 
 def pair_module(first: Mapping, second: Mapping):
@@ -235,9 +252,19 @@ def pair_module(first: Mapping, second: Mapping):
     return torch.nn.Sequential(a, b).eval(), shape
 
 
-def measure_pair(first: Mapping, second: Mapping, target, settings, work_dir: Path):
-    """Two adjacent blocks measured together, in alternation with the first block alone:
-    (pair Measurement, first-alone Measurement, environment fingerprint).
+class PairReading(NamedTuple):
+    """What measure_pair reads: the pair's and its first block's Measurements, the environment,
+    and the held probe's reading in alternation with them (None: no probe)."""
+
+    pair: Any
+    head: Any
+    env: dict
+    probe: LatencyStats | None = None
+
+
+def measure_pair(first: Mapping, second: Mapping, target, settings, work_dir: Path, probe=None) -> PairReading:
+    """Two adjacent blocks measured together, in alternation with the first block alone (and
+    with ``probe``, as measure_block).
 
     The difference ``pair - first alone`` is what the second block costs after the first inside
     a model: the runtime's work at the boundary between them (layout changes, fusion) is counted
@@ -250,6 +277,6 @@ def measure_pair(first: Mapping, second: Mapping, target, settings, work_dir: Pa
     alone, alone_shape = build_block(dict(first))
     pair_path = _piece(module, tuple(shape), target, work_dir, "pair")
     first_path = _piece(alone, tuple(alone_shape), target, work_dir, "first")
-    (pair, head), env = measure_onnx_together([(pair_path, tuple(shape)), (first_path, tuple(alone_shape))],
-                                              target, settings, work_dir / "pair")
-    return pair, head, env
+    ms, env = measure_onnx_together([(pair_path, tuple(shape)), (first_path, tuple(alone_shape))],
+                                    target, settings, work_dir / "pair", held=[probe] if probe is not None else [])
+    return PairReading(ms[0], ms[1], env, ms[2].stats if probe is not None else None)

@@ -211,7 +211,9 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 "overhead": block_settings.model_dump(), "order": "per candidate: new blocks, new adjacent pairs, then the model",
                 "interleaved": f"each block in alternation with the overhead model, each pair with its first "
                                f"block alone, in slices of {SLICE_S * 1e3:g} ms: the differences the predictor "
-                               f"takes carry little of the machine's drift",
+                               f"takes carry little of the machine's drift; both also with the probe (the "
+                               f"reference model's middle block, held loaded): cost.drift_factor takes out "
+                               f"the drift its readings show",
                 "reference": None,
                 "models": f"each whole model in alternation with the reference model (held loaded: "
                           f"{REFERENCE}); predict.model_latency takes out the drift its readings show",
@@ -289,6 +291,9 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     ref_spec = prof.protocol["reference"]
     reference = None
     ref_load = uuid.uuid4().hex[:12]
+    # the probe every block and pair is measured in alternation with (cost.drift_factor)
+    probe_sig = _probe_signature(prof, sigs, ref_spec, in_channels, num_classes)
+    probe = None
     peaks = PeakProcess(target)  # whole models' peak memory, each in a fork of one process (latency.memory)
 
     measured: list[str] = []
@@ -304,18 +309,24 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 m, env = measure_module(_overhead_module(), shape, target, block_settings, wd, "overhead")
                 prof.overhead = m.stats
                 lat = m.stats.p50
-            elif what == "block":
-                module, shape = build_block(sig)
-                copies = cold_copies(sig)
-                m, over, cold, env = measure_block(module, tuple(shape), target, block_settings, wd, copies)
-                prof.blocks[name] = BlockEntry(key=name, signature=_jsonable(sig), latency=m.stats,
-                                               input_shape=tuple(shape), measured_at=_now(),
-                                               latency_cold=cold, copies=copies, overhead=over)
-                lat = m.stats.p50
-            elif what == "pair":
-                m, head, env = measure_pair(sig[0], sig[1], target, pair_settings, wd)
-                prof.pairs[name] = PairEntry(first=sig[0]["key"], second=sig[1]["key"], latency=m.stats,
-                                             measured_at=_now(), first_alone=head.stats)
+            elif what in ("block", "pair"):
+                if probe is None and probe_sig is not None:
+                    probe_module, probe_shape = build_block(dict(probe_sig))
+                    probe = open_reference(probe_module, tuple(probe_shape), target, root / "probe")
+                if what == "block":
+                    module, shape = build_block(sig)
+                    copies = cold_copies(sig)
+                    m, over, cold, env, seen = measure_block(module, tuple(shape), target, block_settings, wd,
+                                                             copies, probe=probe)
+                    prof.blocks[name] = BlockEntry(key=name, signature=_jsonable(sig), latency=m.stats,
+                                                   input_shape=tuple(shape), measured_at=_now(),
+                                                   latency_cold=cold, copies=copies, overhead=over,
+                                                   probe=seen, probe_load=ref_load if seen else "")
+                else:
+                    m, head, env, seen = measure_pair(sig[0], sig[1], target, pair_settings, wd, probe=probe)
+                    prof.pairs[name] = PairEntry(first=sig[0]["key"], second=sig[1]["key"], latency=m.stats,
+                                                 measured_at=_now(), first_alone=head.stats,
+                                                 probe=seen, probe_load=ref_load if seen else "")
                 lat = m.stats.p50
             else:
                 shape = tuple(input_shape(name, in_channels))
@@ -348,8 +359,9 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
             emit(ProfileEvent("measured", what, name, i + 1, len(plan), lat))
     finally:
         peaks.close()
-        if reference is not None:
-            close_session(reference.session)
+        for held in (reference, probe):
+            if held is not None:
+                close_session(held.session)
         if tmp_ctx:
             tmp_ctx.cleanup()
     if not plan:  # nothing to measure: still refit and store (e.g. an older predictor's file)
@@ -388,7 +400,7 @@ def _note_protocol(prof: Profile, protocol: Mapping) -> None:
     so) and lists each later one under ``protocol.resumed_with``, with when it began: an entry's
     ``measured_at`` says which it was measured under."""
     def core(p: Mapping) -> dict:
-        return {k: v for k, v in p.items() if k not in ("reference", "resumed_with", "since")}
+        return {k: v for k, v in p.items() if k not in ("reference", "probe", "resumed_with", "since")}
 
     later = list(prof.protocol.get("resumed_with", []))
     if core(later[-1] if later else prof.protocol) != core(protocol):
@@ -407,6 +419,33 @@ def reference_spec(grid, sigs, prof: Profile, in_channels: int, num_classes: int
     """The reference model of a profile run (REFERENCE): the grid's middle candidate by capacity."""
     ranked = _by_capacity(grid, sigs, prof, in_channels, num_classes)
     return ranked[len(ranked) // 2] if ranked else None
+
+
+def _probe_signature(prof: Profile, sigs: Mapping, ref_spec: str | None, in_channels: int,
+                     num_classes: int) -> dict | None:
+    """The signature of the profile's probe (protocol "probe"): kept from the profile being
+    resumed where its signature is known, else the middle block of the reference model (a
+    fixed piece of the family's own work, short enough to run many times in each slice).
+    None: no grid to take it from."""
+    from ..models import block_signatures
+
+    key = prof.protocol.get("probe")
+    if key:
+        known = prof.blocks.get(key)
+        if known is not None:
+            return dict(known.signature)
+        for g in sigs.values():
+            for sig in g:
+                if sig["key"] == key:
+                    return sig
+    if ref_spec is None:
+        return None
+    g = sigs.get(ref_spec) or block_signatures(ref_spec, in_channels, num_classes=num_classes)
+    if not g:
+        return None
+    sig = g[len(g) // 2]
+    prof.protocol["probe"] = sig["key"]
+    return sig
 
 
 def _by_capacity(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> list[str]:

@@ -93,13 +93,17 @@ class BlockEntry:
     # the trivial overhead model on the block's input, measured in alternation with the block
     # (None: profiled before)
     overhead: LatencyStats | None = None
+    # the profile's probe (protocol "probe") measured in alternation with the block, and which
+    # load of it (one per profiling process): cost.drift_factor (None: profiled before)
+    probe: LatencyStats | None = None
+    probe_load: str = ""
 
     def to_dict(self) -> dict:
         return {"kind": "block", "key": self.key, "signature": dict(self.signature),
                 "input_shape": list(self.input_shape), "latency": _stats_dict(self.latency),
                 "latency_cold": _stats_dict(self.latency_cold) if self.latency_cold else None,
                 "copies": self.copies, "overhead": _stats_dict(self.overhead) if self.overhead else None,
-                "measured_at": self.measured_at}
+                **_probe_dict(self), "measured_at": self.measured_at}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "BlockEntry":
@@ -108,7 +112,16 @@ class BlockEntry:
                    latency=LatencyStats.from_dict(d["latency"]), input_shape=tuple(d.get("input_shape", ())),
                    measured_at=d.get("measured_at", ""),
                    latency_cold=LatencyStats.from_dict(cold) if cold else None, copies=int(d.get("copies", 0)),
-                   overhead=LatencyStats.from_dict(over) if over else None)
+                   overhead=LatencyStats.from_dict(over) if over else None, **_probe_from(d))
+
+
+def _probe_dict(entry) -> dict:
+    return {"probe": _stats_dict(entry.probe), "probe_load": entry.probe_load} if entry.probe else {}
+
+
+def _probe_from(d: Mapping) -> dict:
+    return {"probe": LatencyStats.from_dict(d["probe"]) if d.get("probe") else None,
+            "probe_load": str(d.get("probe_load") or "")}
 
 
 PAIR_SEP = " -> "
@@ -134,6 +147,9 @@ class PairEntry:
     measured_at: str = ""
     # the first block alone, measured in alternation with the pair (None: profiled before)
     first_alone: LatencyStats | None = None
+    # the profile's probe in alternation with both, and its load (as BlockEntry)
+    probe: LatencyStats | None = None
+    probe_load: str = ""
 
     @property
     def key(self) -> str:
@@ -143,13 +159,14 @@ class PairEntry:
         return {"kind": "pair", "key": self.key, "first": self.first, "second": self.second,
                 "latency": _stats_dict(self.latency),
                 "first_alone": _stats_dict(self.first_alone) if self.first_alone else None,
-                "measured_at": self.measured_at}
+                **_probe_dict(self), "measured_at": self.measured_at}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "PairEntry":
         head = d.get("first_alone")
         return cls(first=str(d["first"]), second=str(d["second"]), latency=LatencyStats.from_dict(d["latency"]),
-                   measured_at=d.get("measured_at", ""), first_alone=LatencyStats.from_dict(head) if head else None)
+                   measured_at=d.get("measured_at", ""), first_alone=LatencyStats.from_dict(head) if head else None,
+                   **_probe_from(d))
 
 
 @dataclass

@@ -30,6 +30,10 @@ def test_profile_predict_select_hf_resnet(tmp_path):
     assert set(prof.blocks) == keys  # the shared embedder and first layer measured once
     assert len(prof.pairs) == 4
     assert all(b.signature["kind"] in ("hf", "head") for b in prof.blocks.values())
+    # every block and pair read beside the probe (a block of the reference model, held loaded)
+    assert prof.protocol["probe"] in keys
+    entries = [*prof.blocks.values(), *prof.pairs.values()]
+    assert all(e.probe is not None and e.probe.p50 > 0 and e.probe_load for e in entries)
     assert prof.calibration and prof.calibration["p50"]["specs"] == specs
     for spec in specs:
         assert predict(prof, spec, "p50") > 0

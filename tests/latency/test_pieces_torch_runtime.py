@@ -43,10 +43,17 @@ def test_a_piece_is_an_onnx_file_for_onnx_runtimes_and_the_module_for_torch_ones
 def test_a_block_is_measured_hot_and_cold_on_executorch(tmp_path):
     # an nn.Sequential with batch norm: its parameters are named '0.weight', which ExecuTorch's
     # batch-norm fusion could not find again before the module was put under a named attribute
-    hot, over, cold, env = pieces.measure_block(_block(), (3, 8, 8), load_target("executorch-xnnpack"), QUICK,
-                                                tmp_path, copies=3)
+    from edgekd.latency.measure import close_session
+
+    target = load_target("executorch-xnnpack")
+    probe = pieces.open_reference(_block(), (3, 8, 8), target, tmp_path / "probe")  # held, as the profiler does
+    try:
+        hot, over, cold, env, seen = pieces.measure_block(_block(), (3, 8, 8), target, QUICK, tmp_path / "b",
+                                                          copies=3, probe=probe)
+    finally:
+        close_session(probe.session)
     assert hot.stats.n >= QUICK.min_iters and np.isfinite(hot.stats.p50) and hot.stats.p50 > 0
-    assert over.p50 > 0 and cold is not None and cold.p50 > 0
+    assert over.p50 > 0 and cold is not None and cold.p50 > 0 and seen is not None and seen.p50 > 0
     assert env["runtime"] == "executorch"
 
 

@@ -54,6 +54,7 @@ class FakeMeasure:
         self.calls = []
         self.sessions = []
         self.references = []
+        self.probes = []
 
     def __call__(self, module, shape, target, settings, work_dir, name):
         n = sum(p.numel() for p in module.parameters())
@@ -80,18 +81,27 @@ class FakeMeasure:
         return m, Measurement(stats=LatencyStats.from_samples(np.full(20, ms)), samples_ms=np.full(20, ms),
                               first_inference_ms=ms, warmup_iters=10, warmup_s=0.0), env
 
-    def block(self, module, shape, target, settings, work_dir, copies):
+    def probe_reading(self, probe):
+        assert probe is not None and not probe.closed  # opened once, held through the run
+        self.probes.append(probe)
+        return LatencyStats.from_samples(np.full(20, 0.02))
+
+    def block(self, module, shape, target, settings, work_dir, copies, probe=None):
+        from edgekd.latency.pieces import BlockReading
+
         hot, env = self(module, shape, target, settings, work_dir, "block")
         cold, _ = self(module, shape, target, settings, work_dir, "cold")
-        return hot, LatencyStats.from_samples(np.full(20, 0.01)), LatencyStats.from_samples(cold.samples_ms * 1.5), env
+        return BlockReading(hot, LatencyStats.from_samples(np.full(20, 0.01)),
+                            LatencyStats.from_samples(cold.samples_ms * 1.5), env, self.probe_reading(probe))
 
-    def pair(self, first, second, target, settings, work_dir):
-        from edgekd.latency.pieces import pair_module
+    def pair(self, first, second, target, settings, work_dir, probe=None):
+        from edgekd.latency.pieces import PairReading, pair_module
 
         module, shape = pair_module(first, second)
         m, env = self(module, shape, target, settings, work_dir, "pair")
-        return m, Measurement(stats=LatencyStats.from_samples(m.samples_ms / 2), samples_ms=m.samples_ms / 2,
-                              first_inference_ms=0.0, warmup_iters=10, warmup_s=0.0), env
+        return PairReading(m, Measurement(stats=LatencyStats.from_samples(m.samples_ms / 2),
+                                          samples_ms=m.samples_ms / 2, first_inference_ms=0.0,
+                                          warmup_iters=10, warmup_s=0.0), env, self.probe_reading(probe))
 
 
 @pytest.fixture
@@ -120,13 +130,21 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     assert len(run.measured) == 1 + len(set(keys)) + len(pairs) + 2
     # overhead once; each block alone and as replicated copies; each pair; each model, with the
     # reference model opened once for the run (and closed at its end)
+    # reference model and probe block both opened once for the run (and closed at its end)
     names = [n for n, _ in fake.calls]
     assert names.count("block") == names.count("cold") == len(set(keys)) and names.count("pair") == len(pairs)
-    assert names.count("reference") == 1 and len(fake.references) == 1 and fake.references[0].closed
-    assert len(fake.calls) == 1 + 2 * len(set(keys)) + len(pairs) + 2 + 1
+    assert names.count("reference") == 2 and len(fake.references) == 2 and all(r.closed for r in fake.references)
+    assert len(fake.calls) == 1 + 2 * len(set(keys)) + len(pairs) + 2 + 2
     assert prof.protocol["reference"] == TINY[1]  # the middle one by capacity (of two: the second)
+    ref_blocks = prof.model(TINY[1]).blocks
+    assert prof.protocol["probe"] == ref_blocks[len(ref_blocks) // 2]  # its middle block
+    probe = fake.references[0]  # opened before the first block, held for every block and pair
+    assert len(fake.probes) == len(set(keys)) + len(pairs) and all(p is probe for p in fake.probes)
     first_load = prof.models[0].reference_load
     assert first_load and all(m.reference is not None and m.reference_load == first_load for m in prof.models)
+    # the probe's reading in alternation with each block and pair is stored, with its load
+    entries = [*prof.blocks.values(), *prof.pairs.values()]
+    assert all(e.probe.p50 == pytest.approx(0.02) and e.probe_load == first_load for e in entries)
     assert all(b.latency_cold is not None and b.copies >= 2 for b in prof.blocks.values())
     # the readings taken in alternation with each block and pair are stored with it
     assert all(b.overhead.p50 == pytest.approx(0.01) for b in prof.blocks.values())
@@ -142,9 +160,10 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     assert TINY[2] in run2.measured and not set(run2.measured) & set(before)
     assert not set(run2.measured) & (set(prof.blocks) | set(prof.pairs)) and "overhead" in run2.skipped
     new_blocks = [k for k in run2.measured if k in prof2.blocks]
-    # blocks twice, plus the reference (the one the profile names, loaded anew: another load id)
-    assert len(fake.calls) == 2 * len(new_blocks) + (len(run2.measured) - len(new_blocks)) + 1
-    assert prof2.protocol["reference"] == TINY[1] and len(fake.references) == 2 and fake.references[1].closed
+    # blocks twice, plus the reference and the probe (those the profile names, loaded anew: another load id)
+    assert len(fake.calls) == 2 * len(new_blocks) + (len(run2.measured) - len(new_blocks)) + 2
+    assert prof2.protocol["reference"] == TINY[1] and len(fake.references) == 4 and fake.references[3].closed
+    assert prof2.protocol["probe"] == prof.protocol["probe"] and "resumed_with" not in prof2.protocol
     assert prof2.model(TINY[2]).reference_load not in ("", first_load)
     for spec, d in before.items():
         assert prof2.model(spec).to_dict() == d  # stored entries are untouched

@@ -52,8 +52,9 @@ def profiled(tmp_path_factory):
 
 def _profile(monkeypatch, tmp_path):
     monkeypatch.setattr(P, "measure_module", lambda mod, shape, t, s, wd, name: (_m(0.01), ENV))
-    monkeypatch.setattr(P, "measure_block", lambda mod, shape, t, s, wd, copies:
-                        (_m(0.01 + _params(mod) * 1e-6), LatencyStats.from_samples(np.full(20, 0.01)), None, ENV))
+    monkeypatch.setattr(P, "measure_block", lambda mod, shape, t, s, wd, copies, probe=None:
+                        (_m(0.01 + _params(mod) * 1e-6), LatencyStats.from_samples(np.full(20, 0.01)), None, ENV,
+                         None))
     monkeypatch.setattr(P, "open_reference", lambda mod, shape, t, wd: SimpleNamespace(session=None))
     monkeypatch.setattr(P, "measure_with_reference", lambda mod, shape, t, s, wd, ref:
                         (_m(0.02 + _params(mod) * 1e-6, artifact=mod), _m(0.05), ENV))
