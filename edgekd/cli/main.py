@@ -83,21 +83,37 @@ class Terminated(KeyboardInterrupt):
     on KeyboardInterrupt does, and the command exits 130 with a message (not 143)."""
 
 
+_TERM_PID: list[int] = []  # the process that installed the handler
+
+
 def _raise_terminated(signum, frame):
+    import os
+    import signal
+
+    if _TERM_PID and os.getpid() != _TERM_PID[0]:
+        # a fork of this process (a library's helper, e.g. OpenVINO's and NNCF's telemetry
+        # sender, which is terminated when its request times out): end as the signal would end
+        # it, not with this command's KeyboardInterrupt path and a traceback on the user's stderr
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise Terminated()
 
 
 def _sigterm_as_interrupt():
     """Install the SIGTERM handler (main thread only); returns the previous handler, or None."""
+    import os
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
     try:
-        return signal.signal(signal.SIGTERM, _raise_terminated)
+        old = signal.signal(signal.SIGTERM, _raise_terminated)
     except (ValueError, OSError):
         return None
+    _TERM_PID[:] = [os.getpid()]
+    return old
 
 
 def _one_line(text: str) -> str:
