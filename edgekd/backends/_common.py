@@ -27,6 +27,35 @@ def validate_onnx(path: "str | Path") -> Path:
     return p
 
 
+# Set to 1 to leave OpenVINO's and NNCF's usage telemetry as those packages ship it.
+TELEMETRY_ENV = "EDGEKD_OPENVINO_TELEMETRY"
+
+
+def no_vendor_telemetry() -> None:
+    """Unless EDGEKD_OPENVINO_TELEMETRY=1, keep the ``openvino_telemetry`` package from being
+    imported in this process, so that OpenVINO's model conversion and NNCF fall back to their own
+    no-op stubs (both do when it is missing). Otherwise every ``convert_model`` and every
+    quantization sends a usage event to a web analytics service from a forked child process, which
+    costs a fork of this (large) process per conversion (a profile converts each of hundreds of
+    blocks), waits on the network where there is none, and is terminated mid-request when it times
+    out. No effect once the package is already imported."""
+    import sys
+
+    if os.environ.get(TELEMETRY_ENV) != "1" and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # import raises ImportError: the stubs are used
+
+
+def import_openvino(what: str = "the openvino targets"):
+    """``import openvino`` with no_vendor_telemetry first (a missing package: exit 4 with the pip
+    command)."""
+    no_vendor_telemetry()
+    try:
+        import openvino
+    except ImportError as exc:
+        raise missing_package("openvino", extra="openvino", what=what) from exc
+    return openvino
+
+
 def copy_atomic(src: Path, dest: Path) -> Path:
     if src.resolve() == dest.resolve():
         return dest
@@ -66,10 +95,7 @@ def onnx_is_quantized(path: "str | Path") -> bool:
 
 def save_ir(model, xml_path: Path) -> tuple[Path, Path]:
     """Save an ov.Model as IR atomically: both files under temporary names, then renamed."""
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise missing_package("openvino", extra="openvino", what="the openvino targets") from exc
+    ov = import_openvino()
     xml_path = Path(xml_path)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     tmp_xml = xml_path.with_name(f".{xml_path.stem}.{os.getpid()}.tmp.xml")

@@ -13,20 +13,17 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BadInputError, missing_package
+from ..errors import BadInputError
 from ..targets import Device, Precision, TargetSpec
-from ._common import check_file, check_input_shape, int8_input_error, onnx_is_quantized, save_ir, validate_onnx
+from ._common import (check_file, check_input_shape, import_openvino, int8_input_error, onnx_is_quantized, save_ir,
+                      validate_onnx)
 from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
 
 _DEVICES = {Device.cpu: "CPU", Device.gpu: "GPU", Device.npu: "NPU"}
 
 
 def _ov():
-    try:
-        import openvino
-    except ImportError as exc:
-        raise missing_package("openvino", extra="openvino", what="the openvino targets") from exc
-    return openvino
+    return import_openvino()
 
 
 def _sync_infer_of(ov):
@@ -167,7 +164,7 @@ class OpenVINOBackend(Backend):
             return False, "the 'openvino' package is not installed (pip install 'edgekd[openvino]')"
         if target is None or target.device == Device.cpu:
             return True, package_version("openvino").split("-")[0]
-        import openvino as ov
+        ov = import_openvino()
 
         if target.device != Device.cpu:
             dev = _DEVICES.get(target.device)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import BadInputError, EdgeKDError, missing_package
+from ._common import import_openvino
 from .calib import check_calibration, split_to_batch
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,7 @@ PRESETS = ("performance", "mixed")
 
 
 def _imports():
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise missing_package("openvino", extra="openvino", what="INT8 quantization for OpenVINO") from exc
+    ov = import_openvino("INT8 quantization for OpenVINO")  # and no vendor telemetry for nncf either
     try:
         import nncf
     except ImportError as exc:

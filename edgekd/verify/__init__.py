@@ -190,9 +190,12 @@ def _check_model_fits(art: Path, opened, bundle, x: np.ndarray) -> None:
 def ir_input_shape(xml: Path) -> tuple:
     """The first input's shape of an OpenVINO IR, read by the runtime (its partial shape): ints
     for static dimensions, None for dynamic ones ('?', ranges); () without openvino."""
+    from ..backends._common import import_openvino
+    from ..errors import EdgeKDError
+
     try:
-        import openvino as ov
-    except ImportError:
+        ov = import_openvino()
+    except EdgeKDError:
         return ()
     model = ov.Core().read_model(str(xml))
     ps = model.inputs[0].get_partial_shape()
