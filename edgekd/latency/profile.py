@@ -30,6 +30,7 @@ from .memory import RSS_SOURCE, PeakProcess, memory_record
 from .stats import LatencyStats
 from .cost import QUIET_MIN
 from .fit import calibration_indices, load_profile, save_profile  # noqa: F401 (re-exported)
+from .profile_plan import calibration_specs, probe_signature, reference_spec  # noqa: F401 (re-exported)
 from .profile_file import (SCHEMA, PAIR_SEP, BlockEntry, ModelEntry, PairEntry, Profile,  # noqa: F401 (re-exported)
                            _now, model_pairs, pair_key, salvage_profile)
 
@@ -292,7 +293,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     reference = None
     ref_load = uuid.uuid4().hex[:12]
     # the probe every block and pair is measured in alternation with (cost.drift_factor)
-    probe_sig = _probe_signature(prof, sigs, ref_spec, in_channels, num_classes)
+    probe_sig = probe_signature(prof, sigs, ref_spec, in_channels, num_classes)
     probe = None
     peaks = PeakProcess(target)  # whole models' peak memory, each in a fork of one process (latency.memory)
 
@@ -406,59 +407,6 @@ def _note_protocol(prof: Profile, protocol: Mapping) -> None:
     if core(later[-1] if later else prof.protocol) != core(protocol):
         later.append({"since": _now(), **core(protocol)})
         prof.protocol["resumed_with"] = later
-
-
-def calibration_specs(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> set[str]:
-    """The specs of ``grid`` the predictor will calibrate on: calibration_indices over the grid in
-    capacity order (params, MACs, spec; as Profile.models_by_capacity)."""
-    ranked = _by_capacity(grid, sigs, prof, in_channels, num_classes)
-    return {ranked[i] for i in calibration_indices(len(ranked))}
-
-
-def reference_spec(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> str | None:
-    """The reference model of a profile run (REFERENCE): the grid's middle candidate by capacity."""
-    ranked = _by_capacity(grid, sigs, prof, in_channels, num_classes)
-    return ranked[len(ranked) // 2] if ranked else None
-
-
-def _probe_signature(prof: Profile, sigs: Mapping, ref_spec: str | None, in_channels: int,
-                     num_classes: int) -> dict | None:
-    """The signature of the profile's probe (protocol "probe"): kept from the profile being
-    resumed where its signature is known, else the middle block of the reference model (a
-    fixed piece of the family's own work, short enough to run many times in each slice).
-    None: no grid to take it from."""
-    from ..models import block_signatures
-
-    key = prof.protocol.get("probe")
-    if key:
-        known = prof.blocks.get(key)
-        if known is not None:
-            return dict(known.signature)
-        for g in sigs.values():
-            for sig in g:
-                if sig["key"] == key:
-                    return sig
-    if ref_spec is None:
-        return None
-    g = sigs.get(ref_spec) or block_signatures(ref_spec, in_channels, num_classes=num_classes)
-    if not g:
-        return None
-    sig = g[len(g) // 2]
-    prof.protocol["probe"] = sig["key"]
-    return sig
-
-
-def _by_capacity(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> list[str]:
-    from ..models import block_signatures
-
-    def capacity(spec: str) -> tuple:
-        entry = prof.model(spec)
-        if entry is not None:
-            return entry.params, entry.macs, spec
-        g = sigs.get(spec) or block_signatures(spec, in_channels, num_classes=num_classes)
-        return sum(int(x["params"]) for x in g), sum(int(x["macs"]) for x in g), spec
-
-    return sorted(grid, key=capacity)
 
 
 def _jsonable(sig: Mapping) -> dict:

@@ -1,0 +1,64 @@
+"""What a profile run measures besides its grid's entries (docs/LATENCY.md "Profiles and
+prediction"): which candidates calibrate the predictor, the reference model every whole model is
+measured beside, and the probe block every block and pair is measured beside. Arithmetic on
+specs and block signatures; nothing here measures.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from .fit import calibration_indices
+from .profile_file import Profile
+
+
+def calibration_specs(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> set[str]:
+    """The specs of ``grid`` the predictor will calibrate on: calibration_indices over the grid in
+    capacity order (params, MACs, spec; as Profile.models_by_capacity)."""
+    ranked = by_capacity(grid, sigs, prof, in_channels, num_classes)
+    return {ranked[i] for i in calibration_indices(len(ranked))}
+
+
+def reference_spec(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> str | None:
+    """The reference model of a profile run (REFERENCE): the grid's middle candidate by capacity."""
+    ranked = by_capacity(grid, sigs, prof, in_channels, num_classes)
+    return ranked[len(ranked) // 2] if ranked else None
+
+
+def probe_signature(prof: Profile, sigs: Mapping, ref_spec: str | None, in_channels: int,
+                     num_classes: int) -> dict | None:
+    """The signature of the profile's probe (protocol "probe"): kept from the profile being
+    resumed where its signature is known, else the middle block of the reference model (a
+    fixed piece of the family's own work, short enough to run many times in each slice).
+    None: no grid to take it from."""
+    from ..models import block_signatures
+
+    key = prof.protocol.get("probe")
+    if key:
+        known = prof.blocks.get(key)
+        if known is not None:
+            return dict(known.signature)
+        for g in sigs.values():
+            for sig in g:
+                if sig["key"] == key:
+                    return sig
+    if ref_spec is None:
+        return None
+    g = sigs.get(ref_spec) or block_signatures(ref_spec, in_channels, num_classes=num_classes)
+    if not g:
+        return None
+    sig = g[len(g) // 2]
+    prof.protocol["probe"] = sig["key"]
+    return sig
+
+
+def by_capacity(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -> list[str]:
+    from ..models import block_signatures
+
+    def capacity(spec: str) -> tuple:
+        entry = prof.model(spec)
+        if entry is not None:
+            return entry.params, entry.macs, spec
+        g = sigs.get(spec) or block_signatures(spec, in_channels, num_classes=num_classes)
+        return sum(int(x["params"]) for x in g), sum(int(x["macs"]) for x in g), spec
+
+    return sorted(grid, key=capacity)
