@@ -28,8 +28,8 @@ def probe_signature(prof: Profile, sigs: Mapping, ref_spec: str | None, in_chann
                      num_classes: int) -> dict | None:
     """The signature of the profile's probe (protocol "probe"): kept from the profile being
     resumed where its signature is known, else the middle block of the reference model (a
-    fixed piece of the family's own work, short enough to run many times in each slice).
-    None: no grid to take it from."""
+    fixed piece of the family's own work, short enough to run many times in each slice), which is
+    then recorded in the protocol. None: no grid to take it from."""
     from ..models import block_signatures
 
     key = prof.protocol.get("probe")
