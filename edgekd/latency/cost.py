@@ -63,12 +63,14 @@ def model_latency(profile: Profile, model, metric: str) -> float:
     alternation with it (median) and ``typical`` the median of the reference's readings over
     every model measured with the same load of it (one per profiling process; a reference's
     level also moves with its load). The result is on the scale of the run's typical moment.
-    Models measured without a reference (profiles made before) keep their reading.
+    Models measured without a reference (profiles made before) keep their reading. The reading
+    is the model's ``steady`` statistics where the profile has them (each sample divided by the
+    reference's speed in the same rounds of slices; profile.steady_stats), else its own.
 
     A profile measured on a loaded machine (quiet_readings) is read through its quiet samples,
     the model's and the reference's alike."""
     quiet = quiet_readings(profile)
-    stats = model.quiet if quiet else model.latency
+    stats = model.quiet if quiet else (getattr(model, "steady", None) or model.latency)
     raw = stats.metric(metric)
     ref = model.reference_quiet if quiet else getattr(model, "reference", None)
     if ref is None or not ref.p50 > 0:

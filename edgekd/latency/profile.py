@@ -344,6 +344,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                                               input_shape=shape, first_inference_ms=m.first_inference_ms,
                                               measured_at=_now(), reference=ref.stats, reference_load=ref_load,
                                               quiet=quiet_stats(m), reference_quiet=quiet_stats(ref),
+                                              steady=steady_stats(m, ref),
                                               memory=memory_record(getattr(m, "artifact", None), target,
                                                                     (target.batch, *shape), peaks)))
                 lat = m.stats.p50
@@ -394,6 +395,25 @@ def quiet_stats(m) -> "LatencyStats | None":
     if calm.size < QUIET_MIN:
         calm = np.sort(x)[:max(QUIET_MIN // 4, int(QUIET_FRACTION * x.size))]
     return LatencyStats.from_samples(calm, warmup=m.stats.warmup)
+
+
+def steady_stats(m, ref) -> "LatencyStats | None":
+    """The model's samples with the drift within its measurement taken out by rounds: each
+    divided by the reference's median in the same rounds of slices (and the rounds either side)
+    over the reference's median in the whole measurement (latency.drift.correct, disturbed samples
+    left out). A slow phase that covers part of a model's seconds slows the reference in the same
+    rounds; the ratio of two medians over the whole measurement misses that when the phase covers
+    less than half of it. None: no rounds recorded."""
+    from .drift import correct
+
+    if m.rounds is None or ref.rounds is None or not len(ref.samples_ms) or not len(m.samples_ms):
+        return None
+    # against a level of 1: each sample over its rounds' reference median; times the
+    # reference's median over the measurement, back on its scale
+    reading, _, fixed = correct(m, ref, 1.0, source="the reference in the same rounds")
+    if not reading.reference_p50_ms > 0 or not len(fixed):
+        return None
+    return LatencyStats.from_samples(fixed * reading.reference_p50_ms, warmup=m.stats.warmup)
 
 
 def _note_protocol(prof: Profile, protocol: Mapping) -> None:

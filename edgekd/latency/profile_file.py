@@ -49,6 +49,11 @@ class ModelEntry:
     # a loaded machine, where most samples of a long model wait for a CPU); None: not recorded
     quiet: LatencyStats | None = None
     reference_quiet: LatencyStats | None = None
+    # the model's samples, each divided by how fast the reference ran in the same rounds of
+    # slices against its median over this measurement (latency.drift.correct): the drift within
+    # the measurement taken out by rounds; cost.model_latency scales it as it scales ``latency``.
+    # None: not recorded
+    steady: LatencyStats | None = None
     # the artifact's size and the peak memory of one inference (latency.memory.MemoryUse.to_dict);
     # None: profiled before memory was measured
     memory: dict | None = None
@@ -61,6 +66,7 @@ class ModelEntry:
                 "reference_load": self.reference_load, "measured_at": self.measured_at,
                 **({"quiet": _stats_dict(self.quiet)} if self.quiet else {}),
                 **({"reference_quiet": _stats_dict(self.reference_quiet)} if self.reference_quiet else {}),
+                **({"steady": _stats_dict(self.steady)} if self.steady else {}),
                 **({"memory": dict(self.memory)} if self.memory else {})}
 
     @classmethod
@@ -75,6 +81,7 @@ class ModelEntry:
                    reference_load=str(d.get("reference_load") or ""),
                    quiet=LatencyStats.from_dict(d["quiet"]) if d.get("quiet") else None,
                    reference_quiet=LatencyStats.from_dict(d["reference_quiet"]) if d.get("reference_quiet") else None,
+                   steady=LatencyStats.from_dict(d["steady"]) if d.get("steady") else None,
                    memory=dict(d["memory"]) if d.get("memory") else None)
 
 

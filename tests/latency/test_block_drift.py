@@ -82,3 +82,50 @@ def test_probe_readings_round_trip(tmp_path):
     assert back.blocks["C"].probe.p50 == pytest.approx(PROBE * 1.6) and back.blocks["C"].probe_load == "one"
     assert back.pairs["B -> C"].probe.p50 == pytest.approx(PROBE)
     assert net_block_ms(back, "C", "p50") == pytest.approx(0.3)
+
+
+def test_a_slow_phase_over_part_of_a_whole_model_is_taken_out_by_rounds():
+    # 100 rounds of slices; in the first 55 the machine runs 1.5x slow. A 5 ms slice holds three
+    # runs of the model when fast and two when slow; the reference (2 ms, 3 ms slow) one run per
+    # slice. The ratio of the two medians then compares the model's fast median (its slow runs are
+    # fewer than half) with the reference's slow one, and reads the model a third low; divided
+    # round by round, every sample says the same.
+    import numpy as np
+
+    from edgekd.latency.cost import model_latency
+    from edgekd.latency.measure import Measurement
+    from edgekd.latency.profile import steady_stats
+    from edgekd.latency.stats import LatencyStats
+
+    def meas(values, rounds):
+        x = np.asarray(values, float)
+        return Measurement(stats=LatencyStats.from_samples(x), samples_ms=x, first_inference_ms=x[0],
+                           warmup_iters=0, warmup_s=0.0, disturbed=np.zeros(x.size, bool),
+                           rounds=np.asarray(rounds))
+
+    slow = lambda r: r < 55  # noqa: E731
+    m_vals, m_rounds, r_vals, r_rounds = [], [], [], []
+    for r in range(100):
+        n = 2 if slow(r) else 3
+        m_vals += [1.5 if slow(r) else 1.0] * n
+        m_rounds += [r] * n
+        r_vals.append(3.0 if slow(r) else 2.0)
+        r_rounds.append(r)
+    m, ref = meas(m_vals, m_rounds), meas(r_vals, r_rounds)
+    steady = steady_stats(m, ref)
+    assert steady.p50 == pytest.approx(1.5)  # on the scale of the reference's median (3.0)
+    prof = Profile(target={"name": "t"}, family="fam")
+    entry = ModelEntry(family="fam", spec="fam:a", params=1, macs=1, blocks=("A",), latency=m.stats,
+                       reference=const(2.0), reference_load="one")
+    prof.models.append(entry)  # the typical reference reading of the run: 2.0 ms
+    entry.reference = ref.stats
+    prof.models.append(ModelEntry(family="fam", spec="fam:b", params=2, macs=2, blocks=("A",),
+                                  latency=const(1.0), reference=const(2.0), reference_load="one"))
+    prof.models.append(ModelEntry(family="fam", spec="fam:c", params=3, macs=3, blocks=("A",),
+                                  latency=const(1.0), reference=const(2.0), reference_load="one"))
+    # the ratio of medians: the model's fast median against the reference's slow one
+    assert model_latency(prof, entry, "p50") == pytest.approx(1.0 * 2.0 / 3.0)
+    entry.steady = steady
+    assert model_latency(prof, entry, "p50") == pytest.approx(1.0)  # what it costs at the run's typical speed
+    back = ModelEntry.from_dict(entry.to_dict())
+    assert back.steady.p50 == pytest.approx(1.5)

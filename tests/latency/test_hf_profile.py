@@ -34,6 +34,8 @@ def test_profile_predict_select_hf_resnet(tmp_path):
     assert prof.protocol["probe"] in keys
     entries = [*prof.blocks.values(), *prof.pairs.values()]
     assert all(e.probe is not None and e.probe.p50 > 0 and e.probe_load for e in entries)
+    # and every whole model's samples divided by the reference's speed in the same rounds
+    assert all(m.steady is not None and m.steady.p50 > 0 for m in prof.models)
     assert prof.calibration and prof.calibration["p50"]["specs"] == specs
     for spec in specs:
         assert predict(prof, spec, "p50") > 0
