@@ -54,11 +54,12 @@ def export(model, shape, out: Path) -> Path:
 
 
 def compare_int8(onnx_path: Path, x_val, y_val, calib, tmp: Path, input_shape, *, method: str, threads: int,
-                 min_time: float, rounds: int, agreement: bool = False) -> dict:
+                 min_time: float, rounds: int, agreement: bool = False, ov_ranges: str = "minmax") -> dict:
     """Quantize ``onnx_path`` for each INT8 target of PAIRS (skipping a runtime that is missing),
     build its fp32 twin, and measure accuracy on (x_val, y_val) and p50/p90 of all sessions in
     interleaved rounds. ``agreement``: also the fraction of val samples whose INT8 top-1 matches
-    fp32. Returns what print_int8_table prints, and the open sessions and their targets (for a
+    fp32. ``method`` is ONNX Runtime's calibration, ``ov_ranges`` NNCF's activation ranges
+    (minmax or mean-minmax). Returns what print_int8_table prints, and the open sessions and their targets (for a
     look at what each runtime executes)."""
     import numpy as np
 
@@ -76,7 +77,8 @@ def compare_int8(onnx_path: Path, x_val, y_val, calib, tmp: Path, input_shape, *
         except Exception as exc:  # noqa: BLE001 - report and go on with the other runtime
             print(f"# skipped {int8_name}: {exc}")
             continue
-        art8 = quantize_for_target(onnx_path, t8, tmp / int8_name, calib, method=method)
+        art8 = quantize_for_target(onnx_path, t8, tmp / int8_name, calib,
+                                   method=ov_ranges if t8.runtime.value == "openvino" else method)
         art32 = build_fp32(onnx_path, t32, tmp / fp32_name)
         for name, art, spec in ((fp32_name, art32, t32), (int8_name, art8, t8)):
             sessions[name] = load_session(art, spec)
@@ -127,6 +129,8 @@ def main(argv=None) -> int:
     ap.add_argument("--min-time", type=float, default=1.0)
     ap.add_argument("--calib-size", type=int, default=300)
     ap.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    ap.add_argument("--ov-ranges", default="minmax", choices=["minmax", "mean-minmax"],
+                    help="NNCF's activation ranges for openvino-cpu-int8")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--onnx", type=Path, default=None,
                     help="Reuse this exported student instead of training one.")
@@ -155,10 +159,11 @@ def main(argv=None) -> int:
         if args.save_onnx and model is not None:
             shutil.copyfile(onnx_path, args.save_onnx)
         result = compare_int8(onnx_path, x_val, y_val, calib, tmp, bundle.input_shape, method=args.method,
-                              threads=args.threads, min_time=args.min_time, rounds=args.rounds)
+                              threads=args.threads, min_time=args.min_time, rounds=args.rounds,
+                              ov_ranges=args.ov_ranges)
 
     print(f"# {len(x_val)} validation samples, {sum(len(b) for b in calib)} calibration samples, "
-          f"method {args.method} (ORT) / performance preset (NNCF), {args.rounds} interleaved rounds, "
+          f"method {args.method} (ORT) / performance preset, {args.ov_ranges} ranges (NNCF), {args.rounds} interleaved rounds, "
           f"threads {args.threads}")
     print_int8_table(result)
     return 0

@@ -113,10 +113,11 @@ def cmd_int8(args) -> int:
         calib = calibration_from_dataset(bundle.train, args.calib_size, batch_size=32)
         x_val, y_val = dataset_arrays(bundle.val)
         result = compare_int8(onnx_path, x_val, y_val, calib, tmp, bundle.input_shape, method=args.method,
-                              threads=args.threads, min_time=args.min_time, rounds=args.rounds, agreement=True)
+                              threads=args.threads, min_time=args.min_time, rounds=args.rounds, agreement=True,
+                              ov_ranges=args.ov_ranges)
 
         print(f"# {len(x_val)} validation samples, {sum(len(b) for b in calib)} calibration samples, "
-              f"method {args.method} (ORT) / performance preset (NNCF), {args.rounds} interleaved "
+              f"method {args.method} (ORT) / performance preset, {args.ov_ranges} ranges (NNCF), {args.rounds} interleaved "
               f"rounds, threads {args.threads}, batch 1")
         print_int8_table(result)
         for name, session in result["sessions"].items():
@@ -218,6 +219,8 @@ def main(argv=None) -> int:
     q.add_argument("--min-time", type=float, default=1.0)
     q.add_argument("--calib-size", type=int, default=300)
     q.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    q.add_argument("--ov-ranges", default="minmax", choices=["minmax", "mean-minmax"],
+                   help="NNCF's activation ranges for openvino-cpu-int8")
     q.add_argument("--threads", type=int, default=1)
     q.add_argument("--save-onnx", default=None, help="keep the trained student's ONNX file here")
     q.add_argument("--onnx", default=None, help="measure this exported student (from --save-onnx) "

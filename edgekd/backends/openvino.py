@@ -207,19 +207,20 @@ class OpenVINOBackend(Backend):
     def _quantize(self, src: Path, target: TargetSpec, out_dir: Path, calib: Sequence[np.ndarray], *,
                   stem: str, preset: str = "performance", subset_size: int = 300,
                   max_drop: float | None = None, val_data: Any = None, val_fn: Any = None,
-                  **_: Any) -> Artifact:
-        """NNCF post-training quantization; with ``max_drop``, accuracy control on ``val_data``."""
+                  method: str = "minmax", **_: Any) -> Artifact:
+        """NNCF post-training quantization; with ``max_drop``, accuracy control on ``val_data``;
+        ``method`` is how activation ranges are read (openvino_quant.RANGES)."""
         from .openvino_quant import quantize_openvino
 
         t0 = time.perf_counter()
         xml = quantize_openvino(src, out_dir / f"{stem}.int8.xml", calib, preset=preset,
                                 subset_size=subset_size, max_drop=max_drop, val_data=val_data,
-                                val_fn=val_fn)
+                                val_fn=val_fn, ranges=method)
         return Artifact.from_file(
             xml, ArtifactFormat.OPENVINO_IR, target=target.name, precision="int8",
             extra_paths=(xml.with_suffix(".bin"),),
             tool_versions={"openvino": package_version("openvino"), "nncf": package_version("nncf")},
             build_s=time.perf_counter() - t0,
             meta={"quantizer": "nncf.quantize_with_accuracy_control" if max_drop is not None
-                  else "nncf.quantize", "preset": preset, "subset_size": subset_size,
+                  else "nncf.quantize", "preset": preset, "ranges": method, "subset_size": subset_size,
                   "max_drop": max_drop, "calib_samples": count_samples(calib), "source": str(src)})

@@ -14,8 +14,12 @@ from .common import emit_json, json_option, resolve_target
               help="An int8 target (ort-cpu-int8, openvino-cpu-int8, tensorrt-int8) or a YAML path.")
 @click.option("--data", "-d", "data_spec", required=True,
               help="Data spec for calibration and validation (digits, shapes[:knobs], folder:DIR, npz:FILE, py:MOD:FN).")
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              show_default=True, help="Activation calibration for ONNX Runtime / TensorRT QDQ.")
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile", "mean-minmax"]),
+              default="minmax", show_default=True,
+              help="How activation ranges are read from the calibration data. minmax (every runtime): "
+                   "the least and largest value over all calibration samples; entropy, percentile: "
+                   "ONNX Runtime and TensorRT; mean-minmax: OpenVINO only, NNCF's own default (the mean "
+                   "of each calibration batch's extremes; narrower, and it clips on a batch-1 model).")
 @click.option("--preset", type=click.Choice(["performance", "mixed"]), default="performance",
               show_default=True, help="NNCF preset for OpenVINO (mixed: asymmetric activations).")
 @click.option("--calib-size", type=int, default=300, show_default=True,

@@ -143,7 +143,7 @@ def keep_or_refuse(report, final: QuantReport, staged: Artifact, out_dir: Path, 
 
 def _method_label(spec: TargetSpec, method: str, opts: dict) -> str:
     if spec.runtime.value == "openvino":
-        return f"nncf:{opts.get('preset', 'performance')}"
+        return f"nncf:{opts.get('preset', 'performance')},{method}"
     return method
 
 

@@ -191,6 +191,48 @@ def test_openvino_accuracy_control_meets_max_drop(tmp_path, x_val):
     assert (ov_top1(xml, x_val) == y).mean() >= 0.95
 
 
+def _input_range(xml):
+    """max(|low|, |high|) of the FakeQuantize that reads the model's input."""
+    import openvino as ov
+
+    for op in ov.Core().read_model(str(xml)).get_ops():
+        if op.get_type_name() == "FakeQuantize" and \
+                op.input(0).get_source_output().get_node().get_type_name() == "Parameter":
+            lo, hi = (op.input(i).get_source_output().get_node().get_data() for i in (1, 2))
+            return float(max(np.abs(lo).max(), np.abs(hi).max()))
+    raise AssertionError(f"no FakeQuantize on the input of {xml}")
+
+
+@pytest.mark.openvino
+def test_openvino_minmax_ranges_do_not_depend_on_the_export_batch(tmp_path):
+    """minmax (the default) reads the calibration set's extremes, the same from a batch-1 export
+    fed one sample at a time as from a dynamic-batch export fed whole batches. NNCF's own
+    mean-minmax averages the extremes of each item it is fed, so on the batch-1 export it reads
+    the mean of per-sample extremes, a range narrower than the data (and it clips)."""
+    from edgekd.backends.openvino_quant import quantize_openvino
+
+    calib = calib_batches(n_batches=4, bs=16)
+    top = float(np.abs(np.concatenate(calib)).max())
+    per_sample = float(np.mean([np.abs(s).max() for b in calib for s in b]))
+    got = {}
+    for batch in (1, None):
+        m = tiny_conv_onnx(tmp_path / f"b{batch}.onnx", batch=batch)
+        for ranges in ("minmax", "mean-minmax"):
+            xml = quantize_openvino(m, tmp_path / f"{batch}-{ranges}" / "q.xml", calib, ranges=ranges)
+            got[batch, ranges] = _input_range(xml)
+    assert got[1, "minmax"] == pytest.approx(top, rel=0.02)
+    assert got[None, "minmax"] == pytest.approx(got[1, "minmax"], rel=1e-3)
+    assert got[1, "mean-minmax"] == pytest.approx(per_sample, rel=0.05) and per_sample < 0.9 * top
+
+
+@pytest.mark.openvino
+def test_openvino_unknown_ranges_are_refused(tmp_path, model):
+    from edgekd.backends.openvino_quant import quantize_openvino
+
+    with pytest.raises(BadInputError, match="minmax or mean-minmax, not 'entropy'"):
+        quantize_openvino(model, tmp_path / "x.xml", calib_batches(), ranges="entropy")
+
+
 @pytest.mark.openvino
 def test_openvino_bad_preset(tmp_path, model):
     from edgekd.backends.openvino_quant import quantize_openvino
