@@ -20,7 +20,9 @@ import json, sys
 from pathlib import Path
 
 import edgekd
+from edgekd.latency.profile import load_profile
 from edgekd.pipeline import CompressConfig, find_profile, locate_profile, make_plan, profile_dirs
+from edgekd.pipeline.plan import profile_resolutions
 from edgekd.targets import list_targets, load_target, targets_dirs
 
 shipped = json.loads(sys.argv[1])
@@ -40,8 +42,9 @@ for name in shipped["ort_profiles"]:
     target, family = split(name)
     p, note = find_profile(load_target(target), family)
     found[name] = [str(p) if p else None, note]
+    res = profile_resolutions(load_profile(p))[0] if p else None  # a size the profile holds
     cfg = CompressConfig.make(teacher="resnet:width=8,blocks=1,res=32", data="digits", target=target,
-                              budget_ms=1.0, family=family)
+                              budget_ms=1.0, family=family, resolution=res)
     plan = make_plan(cfg)
     plans[name] = [str(plan.profile) if plan.profile else None, plan.profile_note]
 print(json.dumps({"edgekd": edgekd.__file__, "targets": sorted(t.name for t in list_targets()),

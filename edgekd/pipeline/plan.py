@@ -78,8 +78,9 @@ def locate_profile(target_name: str, family: str) -> Optional[Path]:
     return first
 
 
-def find_profile(target, family: str) -> tuple[Optional[Path], str]:
-    """profiles/<target>-<family>.json when it exists and was measured in this environment."""
+def find_profile(target, family: str, resolution: Optional[int] = None) -> tuple[Optional[Path], str]:
+    """profiles/<target>-<family>.json when it exists, was measured in this environment and (with
+    ``resolution``) holds candidates at that resolution; else None and why."""
     from ..latency.profile import check_fingerprint, current_fingerprint, load_profile
 
     p = locate_profile(target.name, family)
@@ -92,7 +93,17 @@ def find_profile(target, family: str) -> tuple[Optional[Path], str]:
     why = check_fingerprint(prof, current_fingerprint(target))
     if why:
         return None, why
+    if resolution and int(resolution) not in profile_resolutions(prof):
+        return None, (f"{p.name} has no candidate at {resolution} px (it has "
+                      f"{', '.join(str(r) for r in profile_resolutions(prof))} px)")
     return p, f"profile {p}"
+
+
+def profile_resolutions(profile) -> list[int]:
+    """The input resolutions of a profile's whole-model candidates, smallest first."""
+    from ..models import parse_spec
+
+    return sorted({int(parse_spec(m.spec).res) for m in profile.models})
 
 
 def _teacher_resolution(cfg: CompressConfig) -> Optional[int]:
@@ -173,7 +184,7 @@ def make_plan(cfg: CompressConfig) -> Plan:
             raise BadInputError(f"--family {cfg.family} is not a student family",
                                 hint=f"use one of: {', '.join(family_names())}")
         for fam in fams:
-            p, why = find_profile(target, fam)
+            p, why = find_profile(target, fam, resolution)
             if p is not None:
                 family, prof, note = fam, p, why
                 break

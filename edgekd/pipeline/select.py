@@ -29,6 +29,14 @@ def select_stage(ctx: Context) -> SelectResult:
     else:
         prof_path, profile = _profile_grid(ctx, res)
     at_res = [m.spec for m in profile.models if parse_spec(m.spec).res == res]
+    if not at_res and ctx.plan.profile is not None:
+        # the stored profile was measured at other sizes (the plan could not know the data's):
+        # profile the grid at the data's resolution, as when no profile applies here
+        if ctx.show:
+            ctx.echo(f"[select] {prof_path.name} has no candidate at the data's {res} px: "
+                     f"profiling the '{cfg.grid}' grid at {res} px instead")
+        prof_path, profile = _profile_grid(ctx, res)
+        at_res = [m.spec for m in profile.models if parse_spec(m.spec).res == res]
     if not at_res:
         raise BadInputError(f"profile {prof_path} has no candidate at the data's {res}px",
                             hint="pass --resolution to match it, or --student SPEC")
