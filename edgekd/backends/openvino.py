@@ -15,8 +15,8 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..targets import Device, Precision, TargetSpec
-from ._common import (check_file, check_input_shape, import_openvino, int8_input_error, onnx_is_quantized, save_ir,
-                      validate_onnx)
+from ._common import (check_file, check_input_shape, fix_openvino_batch, import_openvino, int8_input_error,
+                      onnx_is_quantized, save_ir, validate_onnx)
 from .base import Artifact, ArtifactFormat, Backend, Session, count_samples, package_version
 
 _DEVICES = {Device.cpu: "CPU", Device.gpu: "GPU", Device.npu: "NPU"}
@@ -83,6 +83,7 @@ class OVSession(Session):
         if device is None:
             raise BadInputError(f"target '{target.name}' has device '{target.device.value}', "
                                 "which OpenVINO does not drive", hint="use cpu, gpu or npu")
+        fix_openvino_batch(model, target.batch)  # the target's batch: see _common
         self._fixed_shapes = [list(p.get_partial_shape().to_string().strip("[]").split(","))
                               for p in model.inputs]
         try:
@@ -192,6 +193,7 @@ class OpenVINOBackend(Backend):
             except Exception as exc:  # noqa: BLE001
                 msg = str(exc).strip().splitlines()[0][:200]
                 raise BadInputError(f"openvino cannot convert {src}: {msg}") from exc
+        fix_openvino_batch(model, target.batch)
         xml, bin_ = save_ir(model, out_dir / "model.xml")
         return Artifact.from_file(xml, ArtifactFormat.OPENVINO_IR, target=target.name,
                                   precision=target.precision.value, extra_paths=(bin_,),
@@ -215,7 +217,7 @@ class OpenVINOBackend(Backend):
         t0 = time.perf_counter()
         xml = quantize_openvino(src, out_dir / f"{stem}.int8.xml", calib, preset=preset,
                                 subset_size=subset_size, max_drop=max_drop, val_data=val_data,
-                                val_fn=val_fn, ranges=method)
+                                val_fn=val_fn, ranges=method, batch=target.batch)
         return Artifact.from_file(
             xml, ArtifactFormat.OPENVINO_IR, target=target.name, precision="int8",
             extra_paths=(xml.with_suffix(".bin"),),

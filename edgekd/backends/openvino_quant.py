@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from ..errors import BadInputError, EdgeKDError, missing_package
-from ._common import import_openvino
+from ._common import fix_openvino_batch, import_openvino
 from .calib import check_calibration, split_to_batch
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,8 @@ def quantize_openvino(onnx_or_xml_path: "str | Path", out_xml: "str | Path",
                       calib: "Iterable[np.ndarray]", *, preset: str = "performance",
                       subset_size: int = 300, max_drop: float | None = None,
                       val_data: Any = None, val_fn: Callable | None = None,
-                      fast_bias_correction: bool = True, ranges: str = "minmax") -> Path:
+                      fast_bias_correction: bool = True, ranges: str = "minmax",
+                      batch: "int | None" = None) -> Path:
     """Quantize with NNCF and save the INT8 IR at ``out_xml`` (+ .bin); returns the .xml path.
 
     ``preset``: 'performance' (symmetric activations, fastest on CPU) or 'mixed' (asymmetric
@@ -138,6 +139,7 @@ def quantize_openvino(onnx_or_xml_path: "str | Path", out_xml: "str | Path",
     needs ``val_data`` ((x, y) arrays or (x_batch, y_batch) pairs) and optionally ``val_fn``
     (NNCF's validation_fn(compiled_model, items) -> (metric, per-item values); default top-1).
     ``ranges``: 'minmax' (default) or 'mean-minmax' (NNCF's own default), see ``RANGES``.
+    ``batch``: a dynamic batch dimension becomes this one first (the target's; _common says why).
     """
     ov, nncf = _imports()
     if preset not in PRESETS:
@@ -148,6 +150,7 @@ def quantize_openvino(onnx_or_xml_path: "str | Path", out_xml: "str | Path",
     if subset_size < 1:
         raise BadInputError(f"subset_size {subset_size} must be at least 1")
     model = _read_model(ov, Path(onnx_or_xml_path))
+    fix_openvino_batch(model, batch)
     shape = _model_input_shape(model)
     batches = split_to_batch(check_calibration(calib, shape), shape[0] if shape else None)
     n_samples = sum(len(b) for b in batches)
