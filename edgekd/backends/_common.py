@@ -112,15 +112,14 @@ def save_ir(model, xml_path: Path) -> tuple[Path, Path]:
     return xml_path, xml_path.with_suffix(".bin")
 
 
-def fix_openvino_batch(model, batch: "int | None") -> bool:
+def fix_openvino_batch(model, batch: "int | None") -> None:
     """Give every input of an ov.Model whose leading (batch) dimension is dynamic the target's
-    ``batch``, in place; True when one was changed. A target runs one batch size, and OpenVINO
-    2026.4's CPU plugin computed an INT8 model with a dynamic batch wrongly at batch 1: a
-    mobilenetv2 digits student read 79.4% top-1 one sample at a time through its NNCF IR, 96.9%
+    ``batch``, in place. A target runs one batch size, and OpenVINO 2026.4's CPU plugin computed
+    an INT8 model with a dynamic batch wrongly at batch 1: a mobilenetv2 digits student read 79.4% top-1 one sample at a time through its NNCF IR, 96.9%
     in batches of 2 or more and 96.9% from the same IR reshaped to a static batch of 1 (ONNX
     Runtime's INT8 of the same graph 96.9%). Static shapes are also what OpenVINO compiles best."""
     if not batch:
-        return False
+        return
     ov = import_openvino()
     shapes = {}
     for i, port in enumerate(model.inputs):
@@ -129,4 +128,3 @@ def fix_openvino_batch(model, batch: "int | None") -> bool:
             shapes[i] = ov.PartialShape([ov.Dimension(int(batch))] + [ps[k] for k in range(1, ps.rank.get_length())])
     if shapes:
         model.reshape(shapes)
-    return bool(shapes)

@@ -93,9 +93,9 @@ def find_profile(target, family: str, resolution: Optional[int] = None) -> tuple
     why = check_fingerprint(prof, current_fingerprint(target))
     if why:
         return None, why
-    if resolution and int(resolution) not in profile_resolutions(prof):
-        return None, (f"{p.name} has no candidate at {resolution} px (it has "
-                      f"{', '.join(str(r) for r in profile_resolutions(prof))} px)")
+    sizes = profile_resolutions(prof) if resolution else []
+    if resolution and int(resolution) not in sizes:
+        return None, f"{p.name} has no candidate at {resolution} px (it has {', '.join(map(str, sizes))} px)"
     return p, f"profile {p}"
 
 
