@@ -14,6 +14,7 @@ def select_stage(ctx: Context) -> SelectResult:
     from ..latency.profile import load_profile
     from ..latency.select import select_student
     from ..models import parse_spec
+    from .plan import profile_resolutions
 
     cfg, b = ctx.cfg, ctx.bundle
     if cfg.student != "auto":
@@ -24,19 +25,17 @@ def select_stage(ctx: Context) -> SelectResult:
         return SelectResult(spec=spec, source="given", needs_pruning=None)
     res = b.input_shape[-1]
     prof_path = ctx.plan.profile
-    if prof_path is not None:
-        profile = load_profile(prof_path)
-    else:
-        prof_path, profile = _profile_grid(ctx, res)
-    at_res = [m.spec for m in profile.models if parse_spec(m.spec).res == res]
-    if not at_res and ctx.plan.profile is not None:
+    profile = load_profile(prof_path) if prof_path is not None else None
+    if profile is not None and res not in profile_resolutions(profile):
         # the stored profile was measured at other sizes (the plan could not know the data's):
         # profile the grid at the data's resolution, as when no profile applies here
         if ctx.show:
             ctx.echo(f"[select] {prof_path.name} has no candidate at the data's {res} px: "
                      f"profiling the '{cfg.grid}' grid at {res} px instead")
+        profile = None
+    if profile is None:
         prof_path, profile = _profile_grid(ctx, res)
-        at_res = [m.spec for m in profile.models if parse_spec(m.spec).res == res]
+    at_res = [m.spec for m in profile.models if parse_spec(m.spec).res == res]
     if not at_res:
         raise BadInputError(f"profile {prof_path} has no candidate at the data's {res}px",
                             hint="pass --resolution to match it, or --student SPEC")
