@@ -34,11 +34,16 @@ from .common import emit_json, json_option
 @click.option("--max-peak-mb", type=float, default=None,
               help="Peak memory budget (MB) of one inference: exclude candidates whose peak, measured by the "
                    "profile or predicted from its fit, is over it (a profile that measured none: not judged).")
+@click.option("--rank", type=click.Choice(["macs", "params"]), default="macs", show_default=True,
+              help="What 'most capacity' means: MACs, then params (candidates at several resolutions: "
+                   "params do not grow with the input), or params, then MACs (inputs upscaled beyond "
+                   "their detail, where a higher resolution adds MACs but no information).")
 @json_option
 def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_specs, derive, max_size_kb,
-               max_peak_mb, as_json):
-    """Pick the student with the most capacity (params) whose predicted latency is at or under
-    BUDGET / (1 + eps), eps being the profile's p95 relative prediction error.
+               max_peak_mb, rank, as_json):
+    """Pick the student with the most capacity (MACs, then params; --rank) whose predicted
+    latency is at or under BUDGET / (1 + eps), eps being the profile's p95 relative prediction
+    error.
 
     A budget below every candidate is an error (exit 2) that names the smallest reachable
     latency. --max-size-kb and --max-peak-mb exclude candidates by artifact size and peak memory:
@@ -74,7 +79,7 @@ def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_spe
                            on_warning=lambda msg: click.echo(f"edgekd: warning: {msg}", err=True),
                            metric=metric, extra_specs=extra_specs, derive=derive, verify=verify,
                            on_attempt=on_attempt, recalibrate_here=recal, max_size_kb=max_size_kb,
-                           max_peak_mb=max_peak_mb)
+                           max_peak_mb=max_peak_mb, rank=rank)
     if as_json:
         emit_json(sel.to_dict())
         return
@@ -113,7 +118,8 @@ def _print_table(sel) -> None:
         con.print("size / peak: m measured by the profile, p predicted from its fit, e estimated from params")
     if sel.memory_note:
         con.print(sel.memory_note, markup=False)
-    con.print(f"selected: [bold]{sel.chosen.spec}[/] ({sel.chosen.params:,} params)"
+    con.print(f"selected: [bold]{sel.chosen.spec}[/] ({sel.chosen.macs / 1e6:.2f} MMACs, "
+              f"{sel.chosen.params:,} params; most capacity by {sel.rank})"
               + (f", measured {sel.chosen.verified_ms:.4f} ms ({sel.judged} figure judged)"
                  if sel.chosen.verified_ms is not None else ""))
 

@@ -37,12 +37,13 @@ def candidates_plot(doc: Mapping[str, Any]) -> Optional[str]:
         return None
     plt = _plt()
     metric = sel.get("metric", "p90")
+    x = "macs" if sel.get("rank") == "macs" else "params"  # the selection's capacity order
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for fits, color, label in ((True, "#2b8a3e", "predicted to fit"), (False, "#adb5bd", "predicted over")):
-        pts = [(c["params"], c["predicted_ms"]) for c in cands if bool(c.get("fits")) is fits]
+        pts = [(c[x], c["predicted_ms"]) for c in cands if bool(c.get("fits")) is fits]
         if pts:
             ax.scatter(*zip(*pts), c=color, label=label, zorder=3)
-    prof = [(c["params"], c["measured_ms"]) for c in cands if c.get("measured_ms") is not None]
+    prof = [(c[x], c["measured_ms"]) for c in cands if c.get("measured_ms") is not None]
     if prof:
         ax.scatter(*zip(*prof), marker="x", c="#495057", s=18, label="profiled reading", zorder=3)
     budget = doc.get("budget_ms") or sel.get("budget_ms")
@@ -52,15 +53,15 @@ def candidates_plot(doc: Mapping[str, Any]) -> Optional[str]:
         ax.axhline(sel["limit_ms"], color="#e8590c", ls=":", label=f"limit budget/(1+eps) {sel['limit_ms']:.3g} ms")
     ch = sel.get("chosen") or {}
     if ch.get("predicted_ms") is not None:
-        ax.scatter([ch["params"]], [ch["predicted_ms"]], s=160, facecolors="none", edgecolors="#1c7ed6",
+        ax.scatter([ch[x]], [ch["predicted_ms"]], s=160, facecolors="none", edgecolors="#1c7ed6",
                    linewidths=2, label=f"chosen {ch['spec']}", zorder=4)
         got = ch.get("verified_ms")
         if got is not None:
-            ax.scatter([ch["params"]], [got], marker="*", s=140, c="#1c7ed6", zorder=5,
+            ax.scatter([ch[x]], [got], marker="*", s=140, c="#1c7ed6", zorder=5,
                        label=f"chosen, measured {got:.3g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")  # a grid spans orders of magnitude of latency
-    ax.set_xlabel("parameters (capacity)")
+    ax.set_xlabel("MACs (capacity)" if x == "macs" else "parameters (capacity)")
     ax.set_ylabel(f"predicted {metric} latency, ms")
     ax.set_title("Candidates: predicted latency vs capacity")
     ax.legend(fontsize=7, loc="upper left")

@@ -32,12 +32,39 @@ def test_picks_max_capacity_under_budget_over_one_plus_eps():
     assert sel0.chosen.spec == "fam:i=4"  # no margin: 1.25 <= 1.3
 
 
-def test_capacity_is_params_not_latency():
+def test_capacity_is_macs_then_params_not_latency():
     prof = synthetic()
-    prof.models[1].params = 10_000  # a slow-ish but big candidate (0.65 ms)
+    prof.models[1].macs = 10**6  # a fast candidate with the most compute (0.65 ms)
     sel = select_student(with_eps(prof, 0.10), 1.3)
-    assert sel.chosen.spec == "fam:i=1"
+    assert sel.rank == "macs" and sel.chosen.spec == "fam:i=1"
     assert sel.chosen.predicted_ms == pytest.approx(0.65)
+    assert [c.spec for c in sel.candidates][-2:] == ["fam:i=5", "fam:i=1"]  # ordered by MACs
+    prof.models[2].macs = 10**6  # a tie in MACs: params decide
+    assert select_student(with_eps(prof, 0.10), 1.3).chosen.spec == "fam:i=2"
+
+
+def test_rank_params_keeps_the_params_order():
+    prof = synthetic()
+    prof.models[1].macs = 10**6
+    prof.models[2].params = 10**6
+    assert select_student(with_eps(prof, 0.10), 1.3, rank="params").chosen.spec == "fam:i=2"
+    assert select_student(with_eps(prof, 0.10), 1.3, rank="macs").chosen.spec == "fam:i=1"
+    with pytest.raises(BadInputError, match="unknown capacity rank 'flops'"):
+        select_student(with_eps(prof, 0.10), 1.3, rank="flops")
+
+
+def test_step_up_follows_the_rank():
+    # i=3 is picked (1.05 ms predicted) and measures 0.6: room for the larger i=5 (1.85 x 0.6/1.05,
+    # which misses when measured), then i=4 (1.25); with i=4's MACs below i=3's, i=4 is no longer
+    # "larger" and is not tried
+    prof = synthetic()
+    measured = {"fam:i=3": 0.6, "fam:i=4": 0.75, "fam:i=5": 1.4}
+    sel = select_student(with_eps(prof, 0.10), 1.3, verify=True, measure=measured.__getitem__)
+    assert [a.spec for a in sel.attempts] == ["fam:i=3", "fam:i=5", "fam:i=4"]
+    assert sel.chosen.spec == "fam:i=4"
+    prof.models[4].macs = 10
+    sel = select_student(with_eps(prof, 0.10), 1.3, verify=True, measure=measured.__getitem__)
+    assert [a.spec for a in sel.attempts] == ["fam:i=3", "fam:i=5"] and sel.chosen.spec == "fam:i=3"
 
 
 def test_verify_steps_down_while_it_misses():
@@ -73,6 +100,9 @@ def test_cli_select_json_and_too_small(run_cli, tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["chosen"]["spec"] == "fam:i=3" and out["epsilon"] == pytest.approx(0.10)
+    assert out["rank"] == "macs"
+    r = run_cli("select", "--profile", p, "--budget-ms", "1.3", "--rank", "params", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["rank"] == "params"
     r = run_cli("select", "--profile", p, "--budget-ms", "0.1")
     assert r.returncode == 2
     assert "smallest reachable is 0.250 ms" in r.stderr and "Traceback" not in r.stderr
