@@ -77,6 +77,20 @@ def test_grids(family):
     assert all(parse_spec(s).spec == s for s in default)
 
 
+def test_mobilenetv2_default_grid_steps_resolution_finely_at_every_width():
+    # steps of 32 px left neighbours in capacity order 1.4-1.5x apart in latency: budgets in
+    # those gaps got a student using under 0.8 of them
+    by_width: dict = {}
+    for s in family_grid("hf-mobilenetv2", "default"):
+        c = parse_spec(s).config
+        by_width.setdefault(c.width, []).append(c.res)
+    assert len(by_width) >= 5
+    for width, res in by_width.items():
+        res = sorted(res)
+        assert res[0] <= 128 and res[-1] == 224, width
+        assert max(b - a for a, b in zip(res, res[1:])) <= 16, (width, res)
+
+
 def test_grid_is_ordered_by_capacity():
     grid = family_grid("hf-resnet", "default")
     sizes = []
