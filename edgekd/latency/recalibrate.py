@@ -9,9 +9,16 @@ re-calibrated: its predictions are used as stored, with a warning.
 
 Beside the reference, the profile's fastest and slowest whole models are measured in
 alternation with it: a busy or another machine slows a short model more, in proportion, than a
-long one, so the three (stored p50, p50 here) points make a **speed map** (latency.drift.SpeedMap,
+long one, so the three (p50 predicted, p50 here) points make a **speed map** (latency.drift.SpeedMap,
 linear between them) that every prediction goes through; where it cannot be built (one point,
-readings that cross) predictions are multiplied by the factor.
+readings that cross) predictions are multiplied by the factor. A point's first figure is the
+profile's *prediction* for that model, not its stored reading: the map takes predictions, so it
+is anchored on their scale, and a model predicted exactly where it was measured here reads as
+measured. A stored reading is one measurement and can be an outlier where the fitted line
+through six models is not: the fastest model of an ort-cpu hf-mobilenetv2 profile stored a p90
+of 1.172 ms against a p50 of 0.747 (predicted p90 0.935); anchored on that reading, the map
+scaled every short model's predicted p90 by 0.85 and the smallest budget's pick measured 8% over
+it (BENCHMARKS.md, bench_select at 16-px steps).
 
 A verification then measures a candidate in alternation with the same reference models and
 corrects it to the speed they showed at re-calibration (with a map: latency.drift.correct_mapped;
@@ -44,10 +51,11 @@ class Recalibration:
     profile: str
     n: int = 0
     disturbed: int = 0
-    # every reference model read here, by stored time: ((spec, stored p50 ms, p50 here ms), ...);
+    # every reference model read here, by stored time: ((spec, predicted p50 ms, p50 here ms), ...)
+    # (the profile's prediction for it: on_predictor_scale);
     # the profile's fastest and slowest whole models beside its reference (empty: the factor alone)
     points: tuple = ()
-    # the same models' p90s, (spec, stored p90 ms, p90 here ms) (undisturbed samples): a busy
+    # the same models' p90s, (spec, predicted p90 ms, p90 here ms) (undisturbed samples): a busy
     # machine widens a short model's tail more than a long one's
     points_p90: tuple = ()
 
@@ -89,7 +97,7 @@ class Recalibration:
                 " (its fastest and slowest models read out of order here)" if len(self.points) > 1 else "")
         pts = "; ".join(f"{st:.4f} -> {h:.4f} ms ({h / st:.3f}x)" for _, st, h in self.points)
         text += (f" (factor {self.factor:.3f}); with its fastest and slowest models, predictions go "
-                 f"through the speed map {pts} (p50, linear between)")
+                 f"through the speed map {pts} (p50 predicted -> here, linear between)")
         if self.tail_map is not None:
             text += "; p90s through " + "; ".join(f"{st:.4f} -> {h:.4f} ms" for _, st, h in self.points_p90)
         return text
@@ -123,6 +131,19 @@ def stored_reference_p90(profile: Profile) -> float | None:
     refs = [m.reference_quiet if quiet_readings(profile) else m.reference for m in profile.models]
     vals = [r.p90 for r in refs if r is not None and r.p90 > 0]
     return float(np.median(vals)) if vals else None
+
+
+def on_predictor_scale(profile: Profile, spec: str, stored_ms: float, metric: str) -> float:
+    """The profile's prediction of ``metric`` for its whole model ``spec`` (what a speed map
+    anchors on), or ``stored_ms`` where it predicts none."""
+    from .predict import predict_blocks
+
+    m = next((x for x in profile.models if x.spec == spec), None)
+    try:
+        v = predict_blocks(profile, m.blocks, metric) if m is not None else math.nan
+    except (BadInputError, KeyError):  # no calibration, or a block the profile lacks
+        v = math.nan
+    return float(v) if v > 0 and math.isfinite(v) else float(stored_ms)
 
 
 def reference_points(profile: Profile, stored_ref: float) -> list[tuple[str, float]]:
@@ -173,7 +194,8 @@ def recalibrate(profile: Profile, *, target=None, settings=None,
     # not how fast it runs that model: it is left out of the map
     kept = [(r, x) for r, x in zip(refs, ms) if r[0] == spec or _tail_readable(x)]
     refs, ms = [r for r, _ in kept], [x for _, x in kept]
-    points = tuple((s, st, undisturbed_p50(x)) for (s, st), x in zip(refs, ms)) if len(refs) > 1 else ()
+    points = tuple((s, on_predictor_scale(profile, s, st, "p50"), undisturbed_p50(x))
+                   for (s, st), x in zip(refs, ms)) if len(refs) > 1 else ()
     tails = ()
     if points and all(_tail_readable(x) for x in ms):  # else a tail is the other work's
         from .cost import model_latency
@@ -182,7 +204,8 @@ def recalibrate(profile: Profile, *, target=None, settings=None,
         stored90 = [stored_reference_p90(profile) if s == spec else model_latency(profile, by_spec[s], "p90")
                     for s, _ in refs]
         if all(v is not None and v > 0 for v in stored90):
-            tails = tuple((s, float(st), undisturbed_p50(x, 90.0)) for (s, _), st, x in zip(refs, stored90, ms))
+            tails = tuple((s, on_predictor_scale(profile, s, st, "p90"), undisturbed_p50(x, 90.0))
+                          for (s, _), st, x in zip(refs, stored90, ms))
     return Recalibration(factor=here / stored, here_p50_ms=here, stored_p50_ms=stored, reference=spec,
                          profile=profile.label, n=int(m.stats.n), disturbed=int(m.stats.disturbed), points=points,
                          points_p90=tails)

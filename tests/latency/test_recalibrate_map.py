@@ -120,6 +120,23 @@ def test_p90_predictions_go_through_the_p90_points():
     assert next(c for c in sel.candidates if c.spec == "fam:i=0").predicted_ms == pytest.approx(0.60)
 
 
+def test_the_map_anchors_on_predictions_not_on_an_outlying_stored_reading():
+    # the fastest model's stored p90 is an outlier (1.6x its p50); the predictor, fitted through
+    # every calibration model, says 0.25 ms. Here it reads 0.40: its prediction must map to 0.40,
+    # not be scaled by 0.40 / 0.40 (the outlier's ratio) = 1.0 down to 0.25
+    prof = profile_with_reference()
+    from edgekd.latency.fit import refit
+
+    refit(prof)
+    prof.models[0].latency = LatencyStats.from_samples(np.r_[np.full(80, 0.25), np.full(20, 0.40)])
+    rc = recalibrate(prof, measure=fake(HERE))
+    fast_pred = next(st for s, st, _ in rc.points_p90 if s == "fam:i=0")
+    assert fast_pred == pytest.approx(0.25, rel=0.05)  # the prediction, not the stored 0.40
+    sel = select_student(prof, 3.0, metric="p90", scale=rc.scaler("p90"))
+    fast = next(c for c in sel.candidates if c.spec == "fam:i=0")
+    assert fast.predicted_ms == pytest.approx(0.40, rel=0.05)  # as measured here
+
+
 def test_a_verified_p90_is_read_back_through_the_references_p90s_now_and_then():
     from edgekd.latency.recalibrate import Recalibration, _tail_corrected
 
