@@ -2,8 +2,8 @@
 """Does selection under a budget hold up when measured?
 
 For a profile, 10 budgets spread geometrically across its range: from the fastest candidate's
-predicted p90 x (1 + eps) to that of the candidate with the most capacity (select's rank: MACs,
-then params, unless --rank params),
+predicted p90 x (1 + eps) to that of the candidate with the most capacity (select's rank: the
+family's, MACs for hf- families and params for edgekd's own, unless --rank),
 above which every budget selects that same candidate; for each, select + verify (measure the pick on the
 profile's target, step down while it misses) and check the verified student's measured p90:
 <= budget in every case, and >= 0.8 x budget in at least 9 of 10. Prints the table and the
@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", type=int, default=10)
     ap.add_argument("--metric", default="p90", choices=["p50", "p90"])
     ap.add_argument("--grid-only", action="store_true", help="only the profiled candidates, no derived ones")
-    ap.add_argument("--rank", default="macs", choices=["macs", "params"], help="select's capacity order")
+    ap.add_argument("--rank", default=None, choices=["macs", "params"],
+                    help="select's capacity order (default: the family's)")
     ap.add_argument("--min-time", type=float, default=None, help="seconds of timing per verification")
     ap.add_argument("--load", action="store_true", help="run a background burner on every core, in bursts")
     ap.add_argument("--burst", type=float, default=1.5, help="seconds of each burst of load")
@@ -87,7 +88,7 @@ def run(args) -> int:
     from edgekd.latency.predict import epsilon
     from edgekd.latency.profile import check_fingerprint, current_fingerprint, load_profile
     from edgekd.latency.recalibrate import make_corrected_measure, recalibrate
-    from edgekd.latency.select import RANKS, candidates, make_measure, select_student
+    from edgekd.latency.select import RANKS, candidates, family_rank, make_measure, select_student
     from edgekd.targets import target_from_dict
 
     paths = [Path(p) for p in (args.profile or [root / "profiles" / "ort-cpu-mobilenetv2.json"])]
@@ -110,8 +111,9 @@ def run(args) -> int:
             print(f"# {rc.describe()}")
         elif args.recal:
             print("# the profile stores no reference readings: not re-calibrated")
-        cands = candidates(prof, args.metric, derive=not args.grid_only, rank=args.rank)
-        key = RANKS[args.rank]
+        rank = args.rank or family_rank(prof.family)
+        cands = candidates(prof, args.metric, derive=not args.grid_only, rank=rank)
+        key = RANKS[rank]
         top = max(cands, key=key)  # the most capacity any candidate has
         lo = scale(min(c.predicted_ms for c in cands)) * (1 + eps) * 1.02
         hi = scale(top.predicted_ms) * (1 + eps)
@@ -119,14 +121,14 @@ def run(args) -> int:
         measure = (make_corrected_measure(prof, args.metric, rc, target=target) if rc
                    else make_measure(prof, args.metric, target=target))
         print(f"\n{path.name}: {len(cands)} candidates, eps {eps:.1%}, budgets {lo:.3f}..{hi:.3f} ms ({args.metric}), "
-              f"capacity by {args.rank}")
+              f"capacity by {rank}")
         print(f"{'budget ms':>9s}  {'selected':60s} {'pred ms':>8s} {'meas ms':>8s} {'raw ms':>8s} "
               f"{'meas/budget':>11s} {'tries':>5s}  verdict")
         under = tight = capped = 0
         for b in budgets:
             try:
                 sel = select_student(prof, float(b), metric=args.metric, derive=not args.grid_only,
-                                     verify=True, measure=measure, speed_factor=f, scale=scale, rank=args.rank)
+                                     verify=True, measure=measure, speed_factor=f, scale=scale, rank=rank)
             except EdgeKDError as exc:
                 print(f"{b:9.3f}  {'-':60s} {'':8s} {'':8s} {'':11s} {'':5s}  error: {exc.one_line()[:80]}")
                 print(f"#   {exc.one_line()}")
@@ -148,7 +150,7 @@ def run(args) -> int:
         n = len(budgets)
         print(f"# measured = {'drift-corrected to the speed at re-calibration' if rc else 'raw'} {args.metric}")
         print(f"# grid allows: {oracle_tight(cands, np.array([unscale(b) for b in budgets]), key)}/{n} budgets filled to >= 0.8 x "
-              f"budget by the grid entry with the most capacity ({args.rank}) whose stored {args.metric} fits")
+              f"budget by the grid entry with the most capacity ({rank}) whose stored {args.metric} fits")
         ok = under == n and tight >= n - 1
         all_ok &= ok
         print(f"# measured {args.metric} <= budget: {under}/{n} (want {n}); >= 0.8 x budget: {tight}/{n} "

@@ -34,16 +34,17 @@ from .common import emit_json, json_option
 @click.option("--max-peak-mb", type=float, default=None,
               help="Peak memory budget (MB) of one inference: exclude candidates whose peak, measured by the "
                    "profile or predicted from its fit, is over it (a profile that measured none: not judged).")
-@click.option("--rank", type=click.Choice(["macs", "params"]), default="macs", show_default=True,
-              help="What 'most capacity' means: MACs, then params (candidates at several resolutions: "
-                   "params do not grow with the input), or params, then MACs (inputs upscaled beyond "
-                   "their detail, where a higher resolution adds MACs but no information).")
+@click.option("--rank", type=click.Choice(["macs", "params"]), default=None,
+              help="What 'most capacity' means: MACs, then params (hf- families' default: params do "
+                   "not grow with the input's resolution), or params, then MACs (edgekd's own "
+                   "families' default: inputs upscaled beyond their detail, where a higher "
+                   "resolution adds MACs but no information).")
 @json_option
 def select_cmd(profile_path, budget_ms, metric, verify, strict, recal, extra_specs, derive, max_size_kb,
                max_peak_mb, rank, as_json):
-    """Pick the student with the most capacity (MACs, then params; --rank) whose predicted
-    latency is at or under BUDGET / (1 + eps), eps being the profile's p95 relative prediction
-    error.
+    """Pick the student with the most capacity (--rank; by default the family's: MACs for hf-
+    families, params for edgekd's own) whose predicted latency is at or under BUDGET / (1 + eps),
+    eps being the profile's p95 relative prediction error.
 
     A budget below every candidate is an error (exit 2) that names the smallest reachable
     latency. --max-size-kb and --max-peak-mb exclude candidates by artifact size and peak memory:

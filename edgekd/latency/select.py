@@ -1,17 +1,17 @@
 """Student selection under a latency budget (docs/LATENCY.md "Profiles and prediction").
 
 Among the profile's candidates predicted at or under ``budget / (1 + eps)`` (eps = the
-profile's p95 relative prediction error), take the one with the most capacity (RANKS: MACs, then
-params, by default); optionally measure it on the profile's target and step down while it misses
-the budget.
+profile's p95 relative prediction error), take the one with the most capacity (RANKS, the
+family's ``rank`` by default); optionally measure it on the profile's target and step down while
+it misses the budget.
 
-Capacity is MACs first because candidates differ in input resolution as well as width and depth,
-and params do not see resolution: a model at 224 px has the params of its 128-px twin. On the 22
-published MobileNetV2 ImageNet checkpoints (widths 0.35-1.4 x 96-224 px), ranking by MACs orders
-225 of 230 pairs as their top-1 does, by params 207; picking under a latency budget, MACs land
-0.08 points below the best checkpoint that fits on average (at most 0.7), params 0.52 (at most
-3.6). ``rank="params"`` keeps the older order, for inputs upscaled beyond their detail (there a
-higher resolution adds MACs but no information).
+Two orders: "params" (then MACs) and "macs" (then params). Params do not see resolution: a model
+at 224 px has the params of its 128-px twin. On the 22 published MobileNetV2 ImageNet checkpoints
+(widths 0.35-1.4 x 96-224 px; tools/bench_rank.py), MACs order 225 of 230 pairs as their top-1
+does, params 207; picking under a latency budget, MACs land 0.08 points below the best checkpoint
+that fits on average (at most 0.7), params 0.52 (at most 3.6). So the families of real-size
+images (hf-*) rank by MACs. edgekd's own families rank by params: their grids serve 8x8 digits
+upscaled to 16-32 px, where a higher resolution adds MACs but no information.
 
 When a verified pick meets the budget with room to spare, the margin eps has done its job and
 the measurement is better evidence than the prediction: the predictions of larger candidates
@@ -67,6 +67,17 @@ RANKS: dict[str, Callable[[Candidate], tuple]] = {
 }
 
 
+def family_rank(family: str) -> str:
+    """The capacity order a family declares (models.Family.rank); "macs" for a family edgekd
+    does not know (a profile of another registry's family)."""
+    from ..models import get_family
+
+    try:
+        return get_family(family).rank
+    except (BadInputError, KeyError):
+        return "macs"
+
+
 def check_rank(rank: str) -> Callable[[Candidate], tuple]:
     if rank not in RANKS:
         raise BadInputError(f"unknown capacity rank '{rank}'; known: {', '.join(RANKS)}",
@@ -95,7 +106,7 @@ class Selection:
     memory_note: str = ""  # how many candidates the memory budgets excluded, and why
     max_peak_mb: float | None = None
     memory_fit: dict = field(default_factory=dict)  # size_estimate.fit_memory of the profile
-    rank: str = "macs"  # the capacity order (RANKS)
+    rank: str = "params"  # the capacity order (RANKS)
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "max_size_kb": self.max_size_kb, "max_peak_mb": self.max_peak_mb, "memory_note": self.memory_note,
@@ -156,12 +167,12 @@ def _fmt(x) -> str:
 
 
 def candidates(profile: Profile, metric: str = "p90", extra_specs: Sequence[str] = (),
-               derive: bool = False, rank: str = "macs") -> list[Candidate]:
+               derive: bool = False, rank: str | None = None) -> list[Candidate]:
     """Every whole-model entry of the profile (plus ``extra_specs``, and with ``derive`` the
     derived_specs, whose blocks are all in it), with its predicted latency, ordered by capacity
-    (``rank``, RANKS)."""
+    (``rank``, RANKS; None: the family's)."""
     metric = check_metric(metric, what="--metric")
-    key = check_rank(rank)
+    key = check_rank(rank or family_rank(profile.family))
     out = []
     for m in profile.models_by_capacity():
         out.append(Candidate(spec=m.spec, params=m.params, macs=m.macs,
@@ -220,9 +231,9 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
                    headroom: float = 0.05, max_up: int = 3, speed_factor: float = 1.0,
                    scale: Callable[[float], float] | None = None,
                    max_size_kb: float | None = None, max_peak_mb: float | None = None,
-                   rank: str = "macs") -> Selection:
-    """The max-capacity candidate (``rank``: RANKS, "macs" or "params") predicted at or under
-    ``budget_ms / (1 + eps)``.
+                   rank: str | None = None) -> Selection:
+    """The max-capacity candidate (``rank``: RANKS, "macs" or "params"; None: the profile's
+    family's, family_rank) predicted at or under ``budget_ms / (1 + eps)``.
 
     Candidates: the profile's whole-model entries, ``extra_specs``, and with ``derive`` the
     variants of them whose blocks are all in the profile (derived_specs).
@@ -242,6 +253,7 @@ def select_student(profile: Profile, budget_ms: float, *, metric: str = "p90",
     if not budget_ms > 0:
         raise BadInputError(f"--budget-ms {budget_ms} must be a positive number of milliseconds")
     eps = epsilon(profile, metric)
+    rank = rank or family_rank(profile.family)
     limit = budget_ms / (1.0 + eps)
     f = float(speed_factor)
     sc = scale or (lambda ms: ms * f)

@@ -308,7 +308,8 @@ def _plan(family: str, make_config, knobs_json: str, knobs_cls, in_channels: int
 def _family(name: str, knobs, make_config, grids: dict, description: str) -> Family:
     return Family(config=knobs, plan=_planner(name, make_config), grids=grids,
                   build=_builder(make_config), build_block=hf_block,
-                  capacity=_capacity(make_config), description=description)
+                  capacity=_capacity(make_config), description=description,
+                  rank="macs")  # images at real sizes: resolution is a real choice (docs/LATENCY.md)
 
 
 HF_MOBILENETV2 = _family(

@@ -76,6 +76,9 @@ class Family:
     ``capacity(config, in_channels, num_classes)`` -> ``(macs, params)`` ranks the family's
     grids where its plan cannot: a family whose blocks are not described yet raises
     BadInputError from ``plan`` (no block signatures, no profile) and gives ``capacity``.
+    ``rank`` is what selection under a budget takes as the most capacity by default
+    (latency.select.RANKS): "params" (then MACs) or "macs" (then params), for families whose
+    resolutions carry real detail (a 224-px model has its 128-px twin's params).
     """
 
     config: type[KnobConfig]
@@ -85,6 +88,7 @@ class Family:
     build_block: Callable[[dict], Any] | None = None
     description: str = ""
     capacity: Callable[..., tuple[int, int]] | None = None
+    rank: str = "params"
 
     def knobs(self) -> list[str]:
         return list(self.config.model_fields)

@@ -43,6 +43,18 @@ def test_capacity_is_macs_then_params_not_latency():
     assert select_student(with_eps(prof, 0.10), 1.3).chosen.spec == "fam:i=2"
 
 
+def test_each_family_declares_its_rank():
+    from edgekd.latency.select import family_rank
+
+    assert family_rank("mobilenetv2") == "params" and family_rank("resnet") == "params"
+    assert family_rank("hf-mobilenetv2") == "macs" and family_rank("hf-resnet") == "macs"
+    assert family_rank("not-a-family") == "macs"  # the synthetic "fam" of these tests too
+    prof = synthetic()
+    prof.models[1].macs = 10**6
+    prof.family = "convnet"  # edgekd's own: params first unless asked
+    assert select_student(with_eps(prof, 0.10), 1.3, derive=False).rank == "params"
+
+
 def test_rank_params_keeps_the_params_order():
     prof = synthetic()
     prof.models[1].macs = 10**6
