@@ -5,13 +5,9 @@ profile's p95 relative prediction error), take the one with the most capacity (R
 family's ``rank`` by default); optionally measure it on the profile's target and step down while
 it misses the budget.
 
-Two orders: "params" (then MACs) and "macs" (then params). Params do not see resolution: a model
-at 224 px has the params of its 128-px twin. On the 22 published MobileNetV2 ImageNet checkpoints
-(widths 0.35-1.4 x 96-224 px; tools/bench_rank.py), MACs order 225 of 230 pairs as their top-1
-does, params 207; picking under a latency budget, MACs land 0.08 points below the best checkpoint
-that fits on average (at most 0.7), params 0.52 (at most 3.6). So the families of real-size
-images (hf-*) rank by MACs. edgekd's own families rank by params: their grids serve 8x8 digits
-upscaled to 16-32 px, where a higher resolution adds MACs but no information.
+Two orders: "params" (then MACs) and "macs" (then params; the hf- families': params do not see
+resolution, and on published MobileNetV2 checkpoints MACs pick within 0.08 top-1 points of the
+best that fits a budget, params 0.52: tools/bench_rank.py, docs/LATENCY.md).
 
 When a verified pick meets the budget with room to spare, the margin eps has done its job and
 the measurement is better evidence than the prediction: the predictions of larger candidates
@@ -61,15 +57,12 @@ class Candidate:
 
 
 # Capacity orders, most capacity last: the key select_student ranks candidates by.
-RANKS: dict[str, Callable[[Candidate], tuple]] = {
-    "macs": lambda c: (c.macs, c.params),
-    "params": lambda c: (c.params, c.macs),
-}
+RANKS: dict[str, Callable[[Candidate], tuple]] = {"macs": lambda c: (c.macs, c.params),
+                                                  "params": lambda c: (c.params, c.macs)}
 
 
 def family_rank(family: str) -> str:
-    """The capacity order a family declares (models.Family.rank); "macs" for a family edgekd
-    does not know (a profile of another registry's family)."""
+    """The capacity order a family declares (models.Family.rank); "macs" for one edgekd does not know."""
     from ..models import get_family
 
     try:
@@ -80,8 +73,7 @@ def family_rank(family: str) -> str:
 
 def check_rank(rank: str) -> Callable[[Candidate], tuple]:
     if rank not in RANKS:
-        raise BadInputError(f"unknown capacity rank '{rank}'; known: {', '.join(RANKS)}",
-                            hint="--rank macs (the default) or --rank params")
+        raise BadInputError(f"unknown capacity rank '{rank}'; known: {', '.join(RANKS)}", hint="--rank macs or params")
     return RANKS[rank]
 
 

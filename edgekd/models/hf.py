@@ -315,8 +315,7 @@ def _family(name: str, knobs, make_config, grids: dict, description: str) -> Fam
 HF_MOBILENETV2 = _family(
     "hf-mobilenetv2", HFMobileNetV2Knobs, mobilenetv2_config,
     {"small": grid_product(width=[0.35, 0.5, 1.0], res=[128, 224]),
-     # 16-px steps: with 32-px steps neighbours in capacity order (MACs) were up to 1.4-1.5x apart
-     # in latency, gaps a budget falls into and cannot fill (BENCHMARKS.md, bench_select)
+     # 16-px steps: 32-px steps left 1.4-1.5x latency gaps in capacity order (BENCHMARKS.md)
      "default": grid_product(width=[0.35, 0.5, 0.75, 1.0, 1.4], res=list(range(128, 225, 16)))},
     "transformers MobileNetV2; knobs width (depth_multiplier), res, expansion, finegrained")
 
