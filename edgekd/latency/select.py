@@ -67,7 +67,7 @@ def family_rank(family: str) -> str:
 
     try:
         return get_family(family).rank
-    except (BadInputError, KeyError):
+    except BadInputError:  # an unknown family
         return "macs"
 
 
