@@ -83,6 +83,38 @@ def test_ort_static_qdq_is_quantized_and_agrees_with_fp32(tmp_path, model, x_val
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_ort_int8_keeps_the_logits_float_so_close_classes_do_not_tie(tmp_path):
+    """The quantizer would also quantize the graph's output: 256 levels over the logits' range,
+    so two logits closer than a step come out equal and argmax takes the lower index. The output
+    stays float, computed by the last layer's integer kernel."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgekd.backends.onnxruntime_quant import quantize_onnx_static
+
+    src = tiny_conv_onnx(tmp_path / "wide.onnx", classes=40, seed=3)
+    m = onnx.load(str(src))
+    for t in m.graph.initializer:  # logits about 40 wide: a uint8 step of ~0.15
+        if t.name == "w3":
+            t.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(t) * 8, "w3"))
+    onnx.save(m, str(src))
+    out = quantize_onnx_static(src, tmp_path / "q" / "wide.int8.onnx", calib_batches(n_batches=8))
+    q = onnx.load(str(out))
+    producer = {o: n.op_type for n in q.graph.node for o in n.output}
+    assert producer["logits"] == "Gemm"  # fed by DequantizeLinear inputs, float out
+    assert any(n.op_type == "DequantizeLinear" and n.output[0] in
+               [i for g in q.graph.node if g.op_type == "Gemm" for i in g.input] for n in q.graph.node)
+    x = np.random.default_rng(11).standard_normal((400, 1, 8, 8)).astype(np.float32)
+    y = ort_logits(out, x)
+    top2 = np.sort(y, axis=1)[:, -2:]
+    assert not (top2[:, 0] == top2[:, 1]).any()
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+    ran = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert "QGemm" in ran and "DequantizeLinear" not in ran  # integer last layer, no output rounding
+
+
 def test_ort_weights_per_channel_int8_and_activation_type(tmp_path, model):
     import onnx
 
