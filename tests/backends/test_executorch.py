@@ -108,6 +108,30 @@ def test_int8_needs_calibration_and_then_agrees_with_fp32(tmp_path):
 
 
 @needs_et
+def test_int8_keeps_the_head_float_so_close_logits_do_not_tie(tmp_path):
+    """XNNPACK's quantizer would make the last layer's output int8 too: logits about 40 wide in
+    255 steps, so classes closer than a step tie and argmax takes the lower one."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Flatten(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 40)).eval()
+    with torch.no_grad():
+        module[3].weight.mul_(8)
+    t8 = load_target("executorch-xnnpack-int8")
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((64, 3, 4, 4)).astype(np.float32)]
+    backend = get_backend("executorch")
+    art = backend.build_module(module, torch.zeros((1, 3, 4, 4)), t8, tmp_path, calib=calib)
+    sess = backend.load(art, t8)
+    x = rng.standard_normal((300, 3, 4, 4)).astype(np.float32)
+    got = np.concatenate([sess.run(x[i:i + 1])[0] for i in range(len(x))])
+    top2 = np.sort(got, axis=1)[:, -2:]
+    assert not (top2[:, 0] == top2[:, 1]).any()
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x)).numpy()
+    assert not np.allclose(got, ref, atol=1e-4)  # the first layer still ran in int8
+    assert (got.argmax(1) == ref.argmax(1)).mean() > 0.9
+
+
+@needs_et
 def test_quantize_compares_int8_with_the_fp32_program_on_executorch(tmp_path):
     """The faster-than-fp32 guard runs on ExecuTorch too: both sides measured on its runtime,
     the checkpoint (not the ONNX file) quantized. force=True: the outcome is not timing's."""
