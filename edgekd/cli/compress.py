@@ -59,6 +59,10 @@ def _finish(result, as_json: bool) -> None:
               help="Student family for --student auto ('auto': one with a profile here, else convnet).")
 @click.option("--grid", cls=_ConfigDefault,
               help="Grid to profile when no profile applies: small, default or a file of specs.")
+@click.option("--rank", type=click.Choice(["macs", "params"]), default=None,
+              help="Capacity order for --student auto: the largest candidate predicted under the budget by "
+                   "MACs (then params) or params (then MACs) [default: the family's own: macs for hf- "
+                   "families, params for edgekd's].")
 @click.option("--loss", cls=_ConfigDefault,
               help="Distillation loss: kd, dkd, nkd, dist, ... (the losses `edgekd distill --loss` takes).")
 @click.option("--loss-opt", "loss_opt", multiple=True, metavar="KEY=VALUE",
@@ -99,7 +103,7 @@ def _finish(result, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, target, budget_ms, metric, student,
-                 family, grid, loss, loss_opt, prune, prune_epochs, quantize, qat, qat_epochs, epochs, min_accuracy,
+                 family, grid, rank, loss, loss_opt, prune, prune_epochs, quantize, qat, qat_epochs, epochs, min_accuracy,
                  max_drop, max_size_kb, max_peak_mb, seed, out, resume, force, dry_run, demo, config_file, print_config, as_json):
     """Select a student from the target's latency profile, distill it from the teacher, prune it
     if it still misses the budget, quantize if asked, export it for the target and verify accuracy and latency there.
@@ -144,7 +148,7 @@ def compress_cmd(ctx, teacher, teacher_weights, trust_pickle, data, resolution, 
         return
     flags = dict(teacher=teacher, teacher_weights=teacher_weights, trust_pickle=trust_pickle, data=data,
                  resolution=resolution, target=target, budget_ms=budget_ms, metric=metric, student=student,
-                 family=family, grid=grid, loss=loss, loss_options=loss_opt, prune=prune,
+                 family=family, grid=grid, rank=rank, loss=loss, loss_options=loss_opt, prune=prune,
                  prune_epochs=prune_epochs, quantize=quantize, qat=qat, qat_epochs=qat_epochs, epochs=epochs,
                  min_accuracy=min_accuracy,
                  max_drop=max_drop, max_size_kb=max_size_kb, max_peak_mb=max_peak_mb, seed=seed, out=out)

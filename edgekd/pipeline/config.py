@@ -41,6 +41,9 @@ class CompressConfig(BaseModel):
     student: str = Field("auto", description="'auto' (select from the target's profile) or a student spec")
     family: str = Field("auto", description="student family for student: auto ('auto': one with a profile here)")
     grid: str = Field("small", description="grid to profile when no profile applies: small, default or a file")
+    rank: Optional[Literal["macs", "params"]] = Field(
+        None, description="capacity order for picking the student: macs (then params) or params (then macs); "
+                          "None: the family's own (macs for hf- families, params for edgekd's)")
     loss: str = Field("kd", description="distillation loss (docs/METHODS.md)")
     loss_options: dict[str, Union[bool, int, float, str]] = Field(
         default_factory=dict, description="the loss's options, e.g. {temperature: 4, w_kd: 0.9} (docs/METHODS.md)")
@@ -96,7 +99,7 @@ class CompressConfig(BaseModel):
         doc = self.model_dump(mode="json")
         if not doc["loss_options"]:  # runs written before loss_options existed keep their digest
             del doc["loss_options"]
-        for key in ("max_size_kb", "max_peak_mb"):  # nor before the memory budgets existed
+        for key in ("max_size_kb", "max_peak_mb", "rank"):  # nor before the memory budgets or rank existed
             if doc[key] is None:
                 del doc[key]
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]

@@ -193,11 +193,11 @@ def make_plan(cfg: CompressConfig) -> Plan:
             family = DEFAULT_FAMILY if cfg.family == "auto" else cfg.family
             at = f"{resolution} px" if resolution else "the data's resolution"
             steps.append(("select", f"profile the '{cfg.grid}' grid of {family} at {at} "
-                                    f"on {target.name} ({note}), then pick the largest student predicted "
-                                    f"under the {budgets} and measure it"))
+                                    f"on {target.name} ({note}), then pick the largest student{_by(cfg, family)} "
+                                    f"predicted under the {budgets} and measure it"))
         else:
-            steps.append(("select", f"largest {family} student predicted under the {budgets} in {prof}, "
-                                    f"measured on {target.name}"))
+            steps.append(("select", f"largest {family} student{_by(cfg, family)} predicted under the {budgets} "
+                                    f"in {prof}, measured on {target.name}"))
     opts = ", ".join(f"{k}={v}" for k, v in cfg.loss_options.items())
     steps.append(("distill", f"{cfg.loss}{f' ({opts})' if opts else ''} from {cfg.teacher} on {cfg.data}, "
                              f"{cfg.epochs} epochs"))
@@ -223,3 +223,10 @@ def make_plan(cfg: CompressConfig) -> Plan:
     steps.append(("report", "manifest.json, report.json, report.md, report.html"))
     return Plan(config=cfg, target=target, final_target=final, int8_target=int8_target,
                 resolution=resolution, family=family, profile=prof, profile_note=note, steps=steps)
+
+
+def _by(cfg, family: str) -> str:
+    """' by MACs' / ' by params': the capacity order select will use (--rank, else the family's)."""
+    from ..latency.select import family_rank
+
+    return f" by {cfg.rank or family_rank(family)}".replace("macs", "MACs")

@@ -41,7 +41,7 @@ def select_stage(ctx: Context) -> SelectResult:
                             hint="pass --resolution to match it, or --student SPEC")
     note = None
     try:
-        sel = select_student(_only(profile, at_res), cfg.budget_ms, metric=cfg.metric, verify=True,
+        sel = select_student(_only(profile, at_res), cfg.budget_ms, metric=cfg.metric, verify=True, rank=cfg.rank,
                              target=ctx.plan.target, max_size_kb=cfg.max_size_kb, max_peak_mb=cfg.max_peak_mb)
         needs = False
     except (BadInputError, VerdictError) as exc:
@@ -50,7 +50,8 @@ def select_stage(ctx: Context) -> SelectResult:
         # The budget needs more than selection can give: go on with the fastest candidate and
         # let the prune stage shrink it after distillation (verify reports what is left).
         fast = min((m for m in profile.models if m.spec in at_res), key=lambda m: m.latency.metric(cfg.metric))
-        sel = select_student(_only(profile, at_res), fast.latency.metric(cfg.metric) * 10, metric=cfg.metric)
+        sel = select_student(_only(profile, at_res), fast.latency.metric(cfg.metric) * 10, metric=cfg.metric,
+                             rank=cfg.rank)
         sel = _force_choice(sel, fast.spec, cfg.budget_ms)
         needs, note = True, exc.one_line()
     if parse_spec(sel.chosen.spec).res != res:

@@ -23,14 +23,15 @@ def test_config_fields_validated_and_digest_kept(tiny_assets):
     with_mem = CompressConfig.make(teacher=t, max_size_kb=100, max_peak_mb=20, **BASE)
     assert with_mem.digest() != plain.digest()
     doc = plain.model_dump(mode="json")
-    doc.pop("max_size_kb"), doc.pop("max_peak_mb")
+    doc.pop("max_size_kb"), doc.pop("max_peak_mb"), doc.pop("rank")  # fields added later, unset
     import hashlib
     import json
 
     if not doc["loss_options"]:
         del doc["loss_options"]
     old = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-    assert plain.digest() == old  # runs written before the memory budgets resume
+    assert plain.digest() == old  # runs written before the memory budgets (and --rank) resume
+    assert CompressConfig.make(teacher=t, rank="macs", **BASE).digest() != plain.digest()
     with pytest.raises(BadInputError, match="max_size_kb"):
         CompressConfig.make(teacher=t, max_size_kb=0, **BASE)
 

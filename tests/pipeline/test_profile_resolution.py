@@ -7,6 +7,8 @@ import dataclasses
 
 import pytest
 
+from edgekd.errors import BadInputError
+
 
 @pytest.fixture(scope="module")
 def stored(tiny_assets, tmp_path_factory):
@@ -70,3 +72,29 @@ def test_select_profiles_the_grid_at_the_data_size_the_stored_profile_lacks(tiny
     assert parse_spec(sel.spec).res == 24 and sel.source == "profile"
     assert sel.profile == str(tmp_path / "run" / "profile" / "fast-cpu-convnet.json")
     assert any("no candidate at the data's 24 px" in s for s in said)
+
+
+@pytest.mark.parametrize("rank,said", [(None, "by params"), ("macs", "by MACs"), ("params", "by params")])
+def test_compress_rank_reaches_the_plan_and_the_selection(tiny_assets, stored, monkeypatch, tmp_path,
+                                                          rank, said):
+    """--rank (None: the family's own order, params for convnet) is what the plan announces and
+    what select_student is given."""
+    import edgekd.latency.select as sel_mod
+    from edgekd.pipeline import CompressConfig, make_plan
+    from edgekd.pipeline.context import Context
+    from edgekd.pipeline.select import select_stage
+
+    monkeypatch.chdir(stored)
+    cfg = CompressConfig.make(**{**_cfg(tiny_assets, stored, 16).model_dump(), "rank": rank})
+    plan = make_plan(cfg)
+    (select,) = [text for step, text in plan.steps if step == "select"]
+    assert f"student {said} predicted" in select
+    given = []
+    real = sel_mod.select_student
+    monkeypatch.setattr(sel_mod, "select_student", lambda *a, **kw: given.append(kw["rank"]) or real(*a, **kw))
+    ctx = Context(tmp_path / "run", cfg, plan, show=False, echo=lambda m: None)
+    ctx.out.mkdir()
+    select_stage(ctx)
+    assert given and set(given) == {rank}
+    with pytest.raises(BadInputError, match="rank"):
+        CompressConfig.make(**{**_cfg(tiny_assets, stored, 16).model_dump(), "rank": "flops"})
