@@ -19,7 +19,15 @@ says `quiet`); `raw ±10%` then judges against the p50s as timed, waiting includ
 With --against OTHER (a second profile of the same target and family, measured at another
 time), it also prints how often the two measurements of the same whole model agree within
 +-10% of each other (both as corrected, and as read): the machine's own repeatability, a
-ceiling for any predictor judged against one of them.
+ceiling for any predictor judged against one of them; and again with one factor for the whole
+machine's level taken out (the median ratio), since a VM's speed moves between runs.
+
+Every profile also gets a line with the held-out errors left once one factor (the median of
+predicted / measured) is taken out: the predictor's shape, apart from its level, which
+re-calibration on the machine at hand (select's reference models) sets. To judge a profile
+against readings taken later, copy it, delete its held-out whole-model entries and run `edgekd
+profile --resume` on the copy (same grid and options): the held-out models are measured again,
+in alternation with the profile's own reference, and the copy is judged against them.
 
     python tools/bench_predictor.py [PROFILE ...] [--rows] [--against OTHER]
 """
@@ -54,6 +62,7 @@ def main(argv=None) -> int:
           f"{'read':>6s} {'p50 ±10%':>9s} {'p50 p95err':>10s} {'raw ±10%':>9s} {'p90 ±10%':>9s} {'p90 p95err':>10s}  "
           f"vs target / nn-Meter")
     worst = 1.0
+    notes: list[str] = []
     for p in paths:
         prof = load_profile(p)
         _, val = fit_profile(prof)
@@ -71,16 +80,39 @@ def main(argv=None) -> int:
               f"{f50:9.0%} {m50['p95_rel_error']:10.1%} {_pct(m50.get('fraction_within_10pct_raw'))} "
               f"{m90.get('fraction_within_10pct', float('nan')):9.0%} "
               f"{m90.get('p95_rel_error', float('nan')):10.1%}  {gap}")
+        notes.append(_one_scale(str(p), val["heldout"]))
         if args.rows:
             for r in val["heldout"]:
                 raw = r.get("measured_raw_ms", r["measured_ms"])
                 print(f"    {r['spec']:60s} measured {r['measured_ms']:8.4f} (read {raw:8.4f})  "
                       f"predicted {r['predicted_ms']:8.4f}  {r['rel_error']:+.1%}")
+    for line in notes:
+        print(line)
     if args.against:
         _repeatability(paths, Path(args.against))
     print(f"# target >= {TARGET:.0%} of held-out within ±10% of measured p50; nn-Meter reports {NN_METER:.0%} "
           f"on mobile CPUs. Worst profile here: {worst:.0%}")
     return 0
+
+
+def _scaled(ratios):
+    """(median ratio, |ratio / median - 1|): the errors left once one factor for the whole
+    machine's level is taken out."""
+    import numpy as np
+
+    r = np.asarray(ratios, dtype=np.float64)
+    k = float(np.median(r))
+    return k, np.abs(r / k - 1)
+
+
+def _one_scale(name: str, rows) -> str:
+    """The held-out errors with the level taken out: what is left for the shape of the predictor
+    after re-calibration on a machine (select's reference models) has fixed the level."""
+    import numpy as np
+
+    k, e = _scaled([r["predicted_ms"] / r["measured_ms"] for r in rows])
+    return (f"# {name}: predicted / measured p50, median {k:.3f}; with that one factor taken out "
+            f"{np.mean(e <= 0.10):.0%} within ±10% (p95 {np.percentile(e, 95):.1%})")
 
 
 def _pct(x) -> str:
@@ -104,10 +136,13 @@ def _repeatability(paths, other_path: Path) -> None:
             continue
         for how, value in (("corrected", lambda prof, m: model_latency(prof, m, "p50")),
                            ("as read", lambda prof, m: m.latency.metric("p50"))):
-            r = np.abs([value(other, o) / value(prof, m) - 1 for m, o in both])
+            ratios = [value(other, o) / value(prof, m) for m, o in both]
+            r = np.abs(np.asarray(ratios) - 1)
+            k, e = _scaled(ratios)
             print(f"# repeatability {p.name} vs {other_path} ({how}): {len(r)} models measured in both, "
                   f"{np.mean(r <= 0.10):.0%} agree within ±10% (p95 difference {np.percentile(r, 95):.1%}, "
-                  f"max {r.max():.1%})")
+                  f"max {r.max():.1%}); with the median ratio {k:.3f} taken out {np.mean(e <= 0.10):.0%} "
+                  f"(p95 {np.percentile(e, 95):.1%})")
 
 
 if __name__ == "__main__":
