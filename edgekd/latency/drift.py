@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import BadInputError
 from ..util_io import atomic_write_json, cache_root, sha256_file
 from .environment import fingerprint
+from .cost import QUIET_MIN
 from .stats import LatencyStats
 
 # The reference workload: a small edgekd CNN (tens of microseconds on the shipped CPU targets),
@@ -298,3 +299,38 @@ def correct_mapped(model, now: SpeedMap, then: SpeedMap, *, confidence: float = 
                                       unstable_iqr=unstable_iqr, environment=model.stats.environment,
                                       disturbed=0)
     return stats, fixed
+
+
+# quiet_stats: at least QUIET_MIN (cost) undisturbed samples, else the fastest tenth of all
+QUIET_FRACTION = 0.1
+
+
+def quiet_stats(m) -> "LatencyStats | None":
+    """The samples of a Measurement during which the process kept its CPU: those not disturbed
+    when there are QUIET_MIN of them, else the fastest QUIET_FRACTION of all (a model longer
+    than the scheduler's slice on a loaded machine is descheduled in nearly every run; waiting
+    only adds time, so its fastest runs are the ones that waited least). None: not observed."""
+    if m.disturbed is None or not len(m.samples_ms):
+        return None
+    x = np.asarray(m.samples_ms, dtype=np.float64)
+    calm = x[~np.asarray(m.disturbed, dtype=bool)]
+    if calm.size < QUIET_MIN:
+        calm = np.sort(x)[:max(QUIET_MIN // 4, int(QUIET_FRACTION * x.size))]
+    return LatencyStats.from_samples(calm, warmup=m.stats.warmup)
+
+
+def steady_stats(m, ref) -> "LatencyStats | None":
+    """The model's samples with the drift within its measurement taken out by rounds: each
+    divided by the reference's median in the same rounds of slices (and the rounds either side)
+    over the reference's median in the whole measurement (latency.drift.correct, disturbed samples
+    left out). A slow phase that covers part of a model's seconds slows the reference in the same
+    rounds; the ratio of two medians over the whole measurement misses that when the phase covers
+    less than half of it. None: no rounds recorded."""
+    if m.rounds is None or ref.rounds is None or not len(ref.samples_ms) or not len(m.samples_ms):
+        return None
+    # against a level of 1: each sample over its rounds' reference median; times the
+    # reference's median over the measurement, back on its scale
+    reading, _, fixed = correct(m, ref, 1.0, source="the reference in the same rounds")
+    if not reading.reference_p50_ms > 0 or not len(fixed):
+        return None
+    return LatencyStats.from_samples(fixed * reading.reference_p50_ms, warmup=m.stats.warmup)

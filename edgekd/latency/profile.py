@@ -29,6 +29,7 @@ from .measure import SLICE_S, close_session
 from .memory import RSS_SOURCE, PeakProcess, memory_record
 from .stats import LatencyStats
 from .cost import QUIET_MIN
+from .drift import QUIET_FRACTION, quiet_stats, steady_stats  # noqa: F401 (re-exported)
 from .fit import calibration_indices, load_profile, save_profile  # noqa: F401 (re-exported)
 from .profile_plan import calibration_specs, probe_signature, reference_spec  # noqa: F401 (re-exported)
 from .profile_file import (SCHEMA, PAIR_SEP, BlockEntry, ModelEntry, PairEntry, Profile,  # noqa: F401 (re-exported)
@@ -61,8 +62,6 @@ CALIBRATION_SESSIONS = 2 * MODEL_SESSIONS
 # 1.1%) as their ratio to the reference; one round ran 7% slow for every model, and the reference
 # by as much. The models share the time of each load with it (min_time_s counts both).
 REFERENCE = "the grid's middle candidate by capacity"
-# quiet_stats: at least QUIET_MIN (cost) undisturbed samples, else the fastest tenth of all
-QUIET_FRACTION = 0.1
 
 
 def current_fingerprint(target) -> dict:
@@ -379,41 +378,6 @@ def _save(prof: Profile, out: Path, target) -> None:
 
     prof.memory = memory_summary(prof, target)
     save_profile(prof, out)
-
-
-def quiet_stats(m) -> "LatencyStats | None":
-    """The samples of a Measurement during which the process kept its CPU: those not disturbed
-    when there are QUIET_MIN of them, else the fastest QUIET_FRACTION of all (a model longer
-    than the scheduler's slice on a loaded machine is descheduled in nearly every run; waiting
-    only adds time, so its fastest runs are the ones that waited least). None: not observed."""
-    import numpy as np
-
-    if m.disturbed is None or not len(m.samples_ms):
-        return None
-    x = np.asarray(m.samples_ms, dtype=np.float64)
-    calm = x[~np.asarray(m.disturbed, dtype=bool)]
-    if calm.size < QUIET_MIN:
-        calm = np.sort(x)[:max(QUIET_MIN // 4, int(QUIET_FRACTION * x.size))]
-    return LatencyStats.from_samples(calm, warmup=m.stats.warmup)
-
-
-def steady_stats(m, ref) -> "LatencyStats | None":
-    """The model's samples with the drift within its measurement taken out by rounds: each
-    divided by the reference's median in the same rounds of slices (and the rounds either side)
-    over the reference's median in the whole measurement (latency.drift.correct, disturbed samples
-    left out). A slow phase that covers part of a model's seconds slows the reference in the same
-    rounds; the ratio of two medians over the whole measurement misses that when the phase covers
-    less than half of it. None: no rounds recorded."""
-    from .drift import correct
-
-    if m.rounds is None or ref.rounds is None or not len(ref.samples_ms) or not len(m.samples_ms):
-        return None
-    # against a level of 1: each sample over its rounds' reference median; times the
-    # reference's median over the measurement, back on its scale
-    reading, _, fixed = correct(m, ref, 1.0, source="the reference in the same rounds")
-    if not reading.reference_p50_ms > 0 or not len(fixed):
-        return None
-    return LatencyStats.from_samples(fixed * reading.reference_p50_ms, warmup=m.stats.warmup)
 
 
 def _note_protocol(prof: Profile, protocol: Mapping) -> None:
