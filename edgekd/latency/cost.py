@@ -57,12 +57,13 @@ DEFAULT_L2_BYTES = 2 << 20
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
-def model_latency(profile: Profile, model, metric: str) -> float:
+def model_latency(profile: Profile, model, metric: str, seen: frozenset = frozenset()) -> float:
     """A whole model's measured ``metric`` with the machine's drift taken out: its reading times
     ``typical / reference``, where ``reference`` is the profile's reference model measured in
     alternation with it (median) and ``typical`` the median of the reference's readings over
     every model measured with the same load of it (one per profiling process; a reference's
-    level also moves with its load). The result is on the scale of the run's typical moment.
+    level also moves with its load), times the load's scale against the first run's (load_scale:
+    1.0 but in a resumed profile). The result is on the scale of the run's typical moment.
     Models measured without a reference (profiles made before) keep their reading. The reading
     is the model's ``steady`` statistics where the profile has them (each sample divided by the
     reference's speed in the same rounds of slices; profile.steady_stats), else its own.
@@ -75,7 +76,59 @@ def model_latency(profile: Profile, model, metric: str) -> float:
     ref = model.reference_quiet if quiet else getattr(model, "reference", None)
     if ref is None or not ref.p50 > 0:
         return raw
-    return raw * _typical_reference(profile, model.reference_load, quiet) / ref.p50
+    load = model.reference_load
+    return raw * _typical_reference(profile, load, quiet) / ref.p50 * load_scale(profile, "model", load, seen)
+
+
+def load_scale(profile: Profile, kind: str, load: str, seen: frozenset = frozenset()) -> float:
+    """The factor that puts the readings of one load of the reference (``kind`` "model") or of
+    the probe ("block": blocks and pairs) on the scale of the loads before it: 1.0 for the first
+    load, or one without bridges. A resumed run measures a few stored models and blocks again
+    (Profile.bridges); each load's own typical reading takes the drift out within that load, but
+    the level between loads can move, and with it every reading of the resumed run: when the
+    machine itself has moved between the two runs (the reference read 2.55 ms typically in a
+    resumed OpenVINO run against 3.47 before, and its models as much faster), or when only the
+    reference's placement has (a load alone can move it 5-10%). The stored value of each bridge
+    over its value in this load, median over the bridges, is the factor either way."""
+    if load in seen or not profile.bridges:
+        return 1.0
+    version = (len(profile.models), len(profile.blocks), len(profile.pairs), len(profile.bridges))
+    cache = getattr(profile, "_load_scale_cache", None)
+    if cache is None or cache[0] != version:
+        cache = (version, {})
+        object.__setattr__(profile, "_load_scale_cache", cache)
+    key = (kind, load, seen)
+    if key not in cache[1]:
+        cache[1][key] = _load_scale(profile, kind, load, seen | {load})
+    return cache[1][key]
+
+
+def _load_scale(profile: Profile, kind: str, load: str, seen: frozenset) -> float:
+    ratios = []
+    for b in profile.bridges:
+        if _kind(b) != kind or _load(b) != load:
+            continue
+        stored = profile.model(b.spec) if kind == "model" else profile.blocks.get(b.key)
+        if stored is None or _load(stored) in seen:
+            continue
+        # this load's reading of the bridge, on this load's own scale (seen: not scaled again),
+        # against the stored one on its load's full scale
+        if kind == "model":
+            now, then = model_latency(profile, b, FEATURE, seen), model_latency(profile, stored, FEATURE, seen)
+        else:
+            now = b.latency.p50 * drift_factor(profile, b, seen)
+            then = stored.latency.p50 * drift_factor(profile, stored, seen)
+        if now > 0 and then > 0:
+            ratios.append(then / now)
+    return float(np.median(ratios)) if ratios else 1.0
+
+
+def _kind(entry) -> str:
+    return "model" if hasattr(entry, "spec") else "block"
+
+
+def _load(entry) -> str:
+    return entry.reference_load if hasattr(entry, "spec") else entry.probe_load
 
 
 # A profile whose whole models were mostly descheduled while measured: at least this fraction
@@ -115,12 +168,13 @@ def readable(profile: Profile, model) -> bool:
 
 
 def _typical_reference(profile: Profile, load: str, quiet: bool = False) -> float:
-    refs = [(m.reference_quiet if quiet else m.reference) for m in profile.models if m.reference_load == load]
+    refs = [(m.reference_quiet if quiet else m.reference) for m in (*profile.models, *profile.bridges)
+            if getattr(m, "reference_load", None) == load]
     vals = [r.p50 for r in refs if r is not None and r.p50 > 0]
     return float(np.median(vals))
 
 
-def drift_factor(profile: Profile, entry) -> float:
+def drift_factor(profile: Profile, entry, seen: frozenset = frozenset()) -> float:
     """How much faster than typical the machine ran while a block or pair entry was measured:
     ``typical / probe``, where ``probe`` is the profile's probe (a fixed block held loaded
     through the run) measured in alternation with the entry, and ``typical`` the median of the
@@ -137,18 +191,19 @@ def drift_factor(profile: Profile, entry) -> float:
     if probe is None or not probe.p50 > 0:
         return 1.0
     typical = _typical_probes(profile).get(entry.probe_load)
-    return typical / probe.p50 if typical else 1.0
+    scale = load_scale(profile, "block", entry.probe_load, seen)
+    return typical / probe.p50 * scale if typical else 1.0
 
 
 def _typical_probes(profile: Profile) -> dict:
     """{probe load: median of its p50 readings} over the profile's blocks and pairs (cached on
     the profile while its entries stay the same)."""
-    key = (len(profile.blocks), len(profile.pairs))
+    key = (len(profile.blocks), len(profile.pairs), len(profile.bridges))
     cached = getattr(profile, "_typical_probe_cache", None)
     if cached is not None and cached[0] == key:
         return cached[1]
     loads: dict = {}
-    for e in (*profile.blocks.values(), *profile.pairs.values()):
+    for e in (*profile.blocks.values(), *profile.pairs.values(), *(b for b in profile.bridges if _kind(b) == "block")):
         if e.probe is not None and e.probe.p50 > 0:
             loads.setdefault(e.probe_load, []).append(e.probe.p50)
     typical = {k: float(np.median(v)) for k, v in loads.items()}

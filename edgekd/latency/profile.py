@@ -31,7 +31,7 @@ from .stats import LatencyStats
 from .cost import QUIET_MIN
 from .drift import QUIET_FRACTION, quiet_stats, steady_stats  # noqa: F401 (re-exported)
 from .fit import calibration_indices, load_profile, save_profile  # noqa: F401 (re-exported)
-from .profile_plan import calibration_specs, probe_signature, reference_spec  # noqa: F401 (re-exported)
+from .profile_plan import bridge_plan, calibration_specs, probe_signature, reference_spec  # noqa: F401 (re-exported)
 from .profile_file import (SCHEMA, PAIR_SEP, BlockEntry, ModelEntry, PairEntry, Profile,  # noqa: F401 (re-exported)
                            _now, model_pairs, pair_key, salvage_profile)
 
@@ -283,6 +283,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
             plan.append(("model", s, None))
         else:
             skipped.append(s)
+    plan = bridge_plan(prof, plan)  # a resumed run: stored entries again, to bridge the loads
     emit(ProfileEvent("planned", done=0, total=len(plan)))
     # the reference: kept from the profile being resumed, else the middle of the grid by capacity
     # (a profile made before references keeps its models unreferenced; predict.model_latency)
@@ -309,19 +310,22 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 m, env = measure_module(_overhead_module(), shape, target, block_settings, wd, "overhead")
                 prof.overhead = m.stats
                 lat = m.stats.p50
-            elif what in ("block", "pair"):
+            elif what in ("block", "pair", "bridge-block"):
                 if probe is None and probe_sig is not None:
                     probe_module, probe_shape = build_block(dict(probe_sig))
                     probe = open_reference(probe_module, tuple(probe_shape), target, root / "probe")
-                if what == "block":
+                if what != "pair":
                     module, shape = build_block(sig)
                     copies = cold_copies(sig)
                     m, over, cold, env, seen = measure_block(module, tuple(shape), target, block_settings, wd,
                                                              copies, probe=probe)
-                    prof.blocks[name] = BlockEntry(key=name, signature=_jsonable(sig), latency=m.stats,
-                                                   input_shape=tuple(shape), measured_at=_now(),
-                                                   latency_cold=cold, copies=copies, overhead=over,
-                                                   probe=seen, probe_load=ref_load if seen else "")
+                    entry = BlockEntry(key=name, signature=_jsonable(sig), latency=m.stats,
+                                       input_shape=tuple(shape), measured_at=_now(), latency_cold=cold,
+                                       copies=copies, overhead=over, probe=seen, probe_load=ref_load if seen else "")
+                    if what == "block":
+                        prof.blocks[name] = entry
+                    else:
+                        prof.bridges.append(entry)
                 else:
                     m, head, env, seen = measure_pair(sig[0], sig[1], target, pair_settings, wd, probe=probe)
                     prof.pairs[name] = PairEntry(first=sig[0]["key"], second=sig[1]["key"], latency=m.stats,
@@ -338,8 +342,10 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                     reference = open_reference(ref_module, tuple(input_shape(ref_spec, in_channels)),
                                                target, root / "reference")
                 m, ref, env = measure_with_reference(model, shape, target, settings, wd, reference)
-                prof.models.append(ModelEntry(family=family, spec=name, params=int(params), macs=int(macs),
-                                              blocks=tuple(g["key"] for g in sigs[name]), latency=m.stats,
+                (prof.models if what == "model" else prof.bridges).append(ModelEntry(
+                                              family=family, spec=name, params=int(params), macs=int(macs),
+                                              blocks=tuple(g["key"] for g in sigs[name]) if name in sigs
+                                              else prof.model(name).blocks, latency=m.stats,
                                               input_shape=shape, first_inference_ms=m.first_inference_ms,
                                               measured_at=_now(), reference=ref.stats, reference_load=ref_load,
                                               quiet=quiet_stats(m), reference_quiet=quiet_stats(ref),
@@ -355,7 +361,8 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 prof.fingerprint = {**env, "input_shape": None}
             prof.elapsed_s = base_elapsed + (time.monotonic() - t0)
             _save(prof, out, target)
-            measured.append(name)
+            if not what.startswith("bridge"):
+                measured.append(name)
             _rmtree(wd)
             emit(ProfileEvent("measured", what, name, i + 1, len(plan), lat))
     finally:

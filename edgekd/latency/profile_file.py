@@ -193,6 +193,9 @@ class Profile:
     validation: dict = field(default_factory=dict)
     # sizes and peaks fitted to the models' measured ones, per candidate (size_estimate.memory_summary)
     memory: dict = field(default_factory=dict)
+    # stored whole models and blocks measured again by a resumed run, with that run's load of the
+    # reference or probe: they put each load on the first one's scale (cost.load_scale)
+    bridges: list = field(default_factory=list)
     created: str = ""
     updated: str = ""
     elapsed_s: float = 0.0
@@ -242,6 +245,7 @@ class Profile:
             "overhead_latency": _stats_dict(self.overhead) if self.overhead is not None else None,
             "calibration": self.calibration, "validation": self.validation,
             **({"memory": self.memory} if self.memory else {}),
+            **({"bridges": [e.to_dict() for e in self.bridges]} if self.bridges else {}),
             "created": self.created, "updated": self.updated, "elapsed_s": round(self.elapsed_s, 2),
             "entries": entries,
         }
@@ -260,13 +264,16 @@ class Profile:
                 pairs[q.key] = q
             else:
                 raise ValueError(f"entry of unknown kind {e.get('kind')!r}")
+        bridges = [ModelEntry.from_dict(e) if e.get("kind") == "model" else BlockEntry.from_dict(e)
+                   for e in d.get("bridges") or []]
         ov = d.get("overhead_latency")
         return cls(target=dict(d["target"]), family=str(d["family"]), in_channels=int(d.get("in_channels", 1)),
                    num_classes=int(d.get("num_classes", 10)), fingerprint=dict(d.get("fingerprint") or {}),
                    protocol=dict(d.get("protocol") or {}), grid=list(d.get("grid") or []),
                    models=models, blocks=blocks, pairs=pairs, overhead=LatencyStats.from_dict(ov) if ov else None,
                    calibration=dict(d.get("calibration") or {}), validation=dict(d.get("validation") or {}),
-                   memory=dict(d.get("memory") or {}), created=d.get("created", ""), updated=d.get("updated", ""),
+                   memory=dict(d.get("memory") or {}), bridges=bridges,
+                   created=d.get("created", ""), updated=d.get("updated", ""),
                    elapsed_s=float(d.get("elapsed_s", 0.0)), path=path)
 
 

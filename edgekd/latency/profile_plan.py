@@ -62,3 +62,30 @@ def by_capacity(grid, sigs, prof: Profile, in_channels: int, num_classes: int) -
         return sum(int(x["params"]) for x in g), sum(int(x["macs"]) for x in g), spec
 
     return sorted(grid, key=capacity)
+
+
+# stored whole models and blocks a resumed run measures again (each kind) before its own
+BRIDGES = 2
+
+
+def bridge_plan(prof: Profile, plan: list) -> list:
+    """``plan`` with BRIDGES stored blocks measured again before the first block or pair it
+    measures, and BRIDGES stored whole models before its first model (the middle ones, by
+    latency and by capacity): a resumed run's readings are put on the stored ones' scale by
+    them (cost.load_scale). A plan that measures no block, or no model, bridges none of that kind."""
+    out = list(plan)
+    blocks = sorted((b for b in prof.blocks.values() if b.probe is not None and b.probe.p50 > 0),
+                    key=lambda b: b.latency.p50)
+    at = next((i for i, step in enumerate(out) if step[0] in ("block", "pair")), None)
+    if blocks and at is not None:
+        out[at:at] = [("bridge-block", b.key, dict(b.signature)) for b in _middle(blocks)]
+    models = [m for m in prof.models_by_capacity() if m.reference is not None and m.reference.p50 > 0]
+    at = next((i for i, step in enumerate(out) if step[0] == "model"), None)
+    if models and at is not None:
+        out[at:at] = [("bridge-model", m.spec, None) for m in _middle(models)]
+    return out
+
+
+def _middle(items: list) -> list:
+    start = max(0, (len(items) - BRIDGES) // 2)
+    return items[start:start + BRIDGES]

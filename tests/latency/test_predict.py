@@ -326,6 +326,80 @@ def test_each_load_of_the_reference_is_its_own_scale():
         assert model_latency(prof, m, "p50") == pytest.approx(t.latency.p50)
 
 
+def resumed(machine: float, placement: float = 1.0, bridges: bool = True) -> Profile:
+    """drifting(): models 0-2 in a first run, 3-5 in a resumed one (another load of the reference)
+    on a machine ``machine`` times as slow, where the reloaded reference runs ``placement`` times
+    as slow again on its own; with ``bridges``, the resumed run measured models 0 and 1 again."""
+    import copy
+
+    prof = drifting([1.0] * 6, ["one"] * 3 + ["second"] * 3)
+    for m in prof.models[3:]:
+        m.latency = const(m.latency.p50 * machine)
+        m.reference = const(0.4 * machine * placement)
+    if bridges:
+        for m in prof.models[:2]:
+            b = copy.deepcopy(m)
+            b.latency, b.reference, b.reference_load = const(m.latency.p50 * machine), \
+                const(0.4 * machine * placement), "second"
+            prof.bridges.append(b)
+    return prof
+
+
+@pytest.mark.parametrize("machine,placement", [(0.75, 1.0), (1.33, 1.0), (1.0, 1.1), (0.8, 1.1)])
+def test_a_resumed_runs_bridges_put_its_load_on_the_first_ones_scale(machine, placement):
+    """The machine moved between the runs (its models and the reference as much), or only the
+    reloaded reference's placement did, or both: the models measured again by the resumed run
+    say by how much, and every model lands on the first run's scale."""
+    from edgekd.latency.predict import model_latency
+
+    truth = synthetic()
+    prof = resumed(machine, placement)
+    for m, t in zip(prof.models, truth.models):
+        assert model_latency(prof, m, "p50") == pytest.approx(t.latency.p50)
+    cal, val = fit_profile(prof)
+    assert val["fraction_within_10pct"] == 1.0
+    # without the bridges, each load is its own scale: right for a placement alone, off by the
+    # machine's move otherwise
+    plain = resumed(machine, placement, bridges=False)
+    got = model_latency(plain, plain.models[4], "p50") / truth.models[4].latency.p50
+    assert got == pytest.approx(machine)
+
+
+def test_a_resumed_runs_block_bridges_scale_its_blocks_and_pairs():
+    """Blocks measured by a resumed run (another load of the probe) on a machine 1.3x as slow:
+    the stored blocks it measured again put its blocks on the first run's scale."""
+    import copy
+
+    from edgekd.latency.cost import drift_factor
+
+    prof = synthetic()
+    for b in prof.blocks.values():
+        b.probe, b.probe_load = const(0.02), "one"
+    moved = prof.blocks["C"]
+    moved.latency, moved.probe, moved.probe_load = const(moved.latency.p50 * 1.3), const(0.026), "second"
+    for k in ("A", "B"):
+        b = copy.deepcopy(prof.blocks[k])
+        b.latency, b.probe, b.probe_load = const(b.latency.p50 * 1.3), const(0.026), "second"
+        prof.bridges.append(b)
+    assert moved.latency.p50 * drift_factor(prof, moved) == pytest.approx(0.31)
+    prof.bridges.clear()
+    assert moved.latency.p50 * drift_factor(prof, moved) == pytest.approx(0.31 * 1.3)
+
+
+def test_bridges_round_trip(tmp_path):
+    from edgekd.latency.profile import load_profile, save_profile
+
+    prof = resumed(1.33)
+    prof.blocks["A"].probe, prof.blocks["A"].probe_load = const(0.02), "one"
+    b = BlockEntry(key="A", signature={"key": "A"}, latency=const(0.2), probe=const(0.03), probe_load="second")
+    prof.bridges.append(b)
+    save_profile(prof, tmp_path / "p.json")
+    back = load_profile(tmp_path / "p.json")
+    assert [type(x).__name__ for x in back.bridges] == ["ModelEntry", "ModelEntry", "BlockEntry"]
+    assert back.bridges[0].reference_load == "second" and back.bridges[2].probe_load == "second"
+    assert back.bridges[2].probe.p50 == pytest.approx(0.03)
+
+
 def test_reference_readings_round_trip(tmp_path):
     from edgekd.latency.profile import load_profile, save_profile
 

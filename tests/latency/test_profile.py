@@ -160,8 +160,15 @@ def test_profiler_entries_blocks_once_and_resume_measures_nothing_stored(fake, t
     assert TINY[2] in run2.measured and not set(run2.measured) & set(before)
     assert not set(run2.measured) & (set(prof.blocks) | set(prof.pairs)) and "overhead" in run2.skipped
     new_blocks = [k for k in run2.measured if k in prof2.blocks]
-    # blocks twice, plus the reference and the probe (those the profile names, loaded anew: another load id)
-    assert len(fake.calls) == 2 * len(new_blocks) + (len(run2.measured) - len(new_blocks)) + 2
+    # blocks twice, plus the reference and the probe (those the profile names, loaded anew: another
+    # load id), plus the bridges: two stored blocks (twice each) and two stored models measured again
+    assert len(fake.calls) == 2 * len(new_blocks) + (len(run2.measured) - len(new_blocks)) + 2 + 2 * 2 + 2
+    bridges = {(type(b).__name__, getattr(b, "spec", None) or b.key) for b in prof2.bridges}
+    assert {n for k, n in bridges if k == "ModelEntry"} == set(TINY[:2])
+    assert len([n for k, n in bridges if k == "BlockEntry"]) == 2 and all(
+        n in prof.blocks for k, n in bridges if k == "BlockEntry")
+    new_load = prof2.model(TINY[2]).reference_load
+    assert all((getattr(b, "reference_load", None) or b.probe_load) == new_load for b in prof2.bridges)
     assert prof2.protocol["reference"] == TINY[1] and len(fake.references) == 4 and fake.references[3].closed
     assert prof2.protocol["probe"] == prof.protocol["probe"] and "resumed_with" not in prof2.protocol
     assert prof2.model(TINY[2]).reference_load not in ("", first_load)
