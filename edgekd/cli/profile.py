@@ -20,7 +20,8 @@ from .common import emit_json, json_option, resolve_target
                    "after every measured entry). A path ending in .json names the file itself "
                    "(deprecated; with several targets, '{target}' in it or p.<target>.json).")
 @click.option("--resume", is_flag=True,
-              help="Keep the entries already in --out and measure only the missing ones.")
+              help="Keep the entries already in --out and measure only the missing ones (and two "
+                   "stored blocks and models again, which put this run on the stored one's scale).")
 @click.option("--in-channels", type=int, default=1, show_default=True, help="Input channels of the students.")
 @click.option("--num-classes", type=int, default=10, show_default=True, help="Output classes of the students.")
 @click.option("--min-time", "min_time_s", type=float, default=None,

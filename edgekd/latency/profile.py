@@ -181,7 +181,8 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
     with ``pairs``, each pair of adjacent blocks: the predictor's ``context`` reading).
 
     The profile at ``out`` is rewritten atomically after every entry; with ``resume`` the entries
-    already there (by spec / block key) are kept as they are and not measured again.
+    already there (by spec / block key) are kept as they are, and only a few of them are measured
+    again, kept apart as the bridges that put this run on the stored one's scale (bridge_plan).
     """
     import tempfile
 
