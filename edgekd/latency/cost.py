@@ -41,7 +41,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import BadInputError
-from .profile_file import Profile, model_pairs
+from .profile_file import ModelEntry, Profile, model_pairs
 
 METHODS = ("alone", "context")
 # Blocks are summed by their medians for every metric: a whole model's p90 is not the sum of its
@@ -124,11 +124,11 @@ def _load_scale(profile: Profile, kind: str, load: str, seen: frozenset) -> floa
 
 
 def _kind(entry) -> str:
-    return "model" if hasattr(entry, "spec") else "block"
+    return "model" if isinstance(entry, ModelEntry) else "block"
 
 
 def _load(entry) -> str:
-    return entry.reference_load if hasattr(entry, "spec") else entry.probe_load
+    return entry.reference_load if isinstance(entry, ModelEntry) else entry.probe_load
 
 
 # A profile whose whole models were mostly descheduled while measured: at least this fraction
@@ -168,8 +168,8 @@ def readable(profile: Profile, model) -> bool:
 
 
 def _typical_reference(profile: Profile, load: str, quiet: bool = False) -> float:
-    refs = [(m.reference_quiet if quiet else m.reference) for m in (*profile.models, *profile.bridges)
-            if getattr(m, "reference_load", None) == load]
+    refs = [(m.reference_quiet if quiet else m.reference)
+            for m in (*profile.models, *(b for b in profile.bridges if _kind(b) == "model")) if m.reference_load == load]
     vals = [r.p50 for r in refs if r is not None and r.p50 > 0]
     return float(np.median(vals))
 

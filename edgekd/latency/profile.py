@@ -345,7 +345,7 @@ def profile_family(target, family: str, *, out: "str | Path", grid: str = "defau
                 m, ref, env = measure_with_reference(model, shape, target, settings, wd, reference)
                 (prof.models if what == "model" else prof.bridges).append(ModelEntry(
                                               family=family, spec=name, params=int(params), macs=int(macs),
-                                              blocks=tuple(g["key"] for g in sigs[name]) if name in sigs
+                                              blocks=tuple(g["key"] for g in sigs[name]) if what == "model"
                                               else prof.model(name).blocks, latency=m.stats,
                                               input_shape=shape, first_inference_ms=m.first_inference_ms,
                                               measured_at=_now(), reference=ref.stats, reference_load=ref_load,
