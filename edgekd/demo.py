@@ -81,6 +81,25 @@ def measure_teacher(teacher: Path, target: str, metric: str = "p90") -> dict:
             "warning": instability_note(s, "the teacher")}
 
 
+def ensure_calibration(target: str, echo: Callable[[str], None] = print) -> dict:
+    """The target's calibration on this machine (latency.bench.calibrate), made now when there is
+    none: with it, the teacher's measurement (the budget) and the student's verify (the verdict)
+    are both drift-corrected to one reading of the machine's speed, so a slow minute between or
+    during them does not decide the verdict. {"path", "made_now", "reference_p50_ms"}."""
+    from .latency.bench import CALIBRATE_TIME_FACTOR, calibrate, stored_calibration
+    from .targets import load_target
+
+    spec = load_target(target)
+    cal = stored_calibration(spec)
+    made = cal is None
+    if made:
+        echo(f"demo: no calibration of {target} on this machine; measuring the reference workload for "
+             f"{CALIBRATE_TIME_FACTOR * spec.measure.min_time_s:g} s (as `edgekd calibrate -t {target}`), so that "
+             f"the teacher's budget and the student's verdict are both corrected for the machine's speed")
+        cal = calibrate(spec)
+    return {"path": cal.path, "made_now": made, "reference_p50_ms": cal.p50_ms}
+
+
 def demo_config(teacher: Path, budget_ms: float, min_accuracy: float, target: str):
     from .pipeline import CompressConfig
 
@@ -110,7 +129,8 @@ def run_demo(out: "str | Path", *, resume: bool = False, force: bool = False, dr
     if dry_run and not cached.is_file():
         info = {"teacher": str(cached), "target": target, "budget_ms": None}
         echo(f"demo plan: train {TEACHER_SPEC} on {DATA} at {RESOLUTION}px ({TEACHER_TRAIN['epochs']} epochs) "
-             f"into {cached}; measure it on {target}; compress it to {BUDGET_FRACTION:g}x its p90 with "
+             f"into {cached}; calibrate {target} on this machine if it has no calibration; measure the "
+             f"teacher on {target}; compress it to {BUDGET_FRACTION:g}x its p90 with "
              f">= {ACCURACY_FRACTION:.0%} of its accuracy ({STUDENT_FAMILY} students, '{STUDENT_GRID}' grid, "
              f"{STUDENT_EPOCHS} epochs of kd)")
         return None, info
@@ -125,11 +145,12 @@ def run_demo(out: "str | Path", *, resume: bool = False, force: bool = False, dr
         echo(f"demo: resuming with budget {info['budget_ms']:.4f} ms from {Path(out) / 'state.json'}")
     else:
         t1 = time.perf_counter()
+        calibration = None if dry_run else ensure_calibration(target, echo)
         lat = measure_teacher(teacher, target)
         timings["measure_teacher_s"] = time.perf_counter() - t1
         info = {"teacher": str(teacher), "teacher_trained_now": trained, "teacher_accuracy": t_acc,
                 "teacher_latency": lat, "budget_ms": lat["latency_ms"] * BUDGET_FRACTION,
-                "min_accuracy": t_acc * ACCURACY_FRACTION, "target": target}
+                "min_accuracy": t_acc * ACCURACY_FRACTION, "target": target, "calibration": calibration}
         if lat.get("warning"):
             echo(f"demo: warning: {lat['warning']}; the budget rests on {lat['basis']}")
         echo(f"demo: teacher {lat['metric']} on {target} {lat['latency_ms']:.4f} ms ({lat['basis']}, "

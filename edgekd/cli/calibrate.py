@@ -32,8 +32,7 @@ def calibrate_cmd(target_name, threads, min_time_s, as_json):
     from ..latency.bench import calibrate
 
     target = resolve_target(target_name, threads=threads)
-    secs = min_time_s if min_time_s is not None else 3 * target.measure.min_time_s
-    settings = measure_settings(target.measure, {"min_time_s": secs})
+    settings = measure_settings(target.measure, {"min_time_s": min_time_s}) if min_time_s is not None else None
     cal = calibrate(target, settings=settings)
     if as_json:
         emit_json({**cal.to_dict(), "path": cal.path})

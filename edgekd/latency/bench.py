@@ -51,7 +51,7 @@ def bench(model_ref: "str | Path", target: "str | TargetSpec", *, work_dir: "str
             work_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="edgekd-bench-"))
         cal = None
         if reference is not False:
-            cal = load_calibration(spec.name, machine_key(spec))
+            cal = stored_calibration(spec)
             if cal is None and reference:
                 raise BadInputError(f"no calibration of the reference workload for target '{spec.name}' on this "
                                     f"machine", hint=f"run `edgekd calibrate --target {spec.name}` first")
@@ -111,17 +111,24 @@ def open_reference_workload(spec: TargetSpec, work_dir: Path, cal: Calibration |
     return ref
 
 
+# a calibration times the reference for this many times the target's min_time_s (one figure that
+# every later measurement divides by deserves more samples than one measurement takes)
+CALIBRATE_TIME_FACTOR = 3
+
+
 def calibrate(target: "str | TargetSpec", *, settings: MeasureSettings | None = None,
               on_progress: Callable[[int, int], None] | None = None) -> Calibration:
     """Measure the reference workload alone on this machine for ``target`` and store its figures
-    (latency.drift.save_calibration, atomic): what later measurements' speed factors divide by."""
+    (latency.drift.save_calibration, atomic): what later measurements' speed factors divide by.
+    ``settings`` default to the target's with CALIBRATE_TIME_FACTOR x its min_time_s."""
     from .profile_file import _now
 
     spec = load_target(target)
     if spec.remote is not None:
         raise BadInputError(f"calibrate measures this machine; target '{spec.name}' runs on a remote device",
                             hint="choose a local target")
-    settings = settings or spec.measure
+    settings = settings or spec.measure.model_copy(
+        update={"min_time_s": CALIBRATE_TIME_FACTOR * spec.measure.min_time_s})
     with tempfile.TemporaryDirectory(prefix="edgekd-calibrate-") as tmp:
         ref = open_reference_workload(spec, Path(tmp))
         m, env = measure_opened(ref, spec, settings, on_progress=on_progress)
@@ -130,13 +137,20 @@ def calibrate(target: "str | TargetSpec", *, settings: MeasureSettings | None = 
     return replace(cal, path=str(save_calibration(cal)))
 
 
+def stored_calibration(target: "str | TargetSpec") -> Calibration | None:
+    """The calibration of ``target`` stored on this machine (``calibrate``), or None: none yet,
+    or the target runs on a remote device."""
+    spec = load_target(target)
+    return load_calibration(spec.name, machine_key(spec)) if spec.remote is None else None
+
+
 def measure_session_drift(session, inputs, spec: TargetSpec, settings: MeasureSettings, *, environment=None):
     """measure_session on an open session, with the reference workload in alternation and
     drift-corrected figures when a calibration of ``spec`` exists on this machine (as bench):
     (Measurement, DriftReading | None, corrected LatencyStats | None)."""
     from .measure import make_inputs, measure_interleaved, measure_session
 
-    cal = load_calibration(spec.name, machine_key(spec)) if spec.remote is None else None
+    cal = stored_calibration(spec)
     if cal is not None:
         with tempfile.TemporaryDirectory(prefix="edgekd-reference-") as tmp:
             ref = open_reference_workload(spec, Path(tmp), cal)
