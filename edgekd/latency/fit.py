@@ -43,7 +43,9 @@ WITHIN = 0.10  # the validation tolerance: +-10%
 # How features are computed; a calibration stored by another version is refitted when its
 # profile is loaded (its a, b were fitted to other features). 2: footprint = weights only, whole
 # models read through their reference (model_latency).
-PREDICTOR_VERSION = 4  # 3: near-tied readings averaged (Calibration.also); 4: blocks and pairs drift-corrected by the probe
+# 3: near-tied readings averaged (Calibration.also); 4: blocks and pairs drift-corrected by the
+# probe; 5: the cold ramps to 4 and 8 x L2 (cost.CACHE_MODELS)
+PREDICTOR_VERSION = 5
 
 # Readings whose leave-one-out error is within this factor of the best one are averaged: a few
 # calibration models cannot rank them (two ort-cpu mobilenetv2 runs whose whole models agreed

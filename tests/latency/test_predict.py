@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from edgekd.errors import BadInputError
-from edgekd.latency.predict import (Calibration, calibration_indices, epsilon, fit_line, fit_profile,
-                                    predict, predict_blocks)
+from edgekd.latency.predict import (Calibration, calibration_indices, epsilon, feature_ms, fit_line,
+                                    fit_profile, predict, predict_blocks)
 from edgekd.latency.profile import BlockEntry, ModelEntry, Profile
 from synthetic_profiles import const, synthetic  # noqa: F401 - tests/ is on sys.path under pytest
 
@@ -211,14 +211,14 @@ def test_readings_measured_in_alternation_are_preferred():
 
 def cache_profile(cache):
     """Models of S-blocks (hot 1 ms, cold 2 ms, 100 weight bytes) whose whole latency follows the
-    cold fraction of ``cache`` exactly; L2 = 1000 bytes."""
+    cold fraction of ``cache`` exactly; L2 = 1000 bytes, footprints 0.1-9.6 x L2."""
     from edgekd.latency.predict import cold_fraction
 
     prof = Profile(target={"name": "t", "precision": "fp32"}, family="fam", grid=[],
                    protocol={"l2_bytes": 1000})
     prof.overhead = const(0.0)
     prof.blocks["S"] = BlockEntry(key="S", signature={"params": 25}, latency=const(1.0), latency_cold=const(2.0))
-    for n in (1, 3, 5, 6, 8, 10, 12, 14, 16):
+    for n in (1, 3, 5, 6, 8, 10, 12, 14, 16, 24, 32, 48, 64, 96):
         keys = ["S"] * n
         y = n * (1.0 + cold_fraction(prof, keys, cache)) + 0.05
         prof.models.append(ModelEntry(family="fam", spec=f"fam:n={n}", params=25 * n, macs=n,
@@ -227,7 +227,7 @@ def cache_profile(cache):
     return prof
 
 
-@pytest.mark.parametrize("cache", [(0.25, 1.0), (0.5, 1.5)])
+@pytest.mark.parametrize("cache", [(0.25, 1.0), (0.5, 1.5), (1.0, 4.0), (2.0, 8.0)])
 def test_cache_model_is_chosen_per_profile_and_stored(cache):
     from edgekd.latency.predict import CACHE_MODELS, get_calibration
 
@@ -239,6 +239,9 @@ def test_cache_model_is_chosen_per_profile_and_stored(cache):
     assert val["max_rel_error"] == pytest.approx(0.0, abs=1e-9) and val["cache"] == list(cache)
     # every other cache model misses some held-out model
     other = next(c for c in CACHE_MODELS if c != cache)
+    for wrong in (c for c in CACHE_MODELS if c != cache):
+        assert any(abs(feature_ms(prof, m.blocks, "alone", wrong) + 0.05 - m.latency.p50) > 0.02 * m.latency.p50
+                   for m in prof.models), wrong
     prof.calibration, prof.validation = {"p50": Calibration(metric="p50", a=1.0, b=0.05, specs=(),
                                                             cache=other).to_dict()}, val
     assert any(abs(predict(prof, m.spec, "p50") / m.latency.metric("p50") - 1) > 0.02 for m in prof.models)
@@ -418,7 +421,8 @@ def test_readings_the_calibration_cannot_rank_are_averaged(monkeypatch):
     prof = cache_profile((0.25, 1.0))
     # leave-one-out errors of alone x CACHE_MODELS, in their order: (0.5, 1.0) is within TIE of
     # the best, (0.25, 1.0); the other two are not
-    errs = dict(zip(P.CACHE_MODELS, [0.10, 0.05, 0.06, 0.30]))
+    errs = dict(zip(P.CACHE_MODELS, [0.10, 0.05, 0.06, 0.30, 0.40, 0.50]))
+    assert len(errs) == len(P.CACHE_MODELS)
     assert P.CACHE_MODELS[1] == (0.25, 1.0) and P.CACHE_MODELS[2] == (0.5, 1.0) and 0.06 <= P.TIE * 0.05 < 0.10
     calls = iter(P.CACHE_MODELS)
     monkeypatch.setattr(fit, "loo_error", lambda x, y: errs[next(calls)])  # where choose_reading looks
