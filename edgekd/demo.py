@@ -83,17 +83,18 @@ def measure_teacher(teacher: Path, target: str, metric: str = "p90") -> dict:
 
 def ensure_calibration(target: str, echo: Callable[[str], None] = print) -> dict:
     """The target's calibration on this machine (latency.bench.calibrate), made now when there is
-    none: with it, the teacher's measurement (the budget) and the student's verify (the verdict)
+    none or the stored one does not apply (another runtime version): with it, the teacher's measurement (the budget) and the student's verify (the verdict)
     are both drift-corrected to one reading of the machine's speed, so a slow minute between or
     during them does not decide the verdict. {"path", "made_now", "reference_p50_ms"}."""
-    from .latency.bench import CALIBRATE_TIME_FACTOR, calibrate, stored_calibration
+    from .latency.bench import CALIBRATE_TIME_FACTOR, calibrate, calibration_mismatch, stored_calibration
     from .targets import load_target
 
     spec = load_target(target)
     cal = stored_calibration(spec)
-    made = cal is None
+    why = "no calibration of it on this machine" if cal is None else calibration_mismatch(spec, cal)
+    made = why is not None
     if made:
-        echo(f"demo: no calibration of {target} on this machine; measuring the reference workload for "
+        echo(f"demo: {target}: {why}; measuring the reference workload for "
              f"{CALIBRATE_TIME_FACTOR * spec.measure.min_time_s:g} s (as `edgekd calibrate -t {target}`), so that "
              f"the teacher's budget and the student's verdict are both corrected for the machine's speed")
         cal = calibrate(spec)

@@ -25,13 +25,20 @@ def test_ensure_calibration_makes_one_only_when_the_machine_has_none(fast_target
     first = demo.ensure_calibration(fast_target, said.append)
     assert first["made_now"] and Path(first["path"]).is_file() and first["reference_p50_ms"] > 0
     assert Path(first["path"]).is_relative_to(tmp_path / "cache")
-    assert len(said) == 1 and "no calibration of" in said[0] and "edgekd calibrate" in said[0]
+    assert len(said) == 1 and "no calibration of it" in said[0] and "edgekd calibrate" in said[0]
     stored = json.loads(Path(first["path"]).read_text())
     # three times the target's 0.05 s of timing: at least that many samples' worth of time
     assert stored["stats"]["n"] >= 60
     again = demo.ensure_calibration(fast_target, said.append)
     assert not again["made_now"] and again["path"] == first["path"] and len(said) == 1
     assert again["reference_p50_ms"] == pytest.approx(first["reference_p50_ms"])
+    # one made under another version of the runtime cannot correct anything here: made again
+    stale = json.loads(Path(first["path"]).read_text())
+    stale["fingerprint"]["runtime_version"] = "0.0.1"
+    Path(first["path"]).write_text(json.dumps(stale))
+    remade = demo.ensure_calibration(fast_target, said.append)
+    assert remade["made_now"] and len(said) == 2 and "0.0.1" in said[1]
+    assert json.loads(Path(first["path"]).read_text())["fingerprint"]["runtime_version"] != "0.0.1"
 
 
 def test_run_demo_calibrates_before_it_measures_the_teacher(fast_target, tmp_path, monkeypatch):

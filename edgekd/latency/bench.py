@@ -144,6 +144,17 @@ def stored_calibration(target: "str | TargetSpec") -> Calibration | None:
     return load_calibration(spec.name, machine_key(spec)) if spec.remote is None else None
 
 
+def calibration_mismatch(spec: TargetSpec, cal: Calibration) -> str | None:
+    """Why ``cal`` cannot correct measurements of ``spec`` here (made with another reference
+    file, runtime or runtime version: bench would say so and measure without it), or None."""
+    with tempfile.TemporaryDirectory(prefix="edgekd-reference-") as tmp:
+        ref = open_reference_workload(spec, Path(tmp), cal)
+        if isinstance(ref, str):
+            return ref
+        close_session(ref.session)
+    return None
+
+
 def measure_session_drift(session, inputs, spec: TargetSpec, settings: MeasureSettings, *, environment=None):
     """measure_session on an open session, with the reference workload in alternation and
     drift-corrected figures when a calibration of ``spec`` exists on this machine (as bench):
