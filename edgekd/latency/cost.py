@@ -50,7 +50,7 @@ FEATURE = "p50"
 
 # (hot below, all cold from): footprint / L2. The first is the default of profiles calibrated
 # before the cache model was chosen per profile. The last two are the ramps real-size models
-# follow: on 11 stored 96-224 px profiles (2-17 MB of weights, L2 2 MB) leave-one-out on the
+# follow: on 13 stored 96-224 px profiles (2-17 MB of weights, L2 2 MB) leave-one-out on the
 # calibration models chose one of them every time, and held-out errors fell (OpenVINO's shipped
 # hf-mobilenetv2 profile 90% -> 97% within ±10%); the 16-32 px profiles keep their earlier choice.
 CACHE_MODELS = ((0.5, 1.5), (0.25, 1.0), (0.5, 1.0), (0.25, 1.5), (1.0, 4.0), (2.0, 8.0))
