@@ -108,8 +108,8 @@ def load_scale(profile: Profile, kind: str, load: str, seen: frozenset = frozens
 
 def _load_scale(profile: Profile, kind: str, load: str, seen: frozenset) -> float:
     ratios = []
-    for b in profile.bridges:
-        if _kind(b) != kind or _load(b) != load:
+    for b in _bridges(profile, kind):
+        if _load(b) != load:
             continue
         stored = profile.model(b.spec) if kind == "model" else profile.blocks.get(b.key)
         if stored is None or _load(stored) in seen:
@@ -128,6 +128,11 @@ def _load_scale(profile: Profile, kind: str, load: str, seen: frozenset) -> floa
 
 def _kind(entry) -> str:
     return "model" if isinstance(entry, ModelEntry) else "block"
+
+
+def _bridges(profile: Profile, kind: str) -> list:
+    """The profile's bridges of one kind: "model" (whole models) or "block"."""
+    return [b for b in profile.bridges if _kind(b) == kind]
 
 
 def _load(entry) -> str:
@@ -172,7 +177,7 @@ def readable(profile: Profile, model) -> bool:
 
 def _typical_reference(profile: Profile, load: str, quiet: bool = False) -> float:
     refs = [(m.reference_quiet if quiet else m.reference)
-            for m in (*profile.models, *(b for b in profile.bridges if _kind(b) == "model")) if m.reference_load == load]
+            for m in (*profile.models, *_bridges(profile, "model")) if m.reference_load == load]
     vals = [r.p50 for r in refs if r is not None and r.p50 > 0]
     return float(np.median(vals))
 
@@ -206,7 +211,7 @@ def _typical_probes(profile: Profile) -> dict:
     if cached is not None and cached[0] == key:
         return cached[1]
     loads: dict = {}
-    for e in (*profile.blocks.values(), *profile.pairs.values(), *(b for b in profile.bridges if _kind(b) == "block")):
+    for e in (*profile.blocks.values(), *profile.pairs.values(), *_bridges(profile, "block")):
         if e.probe is not None and e.probe.p50 > 0:
             loads.setdefault(e.probe_load, []).append(e.probe.p50)
     typical = {k: float(np.median(v)) for k, v in loads.items()}

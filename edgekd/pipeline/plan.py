@@ -229,4 +229,8 @@ def _by(cfg, family: str) -> str:
     """' by MACs' / ' by params': the capacity order select will use (--rank, else the family's)."""
     from ..latency.select import family_rank
 
-    return f" by {cfg.rank or family_rank(family)}".replace("macs", "MACs")
+    rank = cfg.rank or family_rank(family)
+    return f" by {_RANK_WORDS.get(rank, rank)}"
+
+
+_RANK_WORDS = {"macs": "MACs", "params": "params"}
