@@ -12,12 +12,12 @@ seed:
 - QAD with the KD loss against QAT on labels only (loss ce), both at 20% labels, on ort-cpu-int8;
 - CPU seconds of one QAD epoch against one plain distillation epoch of the same student.
 
-With --ptq-only, each seed's student is only quantized by ONNX Runtime's PTQ (as `edgekd
-quantize -t ort-cpu-int8` runs it) and its top-1 drop printed: a quick screen for a student
-where PTQ costs points, before the full run.
+With --ptq-only, each seed's student is only quantized by each runtime's PTQ (as `edgekd
+quantize -t ort-cpu-int8` and `-t openvino-cpu-int8` run it) and its top-1 drops printed: a
+quick screen for a student where PTQ costs points, before the full run.
 
     python tools/bench_qad.py [--seeds 0,1,2] [--res 8] [--student-epochs 15] [--qat-epochs 3]
-        [--data digits] [--student SPEC] [--teacher SPEC] [--ptq-only]
+        [--data digits] [--student SPEC] [--teacher SPEC] [--ptq-only] [--no-labels20]
 
 A student or teacher spec may hold ``{res}``, replaced by --res.
 """
@@ -34,6 +34,7 @@ from pathlib import Path
 
 TEACHER = "convnet:width=16,depth=3"
 STUDENT = "mobilenetv2:width=0.25,depth=0.5,res={res},stem_stride=1"
+TARGETS = ("ort-cpu-int8", "openvino-cpu-int8")
 
 
 def _teacher(spec, bundle, epochs, work):
@@ -97,7 +98,7 @@ def run_seed(seed, bundle, bundle20, teacher, args, work) -> dict:
            "distill_epoch_cpu_s": statistics.median(h["train_cpu_s"] for h in d.history)}
     if args.ptq_only:
         return ptq_screen(row, student, bundle, args, work, seed)
-    for target in ("ort-cpu-int8", "openvino-cpu-int8"):
+    for target in TARGETS:
         t0 = time.perf_counter()
         rep = _qad(student, teacher, bundle, target, work / f"{target}-{seed}", args, seed)
         fp32, ptq, qad = rep.ptq.fp32.accuracy, rep.ptq.int8.accuracy, rep.qad.int8.accuracy
@@ -123,6 +124,8 @@ def run_seed(seed, bundle, bundle20, teacher, args, work) -> dict:
         if lat:
             row[target]["speedup_kept"] = row[target]["speedup_qad"] / row[target]["speedup_ptq"]
         print(json.dumps({"seed": seed, target: row[target]}), flush=True)
+    if args.no_labels20:
+        return row
     kd = _qad(student, teacher, bundle20, "ort-cpu-int8", work / f"kd20-{seed}", args, seed)
     ce = _qad(student, None, bundle20, "ort-cpu-int8", work / f"ce20-{seed}", args, seed, loss="ce")
     row["labels20"] = {"qad_kd": kd.qad.int8.accuracy, "qat_ce": ce.qad.int8.accuracy,
@@ -132,7 +135,8 @@ def run_seed(seed, bundle, bundle20, teacher, args, work) -> dict:
 
 
 def ptq_screen(row, student, bundle, args, work, seed) -> dict:
-    """ONNX Runtime's PTQ of the (BatchNorm-folded) student, fp32 and INT8 top-1 through ORT."""
+    """Each CPU runtime's PTQ of the (BatchNorm-folded) student: fp32 and INT8 top-1 through the
+    runtime, the same graph, calibration and validation images as the full run."""
     import torch
 
     from edgekd.data import calibration_from_dataset, dataset_arrays
@@ -142,20 +146,21 @@ def ptq_screen(row, student, bundle, args, work, seed) -> dict:
     from edgekd.quantize.qad_torch import fold_batchnorm
     from edgekd.targets import fp32_twin, load_target
 
-    spec = load_target("ort-cpu-int8")
     gm = fold_batchnorm(student)
     calib = calibration_from_dataset(bundle.train, args.calib, batch_size=32, seed=seed)
     x_val, y_val = dataset_arrays(bundle.val, None, seed=seed)
     onnx32 = export_onnx(gm, torch.from_numpy(calib[0][:1]), work / f"screen{seed}.onnx",
                          dynamic_batch=True)
-    art = quantize_for_target(onnx32, spec, work / f"screen-ptq-{seed}", calib)
-    f32 = build_fp32(onnx32, fp32_twin(spec), work / f"screen-fp32-{seed}")
-    acc = {k: top1_accuracy(load_session(a, t), x_val, y_val)
-           for k, a, t in (("fp32", f32, fp32_twin(spec)), ("ptq", art, spec))}
-    row["ort-cpu-int8"] = {**acc, "ptq_drop_pts": (acc["fp32"] - acc["ptq"]) * 100,
-                           "val_samples": len(x_val)}
+    for target in TARGETS:
+        spec = load_target(target)
+        art = quantize_for_target(onnx32, spec, work / f"screen-ptq-{target}-{seed}", calib)
+        f32 = build_fp32(onnx32, fp32_twin(spec), work / f"screen-fp32-{target}-{seed}")
+        acc = {k: top1_accuracy(load_session(a, t), x_val, y_val)
+               for k, a, t in (("fp32", f32, fp32_twin(spec)), ("ptq", art, spec))}
+        row[target] = {**acc, "ptq_drop_pts": (acc["fp32"] - acc["ptq"]) * 100,
+                       "val_samples": len(x_val)}
     print(json.dumps({"seed": seed, "torch_fp32": row["student_fp32_torch"],
-                      "ort-cpu-int8": row["ort-cpu-int8"]}), flush=True)
+                      **{t: row[t] for t in TARGETS}}), flush=True)
     return row
 
 
@@ -172,8 +177,10 @@ def main(argv=None) -> int:
     ap.add_argument("--student", default=STUDENT, help="student spec; {res} is --res")
     ap.add_argument("--teacher", default=TEACHER, help="teacher spec (trained here on labels), "
                     "or hf:DIR, a save_pretrained classifier used as it is")
+    ap.add_argument("--no-labels20", action="store_true",
+                    help="skip the 20%%-labels comparison (KD against labels-only QAT)")
     ap.add_argument("--ptq-only", action="store_true",
-                    help="only print ONNX Runtime's PTQ drop per seed (a screen)")
+                    help="only print each runtime's PTQ drop per seed (a screen)")
     args = ap.parse_args(argv)
     args.student = args.student.format(res=args.res)
     args.teacher = args.teacher.format(res=args.res)
@@ -194,12 +201,13 @@ def main(argv=None) -> int:
         for seed in [int(s) for s in args.seeds.split(",")]:
             rows.append(run_seed(seed, bundle, bundle20, teacher, args, work))
     if args.ptq_only:
-        drops = [r["ort-cpu-int8"]["ptq_drop_pts"] for r in rows]
-        print(f"\nort-cpu-int8 PTQ drop (points): {[round(d, 2) for d in drops]}, mean "
-              f"{statistics.mean(drops):.2f}")
+        for target in TARGETS:
+            drops = [r[target]["ptq_drop_pts"] for r in rows]
+            print(f"{target} PTQ drop (points): {[round(d, 2) for d in drops]}, mean "
+                  f"{statistics.mean(drops):.2f}")
         return 0
     print("\nsummary (mean over seeds)")
-    for target in ("ort-cpu-int8", "openvino-cpu-int8"):
+    for target in TARGETS:
         get = lambda k: [r[target][k] for r in rows if r[target].get(k) is not None]  # noqa: E731
         mean = lambda k: statistics.mean(get(k)) if get(k) else float("nan")  # noqa: E731
         print(f"{target}: fp32 {mean('fp32'):.4f}  PTQ {mean('ptq'):.4f} (drop "
@@ -207,6 +215,8 @@ def main(argv=None) -> int:
               f"{[round(v, 2) for v in get('recovery')]}  speed-up kept (QAD/PTQ) "
               f"{[round(v, 3) for v in get('speedup_kept')]}  QAD epoch CPU / distill epoch CPU "
               f"{statistics.mean(r[target]['qad_epoch_cpu_s'] / r['distill_epoch_cpu_s'] for r in rows):.2f}")
+    if args.no_labels20:
+        return 0
     kd = statistics.mean(r["labels20"]["qad_kd"] for r in rows)
     ce = statistics.mean(r["labels20"]["qat_ce"] for r in rows)
     print(f"20% labels, ort-cpu-int8: QAD (kd) {kd:.4f} vs QAT (labels only) {ce:.4f}: "

@@ -94,7 +94,7 @@ def check_options(qat: str, epochs: int, loss: str, teacher) -> None:
 def prepare_qat(student, qdq_path: "str | Path", calib_x: np.ndarray) -> Prepared:
     """The student (BatchNorm folded, as traced by fold_batchnorm) with fake quantizers where
     the QDQ graph at ``qdq_path`` quantizes; ``calib_x`` is a calibration batch for matching."""
-    from .qad_graph import match, read_plan
+    from .qad_graph import match, read_plan, trained_parameters
     from .qad_torch import fold_batchnorm, insert_fake_quant
 
     gm = student if hasattr(student, "graph") else fold_batchnorm(student)
@@ -102,6 +102,9 @@ def prepare_qat(student, qdq_path: "str | Path", calib_x: np.ndarray) -> Prepare
     placement = match(plan, qdq_path, gm, np.ascontiguousarray(calib_x, np.float32))
     acts = {placement.acts[a.tensor]: (a.scale, a.zero_point, a.qmin, a.qmax) for a in plan.acts}
     qgm = insert_fake_quant(gm, acts, set(placement.weights.values()))
+    trained = trained_parameters(plan, placement)
+    for name, p in qgm.named_parameters():
+        p.requires_grad_(name in trained)
     return Prepared(model=qgm, plan=plan, placement=placement, qdq_path=Path(qdq_path))
 
 

@@ -4,6 +4,9 @@ that onto the traced student, and write the fine-tuned weights back into the sam
     read_plan(qdq_path)            -> QdqPlan: quantized activations (tensor, scale, zero point)
                                       and quantized weights/biases (initializer, consumer)
     match(plan, gm, x)             -> Placement: activation tensor -> fx node, weight -> module
+    trained_parameters(plan, placement)
+                                   -> the student parameters write_weights writes back (the
+                                      only ones QAD trains)
     write_weights(plan, placement, qgm, src, dst)
                                    -> the same graph (same nodes, same names, same scales for
                                       activations), with the student's weights re-quantized
@@ -91,8 +94,26 @@ def read_plan(qdq_path: "str | Path") -> QdqPlan:
             consumers.setdefault(i, []).append(n)
     plan = QdqPlan()
     seen = set()
+
+    def constant(name: str) -> bool:
+        """An initializer, or computed from initializers alone by a Constant, Identity or
+        (de)quantize node (exporters alias equal parameters through an Identity, and the
+        quantizer may have stored the aliased one quantized): not an activation."""
+        while name not in inits:
+            src = producer.get(name)
+            if src is None or src.op_type not in ("Constant", "Identity", "DequantizeLinear",
+                                                  "QuantizeLinear"):
+                return False
+            if src.op_type == "Constant":
+                return True
+            if not all(constant(i) for i in src.input[1:] if i):
+                return False
+            name = src.input[0]
+        return True
+
     for n in g.node:
-        if n.op_type == "QuantizeLinear" and n.input[0] not in inits and n.input[0] not in seen:
+        if (n.op_type == "QuantizeLinear" and n.input[0] not in seen
+                and not constant(n.input[0])):
             seen.add(n.input[0])
             zp = g.initializer[[t.name for t in g.initializer].index(n.input[2])]
             qmin, qmax = _RANGE.get(zp.data_type, (0, 255))
@@ -120,6 +141,21 @@ def read_plan(qdq_path: "str | Path") -> QdqPlan:
         raise BadInputError(f"{Path(qdq_path).name} holds no QDQ-quantized weights to fine-tune",
                             hint="quantize with an onnxruntime or tensorrt int8 target first")
     return plan
+
+
+def trained_parameters(plan: QdqPlan, placement: Placement) -> set[str]:
+    """The student parameters (``module.weight``/``module.bias``) whose fine-tuned values
+    :func:`write_weights` writes into the graph: the quantized weights, and their biases where
+    the graph stores them quantized. QAD trains these and holds every other parameter (a
+    LayerNorm's, a bias the graph adds after a MatMul) at its PTQ value, so that what was
+    trained is what is exported."""
+    names = set()
+    for wp in plan.weights:
+        path = placement.weights[wp.init]
+        names.add(f"{path}.weight")
+        if wp.bias and wp.act_scale:
+            names.add(f"{path}.bias")
+    return names
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray, zp: "np.ndarray | None", axis: int = 1) -> np.ndarray:

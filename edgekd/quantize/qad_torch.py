@@ -130,7 +130,8 @@ def _parent(gm: nn.Module, path: str) -> tuple[nn.Module, str]:
 
 def fold_batchnorm(module: nn.Module) -> torch.fx.GraphModule:
     """A traced copy of ``module`` (eval mode) with every BatchNorm2d that only reads a Conv2d
-    folded into that Conv (which gains a bias); the BatchNorm is removed from the graph."""
+    folded into that Conv (which gains a bias); the BatchNorm is removed from the graph. SiLUs
+    are written out as the Sigmoid and Mul they export to (:func:`_split_silu`)."""
     module = copy.deepcopy(module).eval()
     gm = trace(module)
     mods = dict(gm.named_modules())
@@ -147,10 +148,29 @@ def fold_batchnorm(module: nn.Module) -> torch.fx.GraphModule:
         setattr(parent, name, fused)
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
+    _split_silu(gm)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm.eval()
+
+
+def _split_silu(gm: torch.fx.GraphModule) -> None:
+    """Each SiLU (swish) as ``x * sigmoid(x)``, the Sigmoid and Mul it exports to: INT8 graphs
+    quantize the Sigmoid's output, so the fake quantizer needs a node there. The same values."""
+    mods = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        silu = ((node.op == "call_function" and node.target is nn.functional.silu)
+                or (node.op == "call_module" and isinstance(mods.get(node.target), nn.SiLU)))
+        if not silu or node.kwargs.get("inplace"):
+            continue
+        x = node.args[0]
+        with gm.graph.inserting_after(node):
+            sig = gm.graph.call_function(torch.sigmoid, (x,))
+        with gm.graph.inserting_after(sig):
+            mul = gm.graph.call_function(torch.mul, (x, sig))
+        node.replace_all_uses_with(mul)
+        gm.graph.erase_node(node)
 
 
 def insert_fake_quant(gm: torch.fx.GraphModule, acts: dict[str, tuple[float, int, int, int]],

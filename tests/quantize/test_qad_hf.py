@@ -1,6 +1,7 @@
 """Quantization-aware distillation traces hf- students: transformers' MobileNetV2 pads by its
-input's size (TensorFlow's "SAME") and its ResNet stem checks the channel count in Python, both
-of which torch.fx cannot trace; the student is traced with those fixed for its resolution."""
+input's size (TensorFlow's "SAME"), its ResNet stem checks the channel count in Python, and its
+MobileViT cuts maps into patches by their size and unpacks shapes in its attention, all of which
+torch.fx cannot trace; the student is traced with those fixed for its resolution."""
 from __future__ import annotations
 
 import pytest
@@ -26,14 +27,18 @@ def _student(spec):
 
 
 @pytest.mark.parametrize("spec", ["hf-mobilenetv2:width=0.35,res=33",
-                                  "hf-resnet:width=8,depths=1-1,res=40"])
+                                  "hf-resnet:width=8,depths=1-1,res=40",
+                                  # 72 px: the last maps are 9x9 and 5x5, resized to whole patches
+                                  "hf-mobilevit:size=xxs,res=72",
+                                  "hf-efficientnet:width=0.25,depth=0.25,res=32"])
 def test_hf_students_trace_for_qad_and_compute_the_same(spec):
     m = _student(spec)
     classes = sorted({type(x).__name__ for x in m.modules()})
     gm = fold_batchnorm(m)
-    x = torch.randn(4, *m.trace_input_shape)
-    with torch.no_grad():
-        np.testing.assert_allclose(gm(x).numpy(), m(x).numpy(), rtol=1e-4, atol=1e-4)
+    for batch in (1, 4):  # the batch stays free
+        x = torch.randn(batch, *m.trace_input_shape)
+        with torch.no_grad():
+            np.testing.assert_allclose(gm(x).numpy(), m(x).numpy(), rtol=1e-4, atol=1e-4)
     assert sorted({type(x).__name__ for x in m.modules()}) == classes  # the student is not changed
 
 
@@ -61,8 +66,33 @@ def test_hf_mobilenetv2_fake_quant_placement_matches_its_int8_graph(tmp_path):
     assert par.cosine > 0.95
 
 
-def test_an_hf_student_fx_cannot_trace_still_names_its_layer():
-    m = build_model("hf-mobilevit:size=xxs,res=64", num_classes=3, in_channels=3).eval()
-    with pytest.raises(BadInputError, match=r"layer 'model\.mobilevit\.encoder") as e:
-        fold_batchnorm(m)
-    assert "\n" not in str(e.value)
+def test_hf_mobilevit_fake_quant_placement_matches_its_int8_graph_and_trains_what_it_writes(tmp_path):
+    """Every tensor the INT8 graph quantizes has its fake quantizer (SiLU's Sigmoid output
+    included: the student's SiLU is written out as the Sigmoid and Mul it exports to), a bias
+    the exporter aliased to another constant is not taken for an activation, and only the
+    parameters the export writes back (quantized weights, their int32 biases) train: a
+    LayerNorm's and a bias added after a MatMul keep their values."""
+    from edgekd.backends.onnxruntime_quant import quantize_onnx_static
+    from edgekd.export import check_parity, export_onnx
+    from edgekd.quantize.qad import prepare_qat
+    from edgekd.quantize.qad_torch import FakeQuantAct
+
+    m = _student("hf-mobilevit:size=xxs,res=32")
+    gm = fold_batchnorm(m)
+    ops = {getattr(n.target, "__name__", str(n.target)) for n in gm.graph.nodes}
+    assert "sigmoid" in ops and "silu" not in ops
+    calib = torch.randn(16, 3, 32, 32).numpy()
+    fp32 = export_onnx(gm, torch.from_numpy(calib[:1]), tmp_path / "s.onnx", dynamic_batch=True)
+    qdq = quantize_onnx_static(fp32, tmp_path / "s.int8.onnx", [calib])
+    prep = prepare_qat(gm, qdq, calib)
+    assert not [a.tensor for a in prep.plan.acts if a.tensor.endswith(".bias")]
+    assert any("Sigmoid" in a.tensor for a in prep.plan.acts)
+    assert len([q for q in prep.model.modules() if isinstance(q, FakeQuantAct)]) > 100
+    trained = {n for n, p in prep.model.named_parameters() if p.requires_grad}
+    frozen = {n for n, p in prep.model.named_parameters() if not p.requires_grad}
+    assert any("attention.attention.query.weight" in n for n in trained)
+    assert any("layernorm" in n for n in frozen) and not any("layernorm" in n for n in trained)
+    assert any(n.endswith("query.bias") for n in frozen)  # an Add after the MatMul, not written
+    assert all(n.endswith(".weight") or n.endswith(".bias") for n in trained)
+    par = check_parity(prep.model, qdq, torch.from_numpy(calib), check_values=False, raise_on_fail=False)
+    assert par.cosine > 0.95
