@@ -20,6 +20,7 @@ and builds its INT8 IR from it (docs/QAD.md has the measurements behind that cho
 """
 from __future__ import annotations
 
+import copy
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -95,9 +96,12 @@ def prepare_qat(student, qdq_path: "str | Path", calib_x: np.ndarray) -> Prepare
     """The student (BatchNorm folded, as traced by fold_batchnorm) with fake quantizers where
     the QDQ graph at ``qdq_path`` quantizes; ``calib_x`` is a calibration batch for matching."""
     from .qad_graph import match, read_plan, trained_parameters
-    from .qad_torch import fold_batchnorm, insert_fake_quant
+    import torch
 
-    gm = student if hasattr(student, "graph") else fold_batchnorm(student)
+    from .qad_torch import fold_batchnorm, insert_fake_quant, split_matmul_bias
+
+    gm = copy.deepcopy(student) if hasattr(student, "graph") else fold_batchnorm(student)
+    gm = split_matmul_bias(gm, torch.from_numpy(np.ascontiguousarray(calib_x[:2], np.float32)))
     plan = read_plan(qdq_path)
     placement = match(plan, qdq_path, gm, np.ascontiguousarray(calib_x, np.float32))
     acts = {placement.acts[a.tensor]: (a.scale, a.zero_point, a.qmin, a.qmax) for a in plan.acts}

@@ -70,10 +70,52 @@ class QuantConv(nn.Conv2d):
 
 
 class QuantLinear(nn.Linear):
-    """A Linear whose weight is fake-quantized per output row on every forward."""
+    """A Linear whose weight is fake-quantized per output row on every forward (its bias left
+    to the graph when :func:`split_matmul_bias` moved it there)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, fake_quant_weight(self.weight), self.bias)
+        bias = None if getattr(self, "bias_in_graph", False) else self.bias
+        return nn.functional.linear(x, fake_quant_weight(self.weight), bias)
+
+
+class _MatMulLinear(nn.Linear):
+    """A Linear whose bias the graph adds after it (see :func:`split_matmul_bias`)."""
+
+    bias_in_graph = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight)
+
+
+def split_matmul_bias(gm: torch.fx.GraphModule, x: torch.Tensor) -> torch.fx.GraphModule:
+    """``gm`` with each Linear that reads more than two dimensions on ``x`` (it exports to a
+    MatMul and an Add, and INT8 graphs quantize the MatMul's output) computed as the product
+    and, in a node of its own, the bias added: the same values, a node where the graph has one.
+    The bias stays the Linear's parameter (same names)."""
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    was_training = gm.training
+    gm.eval()
+    with torch.no_grad():
+        ShapeProp(gm).propagate(x)
+    gm.train(was_training)
+    mods = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        m = mods.get(node.target) if node.op == "call_module" else None
+        if type(m) is not nn.Linear or m.bias is None:
+            continue
+        meta = getattr(node.args[0], "meta", {}).get("tensor_meta")
+        if meta is None or len(meta.shape) <= 2:
+            continue
+        m.__class__ = _MatMulLinear
+        m.bias_in_graph = True  # kept when insert_fake_quant makes it a QuantLinear
+        with gm.graph.inserting_after(node):
+            bias = gm.graph.get_attr(f"{node.target}.bias")
+        with gm.graph.inserting_after(bias):
+            add = gm.graph.call_function(torch.add, (node, bias))
+        node.replace_all_uses_with(add, delete_user_cb=lambda u: u is not add)
+    gm.recompile()
+    return gm
 
 
 def _as_quant(m: nn.Module) -> nn.Module:

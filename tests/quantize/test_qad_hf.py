@@ -68,7 +68,8 @@ def test_hf_mobilenetv2_fake_quant_placement_matches_its_int8_graph(tmp_path):
 
 def test_hf_mobilevit_fake_quant_placement_matches_its_int8_graph_and_trains_what_it_writes(tmp_path):
     """Every tensor the INT8 graph quantizes has its fake quantizer (SiLU's Sigmoid output
-    included: the student's SiLU is written out as the Sigmoid and Mul it exports to), a bias
+    included: the student's SiLU is written out as the Sigmoid and Mul it exports to; a
+    transformer Linear's MatMul output, its bias added in a node of its own), a bias
     the exporter aliased to another constant is not taken for an activation, and only the
     parameters the export writes back (quantized weights, their int32 biases) train: a
     LayerNorm's and a bias added after a MatMul keep their values."""
@@ -78,6 +79,10 @@ def test_hf_mobilevit_fake_quant_placement_matches_its_int8_graph_and_trains_wha
     from edgekd.quantize.qad_torch import FakeQuantAct
 
     m = _student("hf-mobilevit:size=xxs,res=32")
+    with torch.no_grad():  # trained biases: a Linear's output is not its MatMul's
+        for lin in m.modules():
+            if isinstance(lin, torch.nn.Linear) and not lin.out_features == 5:
+                lin.bias.normal_(0, 0.3)
     gm = fold_batchnorm(m)
     ops = {getattr(n.target, "__name__", str(n.target)) for n in gm.graph.nodes}
     assert "sigmoid" in ops and "silu" not in ops
@@ -87,6 +92,7 @@ def test_hf_mobilevit_fake_quant_placement_matches_its_int8_graph_and_trains_wha
     prep = prepare_qat(gm, qdq, calib)
     assert not [a.tensor for a in prep.plan.acts if a.tensor.endswith(".bias")]
     assert any("Sigmoid" in a.tensor for a in prep.plan.acts)
+    assert any(a.tensor.endswith("MatMul_output_0") for a in prep.plan.acts)  # before the bias
     assert len([q for q in prep.model.modules() if isinstance(q, FakeQuantAct)]) > 100
     trained = {n for n, p in prep.model.named_parameters() if p.requires_grad}
     frozen = {n for n, p in prep.model.named_parameters() if not p.requires_grad}
