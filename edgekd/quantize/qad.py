@@ -98,14 +98,14 @@ def prepare_qat(student, qdq_path: "str | Path", calib_x: np.ndarray) -> Prepare
     from .qad_graph import match, read_plan, trained_parameters
     import torch
 
-    from .qad_torch import fold_batchnorm, insert_fake_quant, split_matmul_bias
+    from .qad_torch import drop_repeats, fold_batchnorm, insert_fake_quant, split_matmul_bias
 
     gm = copy.deepcopy(student) if hasattr(student, "graph") else fold_batchnorm(student)
     gm = split_matmul_bias(gm, torch.from_numpy(np.ascontiguousarray(calib_x[:2], np.float32)))
     plan = read_plan(qdq_path)
     placement = match(plan, qdq_path, gm, np.ascontiguousarray(calib_x, np.float32))
     acts = {placement.acts[a.tensor]: (a.scale, a.zero_point, a.qmin, a.qmax) for a in plan.acts}
-    qgm = insert_fake_quant(gm, acts, set(placement.weights.values()))
+    qgm = insert_fake_quant(gm, drop_repeats(gm, acts), set(placement.weights.values()))
     trained = trained_parameters(plan, placement)
     for name, p in qgm.named_parameters():
         p.requires_grad_(name in trained)

@@ -243,6 +243,36 @@ def insert_fake_quant(gm: torch.fx.GraphModule, acts: dict[str, tuple[float, int
     return gm
 
 
+# ops that only move values (same values, another shape or order): quantizing their output with
+# their input's scale and zero point again changes nothing, forward or backward
+_MOVES = frozenset({"reshape", "view", "transpose", "permute", "contiguous", "flatten", "unflatten",
+                    "squeeze", "unsqueeze"})
+
+
+def _moves_only(node: torch.fx.Node) -> bool:
+    name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+    return node.op in ("call_method", "call_function") and name in _MOVES
+
+
+def drop_repeats(gm: torch.fx.GraphModule, acts: dict[str, tuple]) -> dict[str, tuple]:
+    """``acts`` without the fake quantizers that would repeat one: a tensor reached from a
+    quantized one through value-moving ops alone (reshape, transpose, ...) with the same scale,
+    zero point and range is on that grid already (ONNX Runtime quantizes a Reshape's or a
+    Transpose's output again with its input's parameters). The same values and gradients, fewer
+    ops per training step."""
+    nodes = {n.name: n for n in gm.graph.nodes}
+    kept = {}
+    for name, qp in acts.items():
+        src = nodes[name]
+        while _moves_only(src) and isinstance(src.args[0], torch.fx.Node):
+            src = src.args[0]
+            if acts.get(src.name) is not None:
+                break
+        if src.name == name or acts.get(src.name) != qp:
+            kept[name] = qp
+    return kept
+
+
 def node_outputs(gm: torch.fx.GraphModule, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every tensor a node of ``gm`` produces on ``x`` (eval mode, no grad), by node name."""
     out: dict[str, torch.Tensor] = {}

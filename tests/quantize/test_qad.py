@@ -95,6 +95,9 @@ def test_fake_quant_placement_matches_the_int8_graph(tmp_path):
     wq = [m for m in prep.model.modules() if isinstance(m, (QuantConv, QuantLinear))]
     # one fake quantizer per quantized tensor, one per quantized weight: the same set of ops
     assert len(fqs) == len(prep.plan.acts) and len(wq) == len(prep.plan.weights) == 4
+    # what the export writes back trains: every weight and bias, those BatchNorm folding made
+    # included (folding creates them as parameters that do not require a gradient)
+    assert all(m.weight.requires_grad and m.bias is not None and m.bias.requires_grad for m in wq)
     assert sorted({prep.placement.acts[a.tensor] for a in prep.plan.acts}) == sorted(
         n.args[0].name for n in prep.model.graph.nodes if n.op == "call_module"
         and n.target.startswith("qad_fq"))

@@ -66,6 +66,45 @@ def test_hf_mobilenetv2_fake_quant_placement_matches_its_int8_graph(tmp_path):
     assert par.cosine > 0.95
 
 
+def test_repeated_fake_quantizers_after_reshapes_are_dropped_without_changing_a_value(tmp_path):
+    """ONNX Runtime quantizes a Reshape's or Transpose's output again with its input's scale;
+    those repeats are dropped from the trained model (a quarter of MobileViT's quantizers), and
+    the outputs and gradients are those of the model with every one of them."""
+    import copy
+
+    from edgekd.backends.onnxruntime_quant import quantize_onnx_static
+    from edgekd.export import export_onnx
+    from edgekd.quantize.qad import prepare_qat
+    from edgekd.quantize.qad_torch import FakeQuantAct, insert_fake_quant, split_matmul_bias
+
+    m = _student("hf-mobilevit:size=xxs,res=32")
+    gm = fold_batchnorm(m)
+    calib = torch.randn(16, 3, 32, 32).numpy()
+    fp32 = export_onnx(gm, torch.from_numpy(calib[:1]), tmp_path / "s.onnx", dynamic_batch=True)
+    qdq = quantize_onnx_static(fp32, tmp_path / "s.int8.onnx", [calib])
+    prep = prepare_qat(gm, qdq, calib)
+    acts = {prep.placement.acts[a.tensor]: (a.scale, a.zero_point, a.qmin, a.qmax)
+            for a in prep.plan.acts}
+    full = insert_fake_quant(split_matmul_bias(copy.deepcopy(gm), torch.from_numpy(calib[:2])),
+                             acts, set(prep.placement.weights.values()))
+    for p in full.parameters():
+        p.requires_grad_(True)
+    count = lambda g: sum(isinstance(q, FakeQuantAct) for q in g.modules())  # noqa: E731
+    assert count(full) == len(acts) and count(prep.model) < 0.85 * len(acts)
+    x = torch.randn(4, 3, 32, 32)
+    outs = []
+    for model in (full, prep.model):
+        model.eval()
+        model.zero_grad()
+        y = model(x)
+        (y * torch.arange(y.shape[1])).sum().backward()
+        outs.append((y.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                  if p.grad is not None}))
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert outs[1][1] and outs[1][1].keys() <= outs[0][1].keys()  # full trains every parameter
+    assert all(torch.allclose(outs[0][1][k], outs[1][1][k], atol=1e-6) for k in outs[1][1])
+
+
 def test_hf_mobilevit_fake_quant_placement_matches_its_int8_graph_and_trains_what_it_writes(tmp_path):
     """Every tensor the INT8 graph quantizes has its fake quantizer (SiLU's Sigmoid output
     included: the student's SiLU is written out as the Sigmoid and Mul it exports to; a
@@ -102,3 +141,42 @@ def test_hf_mobilevit_fake_quant_placement_matches_its_int8_graph_and_trains_wha
     assert all(n.endswith(".weight") or n.endswith(".bias") for n in trained)
     par = check_parity(prep.model, qdq, torch.from_numpy(calib), check_values=False, raise_on_fail=False)
     assert par.cosine > 0.95
+
+
+def test_repeated_fake_quantizers_after_reshapes_are_dropped_without_changing_a_value(tmp_path):
+    """ONNX Runtime quantizes a Reshape's or Transpose's output again with its input's scale;
+    those repeats are dropped from the trained model (a quarter of MobileViT's quantizers), and
+    the outputs and gradients are those of the model with every one of them."""
+    import copy
+
+    from edgekd.backends.onnxruntime_quant import quantize_onnx_static
+    from edgekd.export import export_onnx
+    from edgekd.quantize.qad import prepare_qat
+    from edgekd.quantize.qad_torch import FakeQuantAct, insert_fake_quant, split_matmul_bias
+
+    m = _student("hf-mobilevit:size=xxs,res=32")
+    gm = fold_batchnorm(m)
+    calib = torch.randn(16, 3, 32, 32).numpy()
+    fp32 = export_onnx(gm, torch.from_numpy(calib[:1]), tmp_path / "s.onnx", dynamic_batch=True)
+    qdq = quantize_onnx_static(fp32, tmp_path / "s.int8.onnx", [calib])
+    prep = prepare_qat(gm, qdq, calib)
+    acts = {prep.placement.acts[a.tensor]: (a.scale, a.zero_point, a.qmin, a.qmax)
+            for a in prep.plan.acts}
+    full = insert_fake_quant(split_matmul_bias(copy.deepcopy(gm), torch.from_numpy(calib[:2])),
+                             acts, set(prep.placement.weights.values()))
+    for p in full.parameters():
+        p.requires_grad_(True)
+    count = lambda g: sum(isinstance(q, FakeQuantAct) for q in g.modules())  # noqa: E731
+    assert count(full) == len(acts) and count(prep.model) < 0.85 * len(acts)
+    x = torch.randn(4, 3, 32, 32)
+    outs = []
+    for model in (full, prep.model):
+        model.eval()
+        model.zero_grad()
+        y = model(x)
+        (y * torch.arange(y.shape[1])).sum().backward()
+        outs.append((y.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                  if p.grad is not None}))
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert outs[1][1] and outs[1][1].keys() <= outs[0][1].keys()  # full trains every parameter
+    assert all(torch.allclose(outs[0][1][k], outs[1][1][k], atol=1e-6) for k in outs[1][1])
