@@ -329,7 +329,12 @@ def _attempts(q, src: Path, scratch: Path, per_channel: bool, preprocess: bool) 
         pre = scratch / "preprocessed.onnx"
         try:
             with contextlib.redirect_stdout(sys.stderr), _no_stray_files():
-                q.quant_pre_process(str(out[0][0]), str(pre), skip_symbolic_shape=False)
+                try:
+                    q.quant_pre_process(str(out[0][0]), str(pre), skip_symbolic_shape=False)
+                except Exception:  # noqa: BLE001 - ORT's symbolic shape inference asserts on
+                    # e.g. a Reshape whose shape is computed from the batch (MobileViT's patches);
+                    # ONNX's own shape inference and the graph optimisation still apply
+                    q.quant_pre_process(str(out[0][0]), str(pre), skip_symbolic_shape=True)
             if _real_io(onnx.load(str(pre), load_external_data=False)) == io:
                 out.insert(0, (pre, out[0][1], "pre-processed"))
             else:  # e.g. initializers dropped that the graph still lists as inputs
