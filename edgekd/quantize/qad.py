@@ -95,15 +95,16 @@ def check_options(qat: str, epochs: int, loss: str, teacher) -> None:
 def prepare_qat(student, qdq_path: "str | Path", calib_x: np.ndarray) -> Prepared:
     """The student (BatchNorm folded, as traced by fold_batchnorm) with fake quantizers where
     the QDQ graph at ``qdq_path`` quantizes; ``calib_x`` is a calibration batch for matching."""
-    from .qad_graph import match, read_plan, trained_parameters
     import torch
 
+    from .qad_graph import match, read_plan, trained_parameters
     from .qad_torch import drop_repeats, fold_batchnorm, insert_fake_quant, split_matmul_bias
 
+    x = np.ascontiguousarray(calib_x, np.float32)
     gm = copy.deepcopy(student) if hasattr(student, "graph") else fold_batchnorm(student)
-    gm = split_matmul_bias(gm, torch.from_numpy(np.ascontiguousarray(calib_x[:2], np.float32)))
+    gm = split_matmul_bias(gm, torch.from_numpy(x[:2]))
     plan = read_plan(qdq_path)
-    placement = match(plan, qdq_path, gm, np.ascontiguousarray(calib_x, np.float32))
+    placement = match(plan, qdq_path, gm, x)
     acts = {placement.acts[a.tensor]: (a.scale, a.zero_point, a.qmin, a.qmax) for a in plan.acts}
     qgm = insert_fake_quant(gm, drop_repeats(gm, acts), set(placement.weights.values()))
     trained = trained_parameters(plan, placement)
